@@ -1,1 +1,212 @@
-/* placeholder */
+/*
+ * db.c: opening, migrating and closing state.db.
+ *
+ * Migrations are appended, never edited: migration i takes user_version i
+ * to i + 1 inside one transaction, so a crash mid-migration leaves the
+ * previous version intact.
+ */
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct db {
+	sqlite3 *h;
+	int version;
+};
+
+static const char *const migrations[] = {
+	/* 0 → 1: foundation. */
+	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+};
+
+#define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+static int
+db_err(struct db *db, struct err *e, const char *what)
+{
+	return err_set(e, "state.db: %s: %s", what, sqlite3_errmsg(db->h));
+}
+
+int
+db_exec(struct db *db, const char *sql, struct err *e)
+{
+	char *msg = NULL;
+
+	if (sqlite3_exec(db->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
+		err_set(e, "state.db: %s", msg ? msg : sqlite3_errmsg(db->h));
+		sqlite3_free(msg);
+		return -1;
+	}
+	return 0;
+}
+
+int
+db_begin(struct db *db, struct err *e)
+{
+	return db_exec(db, "BEGIN IMMEDIATE", e);
+}
+
+int
+db_commit(struct db *db, struct err *e)
+{
+	return db_exec(db, "COMMIT", e);
+}
+
+void
+db_rollback(struct db *db)
+{
+	if (!sqlite3_get_autocommit(db->h))
+		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+}
+
+sqlite3_stmt *
+db_prepare(struct db *db, const char *sql, struct err *e)
+{
+	sqlite3_stmt *st = NULL;
+
+	if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+		db_err(db, e, "prepare");
+		return NULL;
+	}
+	return st;
+}
+
+static int
+db_user_version(struct db *db, int *v, struct err *e)
+{
+	sqlite3_stmt *st = db_prepare(db, "PRAGMA user_version", e);
+
+	if (st == NULL)
+		return -1;
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		return db_err(db, e, "read user_version");
+	}
+	*v = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return 0;
+}
+
+static int
+db_migrate(struct db *db, struct err *e)
+{
+	if (db_user_version(db, &db->version, e) < 0)
+		return -1;
+	if (db->version > DB_VERSION)
+		return err_set(e, "state.db has schema version %d, newer than this farmd "
+		    "understands (%d)", db->version, DB_VERSION);
+	while (db->version < DB_VERSION) {
+		char sql[64];
+
+		if (db_begin(db, e) < 0)
+			return -1;
+		snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", db->version + 1);
+		if (db_exec(db, migrations[db->version], e) < 0 || db_exec(db, sql, e) < 0) {
+			db_rollback(db);
+			return err_wrap(e, "migration to schema version %d", db->version + 1);
+		}
+		if (db_commit(db, e) < 0) {
+			db_rollback(db);
+			return -1;
+		}
+		db->version++;
+		log_info("state.db migrated to schema version %d", db->version);
+	}
+	return 0;
+}
+
+struct db *
+db_open(const char *path, struct err *e)
+{
+	struct db *db = calloc(1, sizeof(*db));
+
+	if (db == NULL) {
+		err_set(e, "out of memory");
+		return NULL;
+	}
+	if (sqlite3_open_v2(path, &db->h, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+	    SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
+		err_set(e, "%s: %s", path, db->h ? sqlite3_errmsg(db->h) : "cannot open");
+		goto fail;
+	}
+	sqlite3_extended_result_codes(db->h, 1);
+	if (db_exec(db, "PRAGMA journal_mode = WAL", e) < 0 ||
+	    db_exec(db, "PRAGMA synchronous = FULL", e) < 0 ||
+	    db_exec(db, "PRAGMA foreign_keys = ON", e) < 0 ||
+	    db_exec(db, "PRAGMA busy_timeout = 5000", e) < 0 ||
+	    db_migrate(db, e) < 0) {
+		err_wrap(e, "%s", path);
+		goto fail;
+	}
+	return db;
+fail:
+	sqlite3_close(db->h);
+	free(db);
+	return NULL;
+}
+
+void
+db_close(struct db *db)
+{
+	if (db == NULL)
+		return;
+	sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+	if (sqlite3_close(db->h) != SQLITE_OK)
+		log_warn("state.db: close: %s", sqlite3_errmsg(db->h));
+	free(db);
+}
+
+sqlite3 *
+db_handle(struct db *db)
+{
+	return db->h;
+}
+
+int
+db_schema_version(struct db *db)
+{
+	return db->version;
+}
+
+int
+db_meta_get(struct db *db, const char *key, char *val, size_t len, struct err *e)
+{
+	sqlite3_stmt *st = db_prepare(db, "SELECT value FROM meta WHERE key = ?", e);
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		snprintf(val, len, "%s", (const char *)sqlite3_column_text(st, 0));
+		rc = 1;
+	} else if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		rc = db_err(db, e, "read meta");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+db_meta_set(struct db *db, const char *key, const char *val, struct err *e)
+{
+	sqlite3_stmt *st = db_prepare(db,
+	    "INSERT INTO meta (key, value) VALUES (?, ?) "
+	    "ON CONFLICT (key) DO UPDATE SET value = excluded.value", e);
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, val, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(db, e, "write meta");
+	sqlite3_finalize(st);
+	return rc;
+}

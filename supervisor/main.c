@@ -1,1 +1,359 @@
-int main(void) { return 0; } /* placeholder */
+/*
+ * farmd: the supervisor.
+ *
+ * Start-up order: arguments → config → state dir (created, then locked:
+ * one farmd per state dir) → state.db → admin socket → worker pools →
+ * READY once every pool's workers said hello.  Shutdown (SIGTERM, SIGINT,
+ * `farmctl shutdown`, or a fatal error) runs it backwards: stop accepting,
+ * end workers (SIGTERM, then SIGKILL after a grace period), close the
+ * database after a WAL checkpoint, exit 0 (or 1 with the reason).
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sysexits.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <systemd/sd-daemon.h>
+
+#include "clock.h"
+#include "config.h"
+#include "control.h"
+#include "db.h"
+#include "farmd.h"
+#include "log.h"
+#include "metrics.h"
+#include "pool.h"
+
+#ifndef FARMD_LIBEXECDIR
+#define FARMD_LIBEXECDIR "/usr/libexec"
+#endif
+
+#define SHUTDOWN_GRACE_MS 1000
+
+struct farmd_events {
+	struct event *sig[4];
+	struct event *tick;             /* readiness and the end of shutdown */
+};
+
+static void
+usage(FILE *f)
+{
+	fprintf(f, "usage: farmd --state-dir DIR [--config FILE] [--admin-socket PATH]\n"
+	    "       farmd --check-sandbox\n"
+	    "       farmd --version\n");
+}
+
+void
+farmd_notify_status(struct farmd *d)
+{
+	char line[256];
+	int n;
+
+	if (!d->ready)
+		return;
+	n = snprintf(line, sizeof(line), "STATUS=%s%s", d->stopping ? "stopping" : "running",
+	    pool_degraded(d->pool) ? "; a worker pool is degraded" : "");
+	(void)n;
+	sd_notify(0, line);
+}
+
+void
+farmd_stop(struct farmd *d, int code, const char *reason)
+{
+	if (d->stopping)
+		return;
+	d->stopping = 1;
+	d->exit_code = code;
+	snprintf(d->exit_reason, sizeof(d->exit_reason), "%s", reason);
+	if (code != 0)
+		log_err("fatal: %s", reason);
+	else
+		log_info("stopping: %s", reason);
+	sd_notify(0, "STOPPING=1");
+	control_close_listener(d->control);
+	pool_shutdown(d->pool, SHUTDOWN_GRACE_MS);
+}
+
+static void
+farmd_reload(struct farmd *d)
+{
+	struct config next;
+	struct err e;
+
+	if (d->config_path[0] == '\0') {
+		log_info("SIGHUP: no config file (--config) to reload");
+		return;
+	}
+	config_defaults(&next);
+	if (config_load(&next, d->config_path, &e) < 0) {
+		log_err("reload refused: %s", e.msg);
+		return;
+	}
+	if (config_reload(&d->cfg, &next, &e) < 0) {
+		log_err("reload refused: %s", e.msg);
+		return;
+	}
+	log_set_level(d->cfg.daemon.log_level);
+	pool_reconfigure(d->pool);
+	log_info("configuration reloaded from %s", d->config_path);
+}
+
+static void
+farmd_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	struct farmd *d = arg;
+
+	(void)what;
+	switch (sig) {
+	case SIGTERM:
+	case SIGINT:
+		farmd_stop(d, 0, sig == SIGTERM ? "SIGTERM" : "SIGINT");
+		break;
+	case SIGHUP:
+		farmd_reload(d);
+		break;
+	case SIGCHLD:
+		pool_reap(d->pool);
+		break;
+	}
+}
+
+/* A 10 ms tick: readiness, watchdog pings and the end of shutdown. */
+static void
+farmd_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct farmd *d = arg;
+
+	(void)fd;
+	(void)what;
+	if (!d->ready && !d->stopping && (pool_ready(d->pool) ||
+	    clock_mono_ms() - d->start_mono_ms > 10000)) {
+		if (!pool_ready(d->pool))
+			log_warn("not every worker came up within 10 s; ready anyway");
+		d->ready = 1;
+		sd_notify(0, "READY=1");
+		farmd_notify_status(d);
+		log_info("ready: admin socket %s", d->admin_path);
+	}
+	if (d->stopping && pool_alive(d->pool) == 0)
+		event_base_loopbreak(d->base);
+}
+
+static int
+farmd_worker_path(struct farmd *d, struct err *e)
+{
+	char self[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+
+	if (n > 0) {
+		self[n] = '\0';
+		snprintf(d->worker_path, sizeof(d->worker_path), "%s/farmd-worker", dirname(self));
+		if (access(d->worker_path, X_OK) == 0)
+			return 0;
+	}
+	snprintf(d->worker_path, sizeof(d->worker_path), "%s/farmd-worker", FARMD_LIBEXECDIR);
+	if (access(d->worker_path, X_OK) == 0)
+		return 0;
+	return err_set(e, "cannot find farmd-worker beside farmd or in %s", FARMD_LIBEXECDIR);
+}
+
+/* Creates and locks the state dir.  The lock (flock on farmd.lock) lives
+ * as long as the process, kill -9 included, so a stale lock cannot exist. */
+static int
+farmd_lock_state_dir(struct farmd *d, const char *dir, struct err *e)
+{
+	char path[PATH_MAX + 32], pid[32], real[PATH_MAX];
+	int fd, n;
+
+	if (mkdir(dir, 0750) < 0 && errno != EEXIST)
+		return err_sys(e, "state dir %s: create", dir);
+	if (realpath(dir, real) == NULL)
+		return err_sys(e, "state dir %s", dir);
+	snprintf(d->state_dir, sizeof(d->state_dir), "%s", real);
+	snprintf(path, sizeof(path), "%s/farmd.lock", d->state_dir);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0640);
+	if (fd < 0)
+		return err_sys(e, "state dir %s: open lock file", d->state_dir);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		n = (int)pread(fd, pid, sizeof(pid) - 1, 0);
+		pid[n > 0 ? n : 0] = '\0';
+		pid[strcspn(pid, "\n")] = '\0';
+		close(fd);
+		return err_set(e, "state dir %s is in use by another farmd (pid %s)",
+		    d->state_dir, pid[0] ? pid : "?");
+	}
+	n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+		close(fd);
+		return err_sys(e, "state dir %s: write lock file", d->state_dir);
+	}
+	d->lock_fd = fd;
+	return 0;
+}
+
+static int
+farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
+{
+	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+	struct timeval tick = { 0, 10000 };
+	char path[PATH_MAX + 16];
+
+	if ((d->base = event_base_new()) == NULL)
+		return err_set(e, "cannot create the event loop");
+	signal(SIGPIPE, SIG_IGN);
+	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
+		ev->sig[i] = evsignal_new(d->base, sigs[i], farmd_signal_cb, d);
+		if (ev->sig[i] == NULL || event_add(ev->sig[i], NULL) < 0)
+			return err_set(e, "cannot watch signal %d", sigs[i]);
+	}
+	snprintf(path, sizeof(path), "%s/state.db", d->state_dir);
+	if ((d->db = db_open(path, e)) == NULL)
+		return -1;
+	if ((d->metrics = calloc(1, sizeof(*d->metrics))) == NULL)
+		return err_set(e, "out of memory");
+	if ((d->pool = pool_new(d, e)) == NULL)
+		return -1;
+	if ((d->control = control_new(d, d->admin_path, e)) == NULL)
+		return -1;
+	if (pool_start(d->pool, e) < 0)
+		return -1;
+	ev->tick = event_new(d->base, -1, EV_PERSIST, farmd_tick_cb, d);
+	if (ev->tick == NULL || event_add(ev->tick, &tick) < 0)
+		return err_set(e, "cannot start the tick timer");
+	return 0;
+}
+
+static void
+farmd_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sd_notify(0, "WATCHDOG=1");
+}
+
+static void
+farmd_teardown(struct farmd *d, struct farmd_events *ev)
+{
+	for (size_t i = 0; i < sizeof(ev->sig) / sizeof(ev->sig[0]); i++)
+		if (ev->sig[i] != NULL)
+			event_free(ev->sig[i]);
+	if (ev->tick != NULL)
+		event_free(ev->tick);
+	control_free(d->control);
+	pool_free(d->pool);
+	db_close(d->db);
+	free(d->metrics);
+	if (d->base != NULL)
+		event_base_free(d->base);
+	libevent_global_shutdown();
+	if (d->lock_fd > 0)
+		close(d->lock_fd);
+}
+
+int
+main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "state-dir", required_argument, NULL, 'd' },
+		{ "config", required_argument, NULL, 'c' },
+		{ "admin-socket", required_argument, NULL, 's' },
+		{ "check-sandbox", no_argument, NULL, 'S' },
+		{ "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	static struct farmd d;
+	struct farmd_events ev = { 0 };
+	struct event *watchdog = NULL;
+	const char *state_dir = NULL, *admin = NULL;
+	struct err e;
+	uint64_t wd_usec = 0;
+	int c, check_sandbox = 0;
+
+	log_init("farmd");
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': state_dir = optarg; break;
+		case 'c': snprintf(d.config_path, sizeof(d.config_path), "%s", optarg); break;
+		case 's': admin = optarg; break;
+		case 'S': check_sandbox = 1; break;
+		case 'V': printf("farmd %s\n", FARMD_VERSION); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return EX_CONFIG;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "farmd: unexpected argument '%s'\n", argv[optind]);
+		usage(stderr);
+		return EX_CONFIG;
+	}
+	if (farmd_worker_path(&d, &e) < 0) {
+		fprintf(stderr, "farmd: %s\n", e.msg);
+		return 1;
+	}
+	if (check_sandbox) {
+		/* The worker applies its own sandbox in a child and reports. */
+		execl(d.worker_path, "farmd-worker", "--check-sandbox", (char *)NULL);
+		fprintf(stderr, "farmd: exec %s: %s\n", d.worker_path, strerror(errno));
+		return 1;
+	}
+	if (state_dir == NULL) {
+		fprintf(stderr, "farmd: --state-dir is required\n");
+		usage(stderr);
+		return EX_CONFIG;
+	}
+	config_defaults(&d.cfg);
+	if (d.config_path[0] != '\0' && config_load(&d.cfg, d.config_path, &e) < 0) {
+		fprintf(stderr, "farmd: %s\n", e.msg);
+		return EX_CONFIG;
+	}
+	log_set_level(d.cfg.daemon.log_level);
+	d.start_real_ms = clock_real_ms();
+	d.start_mono_ms = clock_mono_ms();
+	if (farmd_lock_state_dir(&d, state_dir, &e) < 0) {
+		fprintf(stderr, "farmd: %s\n", e.msg);
+		return 1;
+	}
+	if (admin != NULL)
+		snprintf(d.admin_path, sizeof(d.admin_path), "%s", admin);
+	else if (d.cfg.daemon.admin_socket[0] != '\0')
+		snprintf(d.admin_path, sizeof(d.admin_path), "%s", d.cfg.daemon.admin_socket);
+	else
+		snprintf(d.admin_path, sizeof(d.admin_path), "%s/farmd.sock", d.state_dir);
+	if (farmd_start(&d, &ev, &e) < 0) {
+		log_err("%s", e.msg);
+		fprintf(stderr, "farmd: %s\n", e.msg);
+		farmd_teardown(&d, &ev);
+		return 1;
+	}
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+		struct timeval tv = { (time_t)(wd_usec / 2 / 1000000),
+			(suseconds_t)(wd_usec / 2 % 1000000) };
+
+		watchdog = event_new(d.base, -1, EV_PERSIST, farmd_watchdog_cb, &d);
+		event_add(watchdog, &tv);
+	}
+	log_info("farmd %s starting: state dir %s, %u encode / %u compile / %u execute workers",
+	    FARMD_VERSION, d.state_dir, d.cfg.workers.encode, d.cfg.workers.compile,
+	    d.cfg.workers.execute);
+	event_base_dispatch(d.base);
+	if (watchdog != NULL)
+		event_free(watchdog);
+	farmd_teardown(&d, &ev);
+	if (d.exit_code != 0) {
+		fprintf(stderr, "farmd: %s\n", d.exit_reason);
+		return d.exit_code;
+	}
+	log_info("stopped");
+	return 0;
+}

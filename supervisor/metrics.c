@@ -1,1 +1,138 @@
-/* placeholder */
+/*
+ * metrics.c: Prometheus text exposition (version 0.0.4).  Names are
+ * farmd_<subsystem>_<what>[_total]; counters come from struct metrics,
+ * gauges are read from the subsystems at render time.
+ */
+#include "metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "clock.h"
+#include "control.h"
+#include "farmd.h"
+#include "pool.h"
+
+struct mbuf {
+	char *s;
+	size_t len, cap;
+};
+
+static void __attribute__((format(printf, 2, 3)))
+mb_printf(struct mbuf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	for (;;) {
+		va_start(ap, fmt);
+		n = vsnprintf(b->s + b->len, b->cap - b->len, fmt, ap);
+		va_end(ap);
+		if (n < 0)
+			return;
+		if ((size_t)n < b->cap - b->len) {
+			b->len += (size_t)n;
+			return;
+		}
+		b->cap = (b->cap + (size_t)n + 1) * 2;
+		if ((b->s = realloc(b->s, b->cap)) == NULL)
+			abort();
+	}
+}
+
+static void
+mb_head(struct mbuf *b, const char *name, const char *type, const char *help)
+{
+	mb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+/* One counter family labelled by worker kind. */
+static void
+mb_by_kind(struct mbuf *b, const char *name, const char *help, const uint64_t *v)
+{
+	mb_head(b, name, "counter", help);
+	for (int k = 0; k < WIRE_KIND_COUNT; k++)
+		mb_printf(b, "%s{kind=\"%s\"} %llu\n", name, wire_kind_name((enum wire_kind)k),
+		    (unsigned long long)v[k]);
+}
+
+static void
+mb_counter(struct mbuf *b, const char *name, const char *help, uint64_t v)
+{
+	mb_head(b, name, "counter", help);
+	mb_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void
+metrics_pools(struct mbuf *b, struct farmd *d)
+{
+	json_t *pools = pool_json_pools(d->pool), *p;
+	size_t i;
+
+	mb_head(b, "farmd_workers", "gauge", "Workers alive (hello received), by kind.");
+	json_array_foreach(pools, i, p)
+		mb_printf(b, "farmd_workers{kind=\"%s\"} %lld\n",
+		    json_string_value(json_object_get(p, "kind")),
+		    json_integer_value(json_object_get(p, "alive")));
+	mb_head(b, "farmd_workers_configured", "gauge", "Configured pool size, by kind.");
+	json_array_foreach(pools, i, p)
+		mb_printf(b, "farmd_workers_configured{kind=\"%s\"} %lld\n",
+		    json_string_value(json_object_get(p, "kind")),
+		    json_integer_value(json_object_get(p, "size")));
+	mb_head(b, "farmd_pool_degraded", "gauge", "1 when the pool hit its restart intensity limit.");
+	json_array_foreach(pools, i, p)
+		mb_printf(b, "farmd_pool_degraded{kind=\"%s\"} %d\n",
+		    json_string_value(json_object_get(p, "kind")),
+		    strcmp(json_string_value(json_object_get(p, "state")), "degraded") == 0);
+	mb_head(b, "farmd_jobs_queued", "gauge", "Jobs waiting for a worker, by kind.");
+	json_array_foreach(pools, i, p)
+		mb_printf(b, "farmd_jobs_queued{kind=\"%s\"} %lld\n",
+		    json_string_value(json_object_get(p, "kind")),
+		    json_integer_value(json_object_get(p, "queued")));
+	json_decref(pools);
+}
+
+char *
+metrics_render(struct farmd *d)
+{
+	struct metrics *m = d->metrics;
+	struct mbuf b = { 0 };
+
+	mb_printf(&b, "%s", "");
+	mb_head(&b, "farmd_up", "gauge", "1 while farmd runs.");
+	mb_printf(&b, "farmd_up 1\n");
+	mb_head(&b, "farmd_uptime_seconds", "gauge", "Seconds since farmd started.");
+	mb_printf(&b, "farmd_uptime_seconds %llu\n",
+	    (unsigned long long)((clock_mono_ms() - d->start_mono_ms) / 1000));
+	metrics_pools(&b, d);
+	mb_by_kind(&b, "farmd_worker_restarts_total", "Worker replacements, by kind.",
+	    m->worker_restarts);
+	mb_by_kind(&b, "farmd_worker_crashes_total",
+	    "Workers that died without being asked to, by kind.", m->worker_crashes);
+	mb_by_kind(&b, "farmd_worker_timeouts_total",
+	    "Workers killed for exceeding a job deadline, by kind.", m->worker_timeouts);
+	mb_by_kind(&b, "farmd_jobs_done_total", "Jobs answered by a worker, by kind.",
+	    m->jobs_done);
+	mb_by_kind(&b, "farmd_jobs_failed_total",
+	    "Job attempts that failed (worker died, timeout, protocol error), by kind.",
+	    m->jobs_failed);
+	mb_by_kind(&b, "farmd_jobs_retried_total", "Job attempts retried, by kind.",
+	    m->jobs_retried);
+	mb_counter(&b, "farmd_protocol_errors_worker_total",
+	    "Worker connections dropped for a protocol error.", m->protocol_errors_worker);
+	mb_counter(&b, "farmd_protocol_errors_admin_total",
+	    "Admin connections dropped for a protocol error.", m->protocol_errors_admin);
+	mb_counter(&b, "farmd_admin_requests_total", "Admin requests received.",
+	    m->admin_requests);
+	mb_counter(&b, "farmd_admin_errors_total", "Admin requests answered with an error.",
+	    m->admin_errors);
+	mb_counter(&b, "farmd_admin_denied_total", "Admin requests refused for lack of access.",
+	    m->admin_denied);
+	mb_head(&b, "farmd_admin_clients", "gauge", "Admin connections open.");
+	mb_printf(&b, "farmd_admin_clients %zu\n", control_clients(d->control));
+	return b.s;
+}

@@ -1,1 +1,918 @@
-/* placeholder */
+/*
+ * pool.c: worker processes and the jobs they run.
+ *
+ * Invariants:
+ * - a job is in exactly one place: its kind's queue, a worker (w->job),
+ *   or waiting on its retry timer; its callback runs once, then it is freed;
+ * - a worker is freed only when reaped (waitpid), so a pid we signal is
+ *   always our own child, never a recycled one;
+ * - a failed attempt is settled in one place, pool_job_attempt_failed(),
+ *   from pool_reap(): the exit status is the most precise reason, unless
+ *   we killed the worker ourselves (timeout, protocol error) and said why.
+ */
+#include "pool.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/queue.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "clock.h"
+#include "farmd.h"
+#include "frame.h"
+#include "log.h"
+#include "metrics.h"
+#include "peer.h"
+#include "wire.h"
+
+#define RESTART_RING 256
+
+enum worker_state { W_STARTING, W_IDLE, W_BUSY, W_EXITING };
+
+static const char *const worker_state_names[] = {
+	[W_STARTING] = "starting", [W_IDLE] = "idle", [W_BUSY] = "busy",
+	[W_EXITING] = "exiting",
+};
+
+struct pool_kind;
+
+struct worker {
+	TAILQ_ENTRY(worker) entry;
+	struct pool_kind *pk;
+	pid_t pid;
+	enum worker_state state;
+	struct peer *peer;
+	struct pool_job *job;
+	struct event *deadline;
+	char reason[200];               /* why we ended it, if we did */
+	int layers[WIRE_SANDBOX_LAYERS]; /* -1 unknown, 0/1 from hello */
+};
+
+struct pool_job {
+	TAILQ_ENTRY(pool_job) entry;    /* kind queue */
+	TAILQ_ENTRY(pool_job) all;      /* pool->jobs */
+	struct pool_kind *pk;
+	uint64_t id;
+	uint8_t *frame;
+	size_t len;
+	struct pool_job_opts opts;
+	int attempts;
+	int cancelled;
+	pool_done_cb cb;
+	void *arg;
+	struct worker *worker;
+	struct event *retry_ev;
+};
+
+TAILQ_HEAD(worker_list, worker);
+TAILQ_HEAD(job_list, pool_job);
+
+struct pool_kind {
+	struct pool *pool;
+	enum wire_kind kind;
+	uint32_t size;
+	struct worker_list workers;
+	struct job_list queue;
+	uint64_t restarts;
+	uint64_t restart_ms[RESTART_RING];
+	unsigned restart_next;
+	int pending;                    /* replacements scheduled */
+	int degraded;
+	int hellos;                     /* workers that ever said hello */
+	enum wire_fault fault;
+};
+
+struct pool {
+	struct farmd *d;
+	struct pool_kind kinds[WIRE_KIND_COUNT];
+	struct job_list jobs;
+	uint64_t next_id;
+	int stopping;
+	struct event *kill_ev;
+	int last_layers[WIRE_SANDBOX_LAYERS];
+};
+
+struct respawn {
+	struct pool_kind *pk;
+	struct event *ev;
+};
+
+static void pool_dispatch(struct pool_kind *pk);
+static int pool_spawn(struct pool_kind *pk, struct err *e);
+
+static uint32_t
+pool_kind_size(const struct config *c, enum wire_kind kind)
+{
+	switch (kind) {
+	case WIRE_KIND_ENCODE: return c->workers.encode;
+	case WIRE_KIND_COMPILE: return c->workers.compile;
+	default: return c->workers.execute;
+	}
+}
+
+struct pool *
+pool_new(struct farmd *d, struct err *e)
+{
+	struct pool *p = calloc(1, sizeof(*p));
+
+	if (p == NULL) {
+		err_set(e, "out of memory");
+		return NULL;
+	}
+	p->d = d;
+	p->next_id = 1;
+	TAILQ_INIT(&p->jobs);
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct pool_kind *pk = &p->kinds[k];
+
+		pk->pool = p;
+		pk->kind = (enum wire_kind)k;
+		pk->size = pool_kind_size(&d->cfg, pk->kind);
+		TAILQ_INIT(&pk->workers);
+		TAILQ_INIT(&pk->queue);
+	}
+	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
+		p->last_layers[i] = -1;
+	return p;
+}
+
+/* ---- jobs ---------------------------------------------------------- */
+
+static void
+pool_job_free(struct pool_job *job)
+{
+	TAILQ_REMOVE(&job->pk->pool->jobs, job, all);
+	if (job->retry_ev != NULL)
+		event_free(job->retry_ev);
+	free(job->frame);
+	free(job);
+}
+
+static void
+pool_job_finish(struct pool_job *job, const Farmd__JobResult *res, const char *error)
+{
+	if (!job->cancelled)
+		job->cb(job->id, res, error, job->arg);
+	pool_job_free(job);
+}
+
+static void
+pool_job_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool_job *job = arg;
+
+	(void)fd;
+	(void)what;
+	if (job->cancelled) {
+		pool_job_free(job);
+		return;
+	}
+	/* A retry goes first: it has waited longest. */
+	TAILQ_INSERT_HEAD(&job->pk->queue, job, entry);
+	pool_dispatch(job->pk);
+}
+
+static void
+pool_job_attempt_failed(struct pool_job *job, const char *reason)
+{
+	struct pool *p = job->pk->pool;
+	struct timeval tv;
+	char msg[ERR_MSG_MAX];
+
+	p->d->metrics->jobs_failed[job->pk->kind]++;
+	job->worker = NULL;
+	if (job->cancelled) {
+		pool_job_free(job);
+		return;
+	}
+	if (p->stopping || (job->opts.max_attempts > 0 &&
+	    job->attempts >= job->opts.max_attempts)) {
+		snprintf(msg, sizeof(msg), "%s job %llu failed after %d attempt%s: %s",
+		    wire_kind_name(job->pk->kind), (unsigned long long)job->id,
+		    job->attempts, job->attempts == 1 ? "" : "s", reason);
+		log_warn("%s", msg);
+		pool_job_finish(job, NULL, msg);
+		return;
+	}
+	log_info("%s job %llu attempt %d failed (%s); retrying in %llu ms",
+	    wire_kind_name(job->pk->kind), (unsigned long long)job->id,
+	    job->attempts, reason, (unsigned long long)job->opts.retry_delay_ms);
+	p->d->metrics->jobs_retried[job->pk->kind]++;
+	if (job->retry_ev == NULL)
+		job->retry_ev = evtimer_new(p->d->base, pool_job_retry_cb, job);
+	tv.tv_sec = (time_t)(job->opts.retry_delay_ms / 1000);
+	tv.tv_usec = (suseconds_t)(job->opts.retry_delay_ms % 1000) * 1000;
+	evtimer_add(job->retry_ev, &tv);
+}
+
+uint64_t
+pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
+    const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e)
+{
+	Farmd__WorkerMsg msg = FARMD__WORKER_MSG__INIT;
+	struct pool_job *j;
+
+	if (p->stopping) {
+		err_set(e, "farmd is shutting down");
+		return 0;
+	}
+	if (p->kinds[kind].size == 0) {
+		err_set(e, "no %s workers are configured ([workers] %s = 0)",
+		    wire_kind_name(kind), wire_kind_name(kind));
+		return 0;
+	}
+	if ((j = calloc(1, sizeof(*j))) == NULL) {
+		err_set(e, "out of memory");
+		return 0;
+	}
+	j->pk = &p->kinds[kind];
+	j->id = p->next_id++;
+	j->opts = *opts;
+	j->cb = cb;
+	j->arg = arg;
+	job->id = j->id;
+	msg.m_case = FARMD__WORKER_MSG__M_JOB;
+	msg.job = job;
+	j->frame = frame_pack(&msg.base, &j->len);
+	if (j->frame == NULL || j->len - FRAME_HDR_LEN > p->d->cfg.daemon.max_frame) {
+		err_set(e, "%s job of %zu bytes exceeds [daemon] max_frame",
+		    wire_kind_name(kind), j->frame ? j->len : 0);
+		free(j->frame);
+		free(j);
+		return 0;
+	}
+	TAILQ_INSERT_TAIL(&p->jobs, j, all);
+	TAILQ_INSERT_TAIL(&j->pk->queue, j, entry);
+	pool_dispatch(j->pk);
+	return j->id;
+}
+
+void
+pool_cancel(struct pool *p, uint64_t id)
+{
+	struct pool_job *job;
+
+	TAILQ_FOREACH(job, &p->jobs, all) {
+		if (job->id != id)
+			continue;
+		job->cancelled = 1;
+		/* Queued: drop now.  Running or waiting to retry: dropped
+		 * when that ends. */
+		if (job->worker == NULL && (job->retry_ev == NULL ||
+		    !evtimer_pending(job->retry_ev, NULL))) {
+			TAILQ_REMOVE(&job->pk->queue, job, entry);
+			pool_job_free(job);
+		}
+		return;
+	}
+}
+
+/* ---- workers ------------------------------------------------------- */
+
+static void
+worker_end(struct worker *w, const char *reason)
+{
+	if (w->state == W_EXITING)
+		return;
+	if (reason != NULL && w->reason[0] == '\0')
+		snprintf(w->reason, sizeof(w->reason), "%s", reason);
+	w->state = W_EXITING;
+	if (w->deadline != NULL)
+		evtimer_del(w->deadline);
+	kill(w->pid, SIGKILL);
+}
+
+static void
+worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	struct pool *p = w->pk->pool;
+	char reason[64];
+	uint64_t ms = w->job->opts.timeout_ms;
+
+	(void)fd;
+	(void)what;
+	if (ms % 1000 == 0)
+		snprintf(reason, sizeof(reason), "timeout after %llus", (unsigned long long)(ms / 1000));
+	else
+		snprintf(reason, sizeof(reason), "timeout after %llums", (unsigned long long)ms);
+	p->d->metrics->worker_timeouts[w->pk->kind]++;
+	log_warn("%s worker %d: job %llu: %s; killing it", wire_kind_name(w->pk->kind),
+	    (int)w->pid, (unsigned long long)w->job->id, reason);
+	worker_end(w, reason);
+}
+
+static int
+worker_hello(struct worker *w, const Farmd__WorkerHello *h, struct err *e)
+{
+	struct pool *p = w->pk->pool;
+
+	if (h->version != WIRE_VERSION)
+		return err_set(e, "protocol version %u, expected %u", h->version, WIRE_VERSION);
+	if (strcmp(h->kind, wire_kind_name(w->pk->kind)) != 0)
+		return err_set(e, "says it is a %s worker", h->kind);
+	for (size_t i = 0; i < h->n_layers; i++) {
+		int idx = wire_sandbox_layer_parse(h->layers[i]->name);
+
+		if (idx < 0)
+			continue;
+		w->layers[idx] = h->layers[i]->active;
+		p->last_layers[idx] = h->layers[i]->active;
+		if (!h->layers[i]->active && p->d->cfg.daemon.sandbox_required) {
+			char why[ERR_MSG_MAX];
+
+			snprintf(why, sizeof(why), "sandbox layer %s is unavailable (%s) and "
+			    "[daemon] sandbox_required = true", h->layers[i]->name,
+			    h->layers[i]->detail);
+			farmd_stop(p->d, 1, why);
+		}
+	}
+	w->state = W_IDLE;
+	w->pk->hellos++;
+	log_debug("%s worker %d ready", wire_kind_name(w->pk->kind), (int)w->pid);
+	pool_dispatch(w->pk);
+	return 0;
+}
+
+static int
+worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
+{
+	struct pool *p = w->pk->pool;
+	struct pool_job *job = w->job;
+
+	if (w->state != W_BUSY || job == NULL)
+		return err_set(e, "result for job %llu while idle", (unsigned long long)res->id);
+	if (res->id != job->id)
+		return err_set(e, "result for job %llu while running job %llu",
+		    (unsigned long long)res->id, (unsigned long long)job->id);
+	evtimer_del(w->deadline);
+	w->job = NULL;
+	w->state = W_IDLE;
+	p->d->metrics->jobs_done[w->pk->kind]++;
+	pool_job_finish(job, res, res->error[0] ? res->error : NULL);
+	pool_dispatch(w->pk);
+	return 0;
+}
+
+static int
+worker_msg_cb(struct peer *peer, uint8_t *body, size_t len, int *fds, int nfds,
+    void *arg, struct err *e)
+{
+	struct worker *w = arg;
+	struct frame_alloc fa;
+	Farmd__WorkerMsg *msg;
+	int rc;
+
+	(void)peer;
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	msg = (Farmd__WorkerMsg *)frame_unpack(&farmd__worker_msg__descriptor, body,
+	    len, &fa, e);
+	free(body);
+	if (msg == NULL)
+		return -1;
+	if (nfds > 0)
+		rc = err_set(e, "unexpected descriptors");
+	else if (w->state == W_STARTING && msg->m_case != FARMD__WORKER_MSG__M_HELLO)
+		rc = err_set(e, "first message is not a hello");
+	else if (msg->m_case == FARMD__WORKER_MSG__M_HELLO && w->state == W_STARTING)
+		rc = worker_hello(w, msg->hello, e);
+	else if (msg->m_case == FARMD__WORKER_MSG__M_RESULT)
+		rc = worker_result(w, msg->result, e);
+	else
+		rc = err_set(e, "unexpected message (case %d)", (int)msg->m_case);
+	protobuf_c_message_free_unpacked(&msg->base, &fa.pb);
+	return rc;
+}
+
+static void
+worker_close_cb(struct peer *peer, const char *reason, void *arg)
+{
+	struct worker *w = arg;
+	struct pool *p = w->pk->pool;
+
+	(void)peer;
+	/* EOF is how a crash first shows; the exit status will say more. */
+	if (strcmp(reason, "connection closed") != 0) {
+		char why[ERR_MSG_MAX];
+
+		p->d->metrics->protocol_errors_worker++;
+		snprintf(why, sizeof(why), "protocol error: %s", reason);
+		log_warn("%s worker %d: %s; killing it", wire_kind_name(w->pk->kind),
+		    (int)w->pid, why);
+		worker_end(w, why);
+	} else {
+		worker_end(w, NULL);
+	}
+}
+
+static void
+worker_free(struct worker *w)
+{
+	peer_free(w->peer);
+	if (w->deadline != NULL)
+		event_free(w->deadline);
+	free(w);
+}
+
+/* Runs in the child between fork and exec: async-signal-safe calls only. */
+static void __attribute__((noreturn))
+pool_child(const char *path, const char *kind, int fd, pid_t parent,
+    const char *max_frame)
+{
+	struct sigaction sa;
+	sigset_t none;
+	char *argv[] = { "farmd-worker", "--kind", (char *)kind, "--max-frame",
+		(char *)max_frame, NULL };
+	char *envp[] = { NULL };
+	int null;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_DFL;
+	for (int s = 1; s < NSIG; s++)
+		sigaction(s, &sa, NULL);
+	/* Dies with the supervisor, even on kill -9; re-check the parent
+	 * because it may have died before prctl. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+		_exit(127);
+	if (fd == WIRE_WORKER_FD)
+		fcntl(fd, F_SETFD, 0);
+	else if (dup2(fd, WIRE_WORKER_FD) < 0)
+		_exit(127);
+	null = open("/dev/null", O_RDONLY);
+	if (null >= 0 && null != STDIN_FILENO)
+		dup2(null, STDIN_FILENO);
+	close_range(WIRE_WORKER_FD + 1, ~0U, 0);
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(path, argv, envp);
+	_exit(127);
+}
+
+static int
+pool_spawn(struct pool_kind *pk, struct err *e)
+{
+	struct pool *p = pk->pool;
+	struct worker *w;
+	sigset_t all, old;
+	char max_frame[32];
+	int sv[2], buf = 4 << 20;
+	pid_t pid, parent = getpid();
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+		return err_sys(e, "%s worker: socketpair", wire_kind_name(pk->kind));
+	/* Large buffers: a 1 MiB job moves in one or two syscalls. */
+	for (int i = 0; i < 2; i++) {
+		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
+		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+	}
+	snprintf(max_frame, sizeof(max_frame), "%llu",
+	    (unsigned long long)p->d->cfg.daemon.max_frame);
+	sigfillset(&all);
+	sigprocmask(SIG_BLOCK, &all, &old);
+	pid = fork();
+	if (pid == 0)
+		pool_child(p->d->worker_path, wire_kind_name(pk->kind), sv[1], parent,
+		    max_frame);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	close(sv[1]);
+	if (pid < 0) {
+		close(sv[0]);
+		return err_sys(e, "%s worker: fork", wire_kind_name(pk->kind));
+	}
+	w = calloc(1, sizeof(*w));
+	if (w == NULL) {
+		/* The child dies on EOF of its socket; pool_reap reaps it. */
+		close(sv[0]);
+		kill(pid, SIGKILL);
+		return err_set(e, "out of memory");
+	}
+	w->pk = pk;
+	w->pid = pid;
+	w->state = W_STARTING;
+	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
+		w->layers[i] = -1;
+	w->deadline = evtimer_new(p->d->base, worker_deadline_cb, w);
+	w->peer = peer_new(p->d->base, sv[0], p->d->cfg.daemon.max_frame,
+	    worker_msg_cb, worker_close_cb, w);
+	TAILQ_INSERT_TAIL(&pk->workers, w, entry);
+	if (w->peer == NULL || w->deadline == NULL) {
+		if (w->peer == NULL)
+			close(sv[0]);
+		worker_end(w, "cannot watch its socket");
+	}
+	log_debug("%s worker %d spawned", wire_kind_name(pk->kind), (int)pid);
+	return 0;
+}
+
+static unsigned
+pool_recent_restarts(struct pool_kind *pk, uint64_t now)
+{
+	const struct config *c = &pk->pool->d->cfg;
+	unsigned n = 0;
+
+	for (int i = 0; i < RESTART_RING; i++)
+		if (pk->restart_ms[i] != 0 && now - pk->restart_ms[i] < c->workers.restart_period_ms)
+			n++;
+	return n;
+}
+
+static void
+pool_respawn_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct respawn *r = arg;
+	struct pool_kind *pk = r->pk;
+	struct err e;
+
+	(void)fd;
+	(void)what;
+	event_free(r->ev);
+	free(r);
+	pk->pending--;
+	if (pk->pool->stopping)
+		return;
+	if (pool_spawn(pk, &e) < 0) {
+		log_err("%s", e.msg);
+		/* Counted as a restart so the back-off grows. */
+	}
+}
+
+/* Schedules one replacement worker of pk after the back-off the restart
+ * history calls for. */
+static void
+pool_schedule_restart(struct pool_kind *pk)
+{
+	const struct config *c = &pk->pool->d->cfg;
+	uint64_t now = clock_mono_ms(), delay;
+	unsigned recent = pool_recent_restarts(pk, now);
+	unsigned intensity = c->workers.restart_intensity;
+	struct respawn *r;
+	struct timeval tv;
+	int was = pk->degraded;
+
+	pk->degraded = recent >= intensity;
+	delay = pk->degraded ? c->workers.restart_backoff_max_ms :
+	    backoff_restart_ms(recent, c->workers.restart_backoff_max_ms);
+	if (pk->degraded && !was)
+		log_err("%s pool degraded: %u restarts within %llu ms; restarting every %llu ms",
+		    wire_kind_name(pk->kind), recent,
+		    (unsigned long long)c->workers.restart_period_ms, (unsigned long long)delay);
+	else if (!pk->degraded && was)
+		log_info("%s pool recovered", wire_kind_name(pk->kind));
+	pk->restart_ms[pk->restart_next++ % RESTART_RING] = now ? now : 1;
+	pk->restarts++;
+	pk->pool->d->metrics->worker_restarts[pk->kind]++;
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		return;
+	r->pk = pk;
+	r->ev = evtimer_new(pk->pool->d->base, pool_respawn_cb, r);
+	tv.tv_sec = (time_t)(delay / 1000);
+	tv.tv_usec = (suseconds_t)(delay % 1000) * 1000;
+	pk->pending++;
+	evtimer_add(r->ev, &tv);
+	farmd_notify_status(pk->pool->d);
+}
+
+/* One place formats how a child ended (PostgreSQL's LogChildExit). */
+static void
+pool_exit_reason(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "worker died: exit status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "worker died: signal %d (%s)%s", WTERMSIG(status),
+		    strsignal(WTERMSIG(status)),
+		    WTERMSIG(status) == SIGSYS ? ": forbidden system call" : "");
+	else
+		snprintf(buf, len, "worker died: status 0x%x", status);
+}
+
+static struct worker *
+pool_find_pid(struct pool *p, pid_t pid)
+{
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct worker *w;
+
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry)
+			if (w->pid == pid)
+				return w;
+	}
+	return NULL;
+}
+
+void
+pool_reap(struct pool *p)
+{
+	pid_t pid;
+	int status;
+
+	while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+		struct worker *w = pool_find_pid(p, pid);
+		struct pool_kind *pk;
+		char how[160];
+		int asked;
+
+		if (w == NULL)
+			continue;
+		pk = w->pk;
+		pool_exit_reason(status, how, sizeof(how));
+		asked = p->stopping;
+		if (!asked) {
+			pk->pool->d->metrics->worker_crashes[pk->kind] += w->reason[0] == '\0';
+			log_warn("%s worker %d %s%s%s%s", wire_kind_name(pk->kind), (int)pid,
+			    how + strlen("worker "), w->job ? " while running a job" : "",
+			    w->reason[0] ? "; killed for: " : "", w->reason);
+		}
+		TAILQ_REMOVE(&pk->workers, w, entry);
+		if (w->job != NULL)
+			pool_job_attempt_failed(w->job, w->reason[0] ? w->reason : how);
+		worker_free(w);
+		if (!p->stopping && pool_kind_size(&p->d->cfg, pk->kind) > 0)
+			pool_schedule_restart(pk);
+	}
+}
+
+/* ---- dispatch ------------------------------------------------------ */
+
+static void
+pool_dispatch(struct pool_kind *pk)
+{
+	struct pool *p = pk->pool;
+	struct worker *w;
+
+	if (p->stopping)
+		return;
+	TAILQ_FOREACH(w, &pk->workers, entry) {
+		struct pool_job *job;
+		struct timeval tv;
+
+		if (w->state != W_IDLE)
+			continue;
+		if ((job = TAILQ_FIRST(&pk->queue)) == NULL)
+			return;
+		TAILQ_REMOVE(&pk->queue, job, entry);
+		job->attempts++;
+		job->worker = w;
+		w->job = job;
+		w->state = W_BUSY;
+		w->reason[0] = '\0';
+		if (job->opts.timeout_ms == 0)
+			job->opts.timeout_ms = p->d->cfg.workers.job_timeout_ms;
+#ifdef FAULT_INJECTION
+		if (pk->fault != WIRE_FAULT_NONE) {
+			Farmd__WorkerMsg m = FARMD__WORKER_MSG__INIT;
+			Farmd__FaultArm fa = FARMD__FAULT_ARM__INIT;
+
+			fa.fault = pk->fault;
+			m.m_case = FARMD__WORKER_MSG__M_FAULT;
+			m.fault = &fa;
+			log_warn("fault injection: arming '%s' in %s worker %d",
+			    wire_fault_name(pk->fault), wire_kind_name(pk->kind), (int)w->pid);
+			pk->fault = WIRE_FAULT_NONE;
+			peer_send(w->peer, &m.base);
+		}
+#endif
+		peer_send_borrowed(w->peer, job->frame, job->len);
+		tv.tv_sec = (time_t)(job->opts.timeout_ms / 1000);
+		tv.tv_usec = (suseconds_t)(job->opts.timeout_ms % 1000) * 1000;
+		evtimer_add(w->deadline, &tv);
+	}
+}
+
+/* ---- lifecycle ----------------------------------------------------- */
+
+int
+pool_start(struct pool *p, struct err *e)
+{
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct pool_kind *pk = &p->kinds[k];
+
+		for (uint32_t i = 0; i < pk->size; i++)
+			if (pool_spawn(pk, e) < 0)
+				return -1;
+	}
+	return 0;
+}
+
+int
+pool_ready(const struct pool *p)
+{
+	for (int k = 0; k < WIRE_KIND_COUNT; k++)
+		if ((uint32_t)p->kinds[k].hellos < p->kinds[k].size)
+			return 0;
+	return 1;
+}
+
+static void
+pool_kill_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool *p = arg;
+
+	(void)fd;
+	(void)what;
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct worker *w;
+
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
+			log_warn("%s worker %d did not exit; killing it",
+			    wire_kind_name(w->pk->kind), (int)w->pid);
+			kill(w->pid, SIGKILL);
+		}
+	}
+}
+
+void
+pool_shutdown(struct pool *p, uint64_t grace_ms)
+{
+	struct timeval tv = { (time_t)(grace_ms / 1000), (suseconds_t)(grace_ms % 1000) * 1000 };
+	struct pool_job *job, *next;
+
+	if (p->stopping)
+		return;
+	p->stopping = 1;
+	/* Queued and retrying jobs end now; running ones when reaped. */
+	for (job = TAILQ_FIRST(&p->jobs); job != NULL; job = next) {
+		next = TAILQ_NEXT(job, all);
+		if (job->worker != NULL)
+			continue;
+		if (job->retry_ev == NULL || !evtimer_pending(job->retry_ev, NULL))
+			TAILQ_REMOVE(&job->pk->queue, job, entry);
+		pool_job_finish(job, NULL, "farmd is shutting down");
+	}
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct worker *w;
+
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
+			/* EOF ends an idle worker's loop; SIGTERM a busy one. */
+			peer_free(w->peer);
+			w->peer = NULL;
+			if (w->deadline != NULL)
+				evtimer_del(w->deadline);
+			kill(w->pid, SIGTERM);
+		}
+	}
+	p->kill_ev = evtimer_new(p->d->base, pool_kill_cb, p);
+	evtimer_add(p->kill_ev, &tv);
+}
+
+int
+pool_alive(const struct pool *p)
+{
+	int n = 0;
+
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		const struct worker *w;
+
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry)
+			n++;
+	}
+	return n;
+}
+
+void
+pool_free(struct pool *p)
+{
+	struct pool_job *job;
+
+	if (p == NULL)
+		return;
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct worker *w;
+
+		while ((w = TAILQ_FIRST(&p->kinds[k].workers)) != NULL) {
+			TAILQ_REMOVE(&p->kinds[k].workers, w, entry);
+			kill(w->pid, SIGKILL);
+			waitpid(w->pid, NULL, 0);
+			worker_free(w);
+		}
+	}
+	while ((job = TAILQ_FIRST(&p->jobs)) != NULL)
+		pool_job_free(job);
+	if (p->kill_ev != NULL)
+		event_free(p->kill_ev);
+	/* Pending respawn timers own small structs; freeing the event base
+	 * does not free them, so the loop drains them before we get here
+	 * (main.c waits for pool_alive() == 0 with no respawns pending). */
+	free(p);
+}
+
+void
+pool_reconfigure(struct pool *p)
+{
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct pool_kind *pk = &p->kinds[k];
+		uint32_t want = pool_kind_size(&p->d->cfg, pk->kind);
+
+		pk->size = want;
+	}
+}
+
+int
+pool_degraded(const struct pool *p)
+{
+	for (int k = 0; k < WIRE_KIND_COUNT; k++)
+		if (p->kinds[k].degraded)
+			return 1;
+	return 0;
+}
+
+/* ---- status -------------------------------------------------------- */
+
+json_t *
+pool_json_sandbox(const struct pool *p)
+{
+	json_t *o = json_object();
+
+	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++) {
+		int all = p->last_layers[i] == 1, any = 0;
+
+		for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+			const struct worker *w;
+
+			TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
+				if (w->layers[i] < 0)
+					continue;
+				if (!any)
+					all = 1;
+				any = 1;
+				all = all && w->layers[i] == 1;
+			}
+		}
+		json_object_set_new(o, wire_sandbox_layers[i], json_boolean(all));
+	}
+	return o;
+}
+
+static int
+pool_kind_alive(const struct pool_kind *pk)
+{
+	const struct worker *w;
+	int n = 0;
+
+	TAILQ_FOREACH(w, &pk->workers, entry)
+		n += w->state == W_IDLE || w->state == W_BUSY;
+	return n;
+}
+
+json_t *
+pool_json_pools(const struct pool *p)
+{
+	json_t *a = json_array();
+
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		const struct pool_kind *pk = &p->kinds[k];
+		int alive = pool_kind_alive(pk);
+		const char *state = pk->degraded ? "degraded" :
+		    (uint32_t)alive >= pk->size ? "ok" : "starting";
+		int queued = 0;
+		const struct pool_job *j;
+
+		TAILQ_FOREACH(j, &pk->queue, entry)
+			queued++;
+		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i}",
+		    "kind", wire_kind_name(pk->kind), "size", (int)pk->size,
+		    "alive", alive, "restarts", (json_int_t)pk->restarts,
+		    "state", state, "queued", queued));
+	}
+	return a;
+}
+
+json_t *
+pool_json_workers(const struct pool *p)
+{
+	json_t *a = json_array();
+
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		const struct worker *w;
+
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
+			json_t *job = w->job ? json_integer((json_int_t)w->job->id) : json_null();
+
+			json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:o}",
+			    "pid", (int)w->pid, "kind", wire_kind_name(w->pk->kind),
+			    "state", worker_state_names[w->state], "job", job));
+		}
+	}
+	return a;
+}
+
+#ifdef FAULT_INJECTION
+int
+pool_arm_fault(struct pool *p, enum wire_kind kind, enum wire_fault f, struct err *e)
+{
+	if (p->kinds[kind].size == 0)
+		return err_set(e, "no %s workers are configured", wire_kind_name(kind));
+	p->kinds[kind].fault = f;
+	log_warn("fault injection: '%s' armed for the next %s job", wire_fault_name(f),
+	    wire_kind_name(kind));
+	return 0;
+}
+#endif

@@ -1,1 +1,150 @@
-/* placeholder */
+/*
+ * job.c: job bodies.  Results point into buffers owned by the job_ctx and
+ * reused from one job to the next, so a steady stream of same-sized jobs
+ * allocates nothing.
+ */
+#include "job.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "encode_v1.h"
+
+struct job_ctx {
+	enum wire_kind kind;
+	struct encode_v1_ctx *enc;
+	/* Result storage, reused. */
+	Farmd__EncodeResult enc_res;
+	ProtobufCBinaryData *pieces;
+	uint8_t *buf;
+	size_t buf_cap;
+	size_t pieces_cap;
+	Farmd__EchoJob echo_res;
+	char errbuf[ERR_MSG_MAX];
+};
+
+struct job_ctx *
+job_ctx_new(enum wire_kind kind, struct err *e)
+{
+	struct job_ctx *ctx = calloc(1, sizeof(*ctx));
+
+	if (ctx == NULL) {
+		err_set(e, "out of memory");
+		return NULL;
+	}
+	ctx->kind = kind;
+	if (kind == WIRE_KIND_ENCODE) {
+		ctx->enc = encode_v1_ctx_new(e);
+		if (ctx->enc == NULL) {
+			free(ctx);
+			return NULL;
+		}
+	}
+	return ctx;
+}
+
+void
+job_ctx_free(struct job_ctx *ctx)
+{
+	if (ctx == NULL)
+		return;
+	encode_v1_ctx_free(ctx->enc);
+	free(ctx->pieces);
+	free(ctx->buf);
+	free(ctx);
+}
+
+static int
+job_reserve(struct job_ctx *ctx, size_t bytes, size_t npieces)
+{
+	if (bytes > ctx->buf_cap) {
+		uint8_t *nb = realloc(ctx->buf, bytes);
+
+		if (nb == NULL)
+			return -1;
+		ctx->buf = nb;
+		ctx->buf_cap = bytes;
+	}
+	if (npieces > ctx->pieces_cap) {
+		ProtobufCBinaryData *np = realloc(ctx->pieces, npieces * sizeof(*np));
+
+		if (np == NULL)
+			return -1;
+		ctx->pieces = np;
+		ctx->pieces_cap = npieces;
+	}
+	return 0;
+}
+
+static void
+job_fail(struct job_ctx *ctx, Farmd__JobResult *res, const char *msg)
+{
+	snprintf(ctx->errbuf, sizeof(ctx->errbuf), "%s", msg);
+	res->error = ctx->errbuf;
+}
+
+static int
+job_encode(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult *res)
+{
+	struct encode_params params = { j->scrypt_n, j->scrypt_r, j->scrypt_p };
+	size_t total = 0, off = 0;
+	struct err e;
+
+	if (ctx->enc == NULL) {
+		job_fail(ctx, res, "encode job sent to a non-encode worker");
+		return 0;
+	}
+	if (j->sector_id.len != HASH_LEN) {
+		job_fail(ctx, res, "encode job: sector_id is not 32 bytes");
+		return 0;
+	}
+	for (size_t i = 0; i < j->n_pieces; i++)
+		total += j->pieces[i].len;
+	if (job_reserve(ctx, total, j->n_pieces) < 0) {
+		job_fail(ctx, res, "encode job: out of memory");
+		return 0;
+	}
+	for (size_t i = 0; i < j->n_pieces; i++) {
+		uint8_t *out = ctx->buf + off;
+
+		if (encode_v1_piece(ctx->enc, j->sector_id.data,
+		    j->first_offset + (uint32_t)i, &params, j->pieces[i].data,
+		    out, j->pieces[i].len, &e) < 0) {
+			job_fail(ctx, res, e.msg);
+			return 0;
+		}
+		ctx->pieces[i].data = out;
+		ctx->pieces[i].len = j->pieces[i].len;
+		off += j->pieces[i].len;
+	}
+	farmd__encode_result__init(&ctx->enc_res);
+	ctx->enc_res.n_pieces = j->n_pieces;
+	ctx->enc_res.pieces = ctx->pieces;
+	res->body_case = FARMD__JOB_RESULT__BODY_ENCODE;
+	res->encode = &ctx->enc_res;
+	return 0;
+}
+
+int
+job_run(struct job_ctx *ctx, const Farmd__Job *job, Farmd__JobResult *res,
+    struct err *e)
+{
+	(void)e;
+	res->id = job->id;
+	switch (job->body_case) {
+	case FARMD__JOB__BODY_ENCODE:
+		return job_encode(ctx, job->encode, res);
+	case FARMD__JOB__BODY_ECHO:
+		/* The payload is returned as is: the caller keeps the request
+		 * alive until the result is packed. */
+		farmd__echo_job__init(&ctx->echo_res);
+		ctx->echo_res.data = job->echo->data;
+		res->body_case = FARMD__JOB_RESULT__BODY_ECHO;
+		res->echo = &ctx->echo_res;
+		return 0;
+	default:
+		job_fail(ctx, res, "job with no known body");
+		return 0;
+	}
+}

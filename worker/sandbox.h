@@ -36,4 +36,11 @@ const char *sandbox_layer_name(enum sandbox_layer layer);
  * process with SIGSYS. */
 int sandbox_apply(struct sandbox_report *rep, struct err *e);
 
+/* farmd-worker --check-sandbox: applies the sandbox in a forked child (the
+ * caller stays unsandboxed), then writes one line per layer to fd, e.g.
+ * "rlimits: active (core 0, ...)" or "landlock: unavailable (kernel ABI 0:
+ * ENOSYS)", with write(2) only.  Returns 0 if every layer is active, 1
+ * otherwise (or if the probe could not run). */
+int sandbox_check_print(int fd);
+
 #endif

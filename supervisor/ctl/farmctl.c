@@ -1,1 +1,275 @@
-int main(void) { return 0; } /* placeholder */
+/*
+ * farmctl: the operator's client.  Thin on purpose: it parses global
+ * options, opens the files named on the command line (so farmd reads them
+ * with the caller's permissions), sends one request per command and
+ * prints the answer: farmd's text, or its JSON with --json.
+ *
+ * Exit codes: 0 success, 1 an error answered by farmd, 2 usage or cannot
+ * connect.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "admin.pb-c.h"
+#include "frame.h"
+#include "wire.h"
+
+#define CTL_DEFAULT_SOCKET "/var/lib/farmd/farmd.sock"
+#define CTL_MAX_FRAME (1u << 30)
+
+enum { EXIT_OK = 0, EXIT_FARMD = 1, EXIT_USAGE = 2 };
+
+/* Commands whose arguments name input files: farmctl opens them and
+ * passes the descriptors.  Positions count after the command words. */
+static const struct ctl_files {
+	const char *words;
+	int first_file;                 /* argument index of the first file */
+	int all_after;                  /* every later argument is a file too */
+} ctl_files[] = {
+	{ "block put", 0, 1 },
+	{ "debug encode", 2, 0 },
+};
+
+struct ctl {
+	const char *socket;
+	int json;
+	const char *out_path;           /* -o FILE */
+	int fd;
+};
+
+static void
+usage(void)
+{
+	fprintf(stderr,
+	    "usage: farmctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
+	    "commands:\n"
+	    "  status | workers | shutdown | metrics\n"
+	    "  debug encode SECTOR_ID OFFSET FILE [N R P] [-o FILE]\n"
+	    "  debug echo SIZE [COUNT]\n"
+	    "  debug fault KIND FAULT            (fault-injection builds)\n"
+	    "the socket is -s, else $FARMD_SOCKET, else %s\n", CTL_DEFAULT_SOCKET);
+	exit(EXIT_USAGE);
+}
+
+static void __attribute__((noreturn, format(printf, 2, 3)))
+die(int code, const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("farmctl: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(code);
+}
+
+static Farmd__AdminMsg *
+ctl_recv(struct ctl *c, struct frame_alloc *fa, uint8_t **body)
+{
+	Farmd__AdminMsg *m;
+	size_t len;
+	int fds[FRAME_MAX_FDS], nfds = 0, rc;
+	struct err e;
+
+	rc = frame_recv(c->fd, CTL_MAX_FRAME, body, &len, fds, &nfds, &e);
+	if (rc == 1)
+		die(EXIT_USAGE, "%s: farmd closed the connection", c->socket);
+	if (rc < 0)
+		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	m = (Farmd__AdminMsg *)frame_unpack(&farmd__admin_msg__descriptor, *body, len, fa, &e);
+	if (m == NULL)
+		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
+	return m;
+}
+
+static void
+ctl_connect(struct ctl *c)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	Farmd__AdminMsg msg = FARMD__ADMIN_MSG__INIT, *in;
+	Farmd__AdminHello hello = FARMD__ADMIN_HELLO__INIT;
+	struct frame_alloc fa;
+	struct err e;
+	uint8_t *body;
+
+	if (strlen(c->socket) >= sizeof(sa.sun_path))
+		die(EXIT_USAGE, "socket path %s is too long", c->socket);
+	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", c->socket);
+	if ((c->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		die(EXIT_USAGE, "socket: %s", strerror(errno));
+	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) < 0)
+		die(EXIT_USAGE, "cannot connect to %s: %s (is farmd running? use -s or "
+		    "FARMD_SOCKET)", c->socket, strerror(errno));
+	hello.version = WIRE_VERSION;
+	msg.m_case = FARMD__ADMIN_MSG__M_HELLO;
+	msg.hello = &hello;
+	if (frame_send_msg(c->fd, &msg.base, NULL, 0, &e) < 0)
+		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
+	in = ctl_recv(c, &fa, &body);
+	if (in->m_case == FARMD__ADMIN_MSG__M_RESPONSE)
+		die(EXIT_FARMD, "%s", in->response->error);
+	if (in->m_case != FARMD__ADMIN_MSG__M_HELLO || in->hello->version != WIRE_VERSION)
+		die(EXIT_USAGE, "%s: farmd answered with an unexpected hello", c->socket);
+	protobuf_c_message_free_unpacked(&in->base, &fa.pb);
+	free(body);
+}
+
+static int
+ctl_words_match(const char *words, int argc, char **argv, int *nwords)
+{
+	char buf[128];
+	int i = 0;
+
+	snprintf(buf, sizeof(buf), "%s", words);
+	for (char *w = strtok(buf, " "); w != NULL; w = strtok(NULL, " "), i++)
+		if (i >= argc || strcmp(argv[i], w) != 0)
+			return 0;
+	*nwords = i;
+	return 1;
+}
+
+/* Opens the file arguments of this command.  Returns the count. */
+static int
+ctl_open_files(int argc, char **argv, int *fds)
+{
+	int n = 0;
+
+	for (size_t i = 0; i < sizeof(ctl_files) / sizeof(ctl_files[0]); i++) {
+		const struct ctl_files *f = &ctl_files[i];
+		int nw;
+
+		if (!ctl_words_match(f->words, argc, argv, &nw))
+			continue;
+		for (int a = nw + f->first_file; a < argc; a++) {
+			if (n == FRAME_MAX_FDS)
+				die(EXIT_USAGE, "at most %d files per command", FRAME_MAX_FDS);
+			if ((fds[n] = open(argv[a], O_RDONLY | O_CLOEXEC)) < 0)
+				die(EXIT_USAGE, "%s: %s", argv[a], strerror(errno));
+			n++;
+			if (!f->all_after)
+				break;
+		}
+	}
+	return n;
+}
+
+static void
+ctl_write_all(int fd, const uint8_t *p, size_t len, const char *what)
+{
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			die(EXIT_USAGE, "write %s: %s", what, strerror(errno));
+		p += n;
+		len -= (size_t)n;
+	}
+}
+
+static int
+ctl_run(struct ctl *c, int argc, char **argv)
+{
+	Farmd__AdminMsg msg = FARMD__ADMIN_MSG__INIT, *in;
+	Farmd__AdminRequest req = FARMD__ADMIN_REQUEST__INIT;
+	Farmd__AdminResponse *r;
+	struct frame_alloc fa;
+	struct err e;
+	uint8_t *body;
+	int fds[FRAME_MAX_FDS], nfds, rc = EXIT_OK;
+
+	nfds = ctl_open_files(argc, argv, fds);
+	ctl_connect(c);
+	req.n_argv = (size_t)argc;
+	req.argv = argv;
+	req.json = c->json;
+	req.nfds = (uint32_t)nfds;
+	msg.m_case = FARMD__ADMIN_MSG__M_REQUEST;
+	msg.request = &req;
+	if (frame_send_msg(c->fd, &msg.base, fds, nfds, &e) < 0)
+		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	in = ctl_recv(c, &fa, &body);
+	if (in->m_case != FARMD__ADMIN_MSG__M_RESPONSE)
+		die(EXIT_USAGE, "%s: farmd answered with an unexpected message", c->socket);
+	r = in->response;
+	if (r->warning[0])
+		fprintf(stderr, "farmctl: warning: %s\n", r->warning);
+	if (!r->ok) {
+		fprintf(stderr, "farmctl: %s\n", r->error);
+		rc = EXIT_FARMD;
+	} else {
+		if (r->data.len > 0 || c->out_path != NULL) {
+			int ofd = STDOUT_FILENO;
+
+			if (c->out_path != NULL &&
+			    (ofd = open(c->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+				die(EXIT_USAGE, "%s: %s", c->out_path, strerror(errno));
+			ctl_write_all(ofd, r->data.data, r->data.len,
+			    c->out_path ? c->out_path : "stdout");
+			if (ofd != STDOUT_FILENO && close(ofd) < 0)
+				die(EXIT_USAGE, "%s: %s", c->out_path, strerror(errno));
+		}
+		if (c->json)
+			printf("%s\n", r->json[0] ? r->json : "{}");
+		else if (r->data.len == 0 || c->out_path != NULL)
+			fputs(r->text, stdout);
+	}
+	protobuf_c_message_free_unpacked(&in->base, &fa.pb);
+	free(body);
+	close(c->fd);
+	if (fflush(stdout) != 0)
+		die(EXIT_USAGE, "stdout: %s", strerror(errno));
+	return rc;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ctl c = { 0 };
+	char **args;
+	int n = 0;
+
+	c.socket = getenv("FARMD_SOCKET");
+	if ((args = calloc((size_t)argc + 1, sizeof(char *))) == NULL)
+		die(EXIT_USAGE, "out of memory");
+	/* Global options come first; -o may stand anywhere after the command. */
+	for (int i = 1; i < argc; i++) {
+		if (n == 0 && strcmp(argv[i], "-s") == 0 && i + 1 < argc)
+			c.socket = argv[++i];
+		else if (n == 0 && strncmp(argv[i], "--socket=", 9) == 0)
+			c.socket = argv[i] + 9;
+		else if (strcmp(argv[i], "--json") == 0)
+			c.json = 1;
+		else if (n == 0 && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0))
+			usage();
+		else if (n == 0 && strcmp(argv[i], "--version") == 0) {
+			printf("farmctl %s\n", FARMD_VERSION);
+			return 0;
+		} else if (n > 0 && strcmp(argv[i], "-o") == 0 && i + 1 < argc)
+			c.out_path = argv[++i];
+		else if (n == 0 && argv[i][0] == '-')
+			die(EXIT_USAGE, "unknown option '%s' (see farmctl --help)", argv[i]);
+		else
+			args[n++] = argv[i];
+	}
+	if (n == 0)
+		usage();
+	if (c.socket == NULL || c.socket[0] == '\0')
+		c.socket = CTL_DEFAULT_SOCKET;
+	n = ctl_run(&c, n, args);
+	free(args);
+	return n;
+}

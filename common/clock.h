@@ -1,0 +1,15 @@
+/*
+ * clock.h: the two clocks.  Monotonic for intervals and deadlines, real
+ * time for what is stored or shown.  Pure logic takes "now" as a
+ * parameter instead of calling these, so tests need no sleeping.
+ */
+#ifndef FARMD_CLOCK_H
+#define FARMD_CLOCK_H
+
+#include <stdint.h>
+
+uint64_t clock_mono_ms(void);
+uint64_t clock_mono_us(void);
+uint64_t clock_real_ms(void);
+
+#endif

@@ -1,0 +1,57 @@
+/*
+ * control.h: the admin socket.  Accepts farmctl connections, decides
+ * access from the peer's credentials (SO_PEERCRED, SO_PEERGROUPS), reads
+ * one request at a time per connection and guarantees exactly one
+ * response to each, even when the client leaves before it is ready.
+ */
+#ifndef FARMD_CONTROL_H
+#define FARMD_CONTROL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "err.h"
+#include "frame.h"
+
+struct farmd;
+struct control;
+struct control_client;
+
+enum control_access { ACCESS_NONE, ACCESS_MONITOR, ACCESS_ADMIN };
+
+/* A request being answered.  Handlers own it until they reply; a reply
+ * frees it.  fds[] are the descriptors the client passed (files named on
+ * its command line), in argument order; a handler that keeps one sets the
+ * slot to -1. */
+struct control_req {
+	struct farmd *d;
+	struct control_client *client;  /* NULL once the client has gone */
+	int argc;
+	char **argv;
+	int json;
+	int fds[FRAME_MAX_FDS];
+	int nfds;
+	uid_t uid;
+	pid_t pid;
+	enum control_access access;
+};
+
+struct control *control_new(struct farmd *d, const char *path, struct err *e);
+/* Stops accepting; existing connections keep being answered. */
+void control_close_listener(struct control *c);
+void control_free(struct control *c);
+
+/* Replies.  Each frees req.  json is stolen (may be NULL: text only); text
+ * is copied. */
+void control_reply(struct control_req *req, json_t *json, const char *text);
+void control_reply_data(struct control_req *req, json_t *json, const char *text,
+    const uint8_t *data, size_t len, const char *warning);
+void control_reply_err(struct control_req *req, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+size_t control_clients(const struct control *c);
+
+#endif

@@ -1,0 +1,50 @@
+/*
+ * farmd.h: the supervisor's root state.  One instance, created by main()
+ * and passed by pointer to every subsystem; nothing else is global.
+ *
+ * Start-up order (main.c): config → state dir lock → database → admin
+ * socket → worker pools → READY.  Shutdown runs it backwards.
+ */
+#ifndef FARMD_FARMD_H
+#define FARMD_FARMD_H
+
+#include <limits.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+
+struct db;
+struct pool;
+struct control;
+struct metrics;
+
+struct farmd {
+	struct config cfg;
+	char state_dir[PATH_MAX];
+	char config_path[PATH_MAX];     /* "" = embedded defaults */
+	char admin_path[PATH_MAX];
+	char worker_path[PATH_MAX];
+	struct event_base *base;
+	struct db *db;
+	struct pool *pool;
+	struct control *control;
+	struct metrics *metrics;
+	int lock_fd;
+	uint64_t start_real_ms;
+	uint64_t start_mono_ms;
+	int ready;                      /* READY=1 sent */
+	int stopping;                   /* shutdown under way */
+	int exit_code;
+	char exit_reason[256];
+};
+
+/* Starts an orderly shutdown; code 0 for a requested stop, 1 for a fatal
+ * runtime failure (reason logged once and printed as the last line). */
+void farmd_stop(struct farmd *d, int code, const char *reason);
+
+/* sd_notify STATUS= line, from the current state. */
+void farmd_notify_status(struct farmd *d);
+
+#endif

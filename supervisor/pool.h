@@ -1,0 +1,76 @@
+/*
+ * pool.h: worker pools.  One pool per kind (encode, compile, execute) of
+ * fork+exec'd, sandboxed farmd-worker processes, and the jobs sent to them.
+ *
+ * A job is submitted once and its callback runs exactly once: with the
+ * worker's result, with the worker's deterministic error, or after its
+ * last attempt failed (worker died, deadline passed, protocol error).
+ * Attempts that fail for those transient reasons are retried on a fresh
+ * worker after opts.retry_delay_ms.
+ */
+#ifndef FARMD_POOL_H
+#define FARMD_POOL_H
+
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "err.h"
+#include "wire.h"
+#include "worker.pb-c.h"
+
+struct farmd;
+struct pool;
+
+struct pool_job_opts {
+	int max_attempts;            /* >= 1; 0 means retry without limit */
+	uint64_t retry_delay_ms;
+	uint64_t timeout_ms;         /* 0: [workers] job_timeout */
+};
+
+/* res is valid only during the call; error is NULL on success. */
+typedef void (*pool_done_cb)(uint64_t job_id, const Farmd__JobResult *res,
+    const char *error, void *arg);
+
+struct pool *pool_new(struct farmd *d, struct err *e);
+void pool_free(struct pool *p);
+
+/* Spawns the configured workers. */
+int pool_start(struct pool *p, struct err *e);
+/* Every pool has its initial workers up (hello received). */
+int pool_ready(const struct pool *p);
+
+/* Packs job (its id is assigned here) and queues it.  Returns the id, or
+ * 0 with e set. */
+uint64_t pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
+    const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e);
+/* Forgets a job: its callback will not run.  A running attempt finishes
+ * on its worker and its answer is dropped. */
+void pool_cancel(struct pool *p, uint64_t job_id);
+
+/* SIGCHLD: reaps every exited child. */
+void pool_reap(struct pool *p);
+
+/* Begins shutdown: no new jobs start, workers are told to exit and are
+ * killed if they have not after grace_ms.  pool_alive() reaches 0 when
+ * every worker has been reaped. */
+void pool_shutdown(struct pool *p, uint64_t grace_ms);
+int pool_alive(const struct pool *p);
+
+/* Reload: applies new sizes / restart policy from d->cfg. */
+void pool_reconfigure(struct pool *p);
+
+/* Sandbox layers reported by the workers: name → all workers have it. */
+json_t *pool_json_sandbox(const struct pool *p);
+json_t *pool_json_pools(const struct pool *p);
+json_t *pool_json_workers(const struct pool *p);
+/* Kinds whose pool is degraded, for the STATUS line; 0 if none. */
+int pool_degraded(const struct pool *p);
+
+#ifdef FAULT_INJECTION
+/* Arms fault f in the next job dispatched to a worker of kind. */
+int pool_arm_fault(struct pool *p, enum wire_kind kind, enum wire_fault f,
+    struct err *e);
+#endif
+
+#endif
