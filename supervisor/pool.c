@@ -87,6 +87,8 @@ struct pool_kind {
 	int pending;                    /* replacements scheduled */
 	int degraded;
 	int hellos;                     /* workers that ever said hello */
+	uint64_t died_us;               /* last unplanned death, until replaced */
+	uint64_t replace_us;            /* death to replacement's hello, last time */
 	enum wire_fault fault;
 };
 
@@ -337,6 +339,10 @@ worker_hello(struct worker *w, const Farmd__WorkerHello *h, struct err *e)
 	}
 	w->state = W_IDLE;
 	w->pk->hellos++;
+	if (w->pk->died_us != 0) {
+		w->pk->replace_us = clock_mono_us() - w->pk->died_us;
+		w->pk->died_us = 0;
+	}
 	log_debug("%s worker %d ready", wire_kind_name(w->pk->kind), (int)w->pid);
 	pool_dispatch(w->pk);
 	return 0;
@@ -635,8 +641,11 @@ pool_reap(struct pool *p)
 		if (w->job != NULL)
 			pool_job_attempt_failed(w->job, w->reason[0] ? w->reason : how);
 		worker_free(w);
-		if (!p->stopping && pool_kind_size(&p->d->cfg, pk->kind) > 0)
+		if (!p->stopping && pool_kind_size(&p->d->cfg, pk->kind) > 0) {
+			if (pk->died_us == 0)
+				pk->died_us = clock_mono_us();
 			pool_schedule_restart(pk);
+		}
 	}
 }
 
@@ -877,10 +886,11 @@ pool_json_pools(const struct pool *p)
 
 		TAILQ_FOREACH(j, &pk->queue, entry)
 			queued++;
-		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i}",
+		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i, s:f}",
 		    "kind", wire_kind_name(pk->kind), "size", (int)pk->size,
 		    "alive", alive, "restarts", (json_int_t)pk->restarts,
-		    "state", state, "queued", queued));
+		    "state", state, "queued", queued,
+		    "last_replace_ms", (double)pk->replace_us / 1000.0));
 	}
 	return a;
 }

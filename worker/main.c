@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "hash.h"
 #include "job.h"
 #include "log.h"
 #include "sandbox.h"
@@ -200,6 +202,9 @@ main(int argc, char **argv)
 		log_err("%s worker: %s", kind, e.msg);
 		return 1;
 	}
+	/* RLIMIT_FSIZE is 0: when stderr is a regular file (not the journal
+	 * or a pipe) a log line must fail with EFBIG, not kill us. */
+	signal(SIGXFSZ, SIG_IGN);
 	if (sandbox_apply(&rep, &e) < 0) {
 		log_err("%s worker: sandbox: %s", kind, e.msg);
 		return 1;

@@ -47,6 +47,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -180,26 +181,58 @@ sandbox_layer_name(enum sandbox_layer layer)
 
 /* ---- Layer 1: rlimits ------------------------------------------------- */
 
+/* The lowest of fds 1 and 2 that is a regular file, or -1.  A worker
+ * writes its log lines to stderr; under RLIMIT_FSIZE 0 a write to a
+ * regular file raises SIGXFSZ and kills it, so when the supervisor's
+ * stderr (inherited) is a log file, the file size cap must stay off. */
+static int
+regular_output_fd(void)
+{
+	for (int fd = 1; fd <= 2; fd++) {
+		struct stat st;
+
+		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
+			return fd;
+	}
+	return -1;
+}
+
 static void
 apply_rlimits(struct sandbox_report *rep)
 {
-	static const struct {
+	struct {
 		int res;
 		const char *name;
 		rlim_t value;
 	} lims[] = {
 		{ RLIMIT_CORE, "core", 0 },
-		{ RLIMIT_FSIZE, "fsize", 0 },
 		{ RLIMIT_NOFILE, "nofile", SANDBOX_NOFILE },
 #if !SANDBOX_ASAN
 		{ RLIMIT_AS, "as", SANDBOX_AS_LIMIT },
 #endif
+		{ RLIMIT_FSIZE, "fsize", 0 },	/* last: may be skipped */
 	};
+	size_t n = sizeof(lims) / sizeof(lims[0]);
+	int regfd = regular_output_fd();
+	char fsize[48], as[48];
+
 	/* RLIMIT_NPROC is deliberately left alone: it counts every process
 	 * of the uid, and workers share the supervisor's uid.  seccomp stops
 	 * fork/clone instead. */
+	if (regfd >= 0) {
+		n--;
+		snprintf(fsize, sizeof(fsize),
+		    "fsize not capped (fd %d is a regular file)", regfd);
+	} else {
+		snprintf(fsize, sizeof(fsize), "fsize 0");
+	}
+#if SANDBOX_ASAN
+	snprintf(as, sizeof(as), "as not capped (AddressSanitizer build)");
+#else
+	snprintf(as, sizeof(as), "as %llu GiB", SANDBOX_AS_LIMIT >> 30);
+#endif
 
-	for (size_t i = 0; i < sizeof(lims) / sizeof(lims[0]); i++) {
+	for (size_t i = 0; i < n; i++) {
 		struct rlimit rl = { lims[i].value, lims[i].value };
 
 		if (setrlimit(lims[i].res, &rl) < 0) {
@@ -210,15 +243,8 @@ apply_rlimits(struct sandbox_report *rep)
 			return;
 		}
 	}
-#if SANDBOX_ASAN
-	set_layer(rep, SANDBOX_RLIMITS, true,
-	    "core 0, fsize 0, nofile %d, as not capped (AddressSanitizer build)",
-	    SANDBOX_NOFILE);
-#else
-	set_layer(rep, SANDBOX_RLIMITS, true,
-	    "core 0, fsize 0, nofile %d, as %llu GiB", SANDBOX_NOFILE,
-	    SANDBOX_AS_LIMIT >> 30);
-#endif
+	set_layer(rep, SANDBOX_RLIMITS, true, "core 0, nofile %d, %s, %s",
+	    SANDBOX_NOFILE, as, fsize);
 }
 
 /* ---- Layer 2: no_new_privs -------------------------------------------- */

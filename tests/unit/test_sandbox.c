@@ -585,6 +585,18 @@ START_TEST(test_report)
 }
 END_TEST
 
+/* fds 1 and 2 to /dev/null: not regular files, so RLIMIT_FSIZE is 0. */
+static void
+prep_quiet(void *arg)
+{
+	int fd = open("/dev/null", O_WRONLY);
+
+	(void)arg;
+	if (fd < 0 || dup2(fd, 1) < 0 || dup2(fd, 2) < 0)
+		_exit(CHILD_BAD);
+	close(fd);
+}
+
 START_TEST(test_proc_view)
 {
 	static const char *const nss[] = { "user", "mnt", "net", "ipc" };
@@ -592,7 +604,8 @@ START_TEST(test_proc_view)
 	char v[128], mine[128], theirs[128];
 	struct child c;
 
-	child_start(&c, body_block, NULL);
+	child_start_prep(&c, prep_quiet, body_block, NULL);
+	ck_assert_ptr_nonnull(strstr(c.rep.detail[SANDBOX_RLIMITS], "fsize 0"));
 
 	ck_assert_int_eq(proc_status_field(c.pid, "NoNewPrivs", v, sizeof(v)), 0);
 	ck_assert_str_eq(v, "1");
@@ -749,6 +762,68 @@ START_TEST(test_job_loop)
 }
 END_TEST
 
+/* RLIMIT_FSIZE 0: writing to an inherited regular file raises SIGXFSZ. */
+struct fsize_env {
+	int fd;		/* a regular file */
+	bool as_stderr;	/* ... made stderr before the sandbox */
+};
+
+static void
+prep_fsize(void *arg)
+{
+	struct fsize_env *env = arg;
+
+	prep_quiet(NULL);
+	if (env->as_stderr && dup2(env->fd, STDERR_FILENO) < 0)
+		_exit(CHILD_BAD);
+}
+
+static void
+body_fsize(int in, int out, void *arg)
+{
+	struct fsize_env *env = arg;
+	static const char line[] = "farmd-worker[1]: info: a log line\n";
+
+	(void)in;
+	(void)out;
+	if (write(env->as_stderr ? STDERR_FILENO : env->fd, line,
+	    sizeof(line) - 1) != (ssize_t)sizeof(line) - 1)
+		_exit(CHILD_BAD);
+}
+
+START_TEST(test_fsize)
+{
+	struct fsize_env env;
+	struct child c;
+	char buf[128];
+	ssize_t n;
+
+	env.fd = (int)syscall(SYS_memfd_create, "log", 0);	/* S_IFREG */
+	ck_assert_int_ge(env.fd, 0);
+
+	/* A regular file that is not stdout/stderr: capped, writing kills. */
+	env.as_stderr = false;
+	child_start_prep(&c, prep_fsize, body_fsize, &env);
+	ck_assert_ptr_nonnull(strstr(c.rep.detail[SANDBOX_RLIMITS], "fsize 0"));
+	assert_signal(child_wait(&c), SIGXFSZ);
+
+	/* stderr is a log file (the supervisor's, inherited): the cap stays
+	 * off, as the report says, and log lines get written. */
+	env.as_stderr = true;
+	child_start_prep(&c, prep_fsize, body_fsize, &env);
+	ck_assert_msg(strstr(c.rep.detail[SANDBOX_RLIMITS],
+	    "fsize not capped (fd 2 is a regular file)") != NULL, "%s",
+	    c.rep.detail[SANDBOX_RLIMITS]);
+	ck_assert(c.rep.active[SANDBOX_RLIMITS]);
+	assert_exit0(child_wait(&c));
+	n = pread(env.fd, buf, sizeof(buf) - 1, 0);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_str_eq(buf, "farmd-worker[1]: info: a log line\n");
+	close(env.fd);
+}
+END_TEST
+
 static void
 body_abort(int in, int out, void *arg)
 {
@@ -794,7 +869,9 @@ body_sleep(int in, int out, void *arg)
 	ts.tv_sec = 5;
 	ts.tv_nsec = 0;
 	(void)!write(out, "t", 1);
-	if (nanosleep(&ts, &rem) == 0 || errno != EINTR || !usr1_seen)
+	if (nanosleep(&ts, &rem) < 0 && errno != EINTR)
+		_exit(CHILD_BAD);
+	if (!usr1_seen)		/* (a late sleeper sleeps the full 5 s) */
 		_exit(CHILD_BAD);
 }
 
@@ -899,6 +976,7 @@ sandbox_suite(void)
 	tcase_add_test(tc, test_proc_view);
 	tcase_add_loop_test(tc, test_forbidden, 0, NFORBIDDEN);
 	tcase_add_test(tc, test_job_loop);
+	tcase_add_test(tc, test_fsize);
 	tcase_add_test(tc, test_abort);
 	tcase_add_test(tc, test_sleep_signals);
 	tcase_add_test(tc, test_hang);

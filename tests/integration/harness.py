@@ -1,0 +1,216 @@
+"""Drives farmd and farmctl the way an operator does, for integration tests.
+
+Each test file defines functions named test_*; run_tests() runs them in
+order, each with a fresh temporary directory, prints one line per test and
+exits non-zero if any failed.  The build directory comes from FARMD_BUILD
+(set by meson).
+"""
+import json
+import os
+import signal
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+BUILD = os.environ.get("FARMD_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
+FARMD = os.path.join(BUILD, "farmd")
+FARMCTL = os.path.join(BUILD, "farmctl")
+WORKER = os.path.join(BUILD, "farmd-worker")
+SANITIZED = os.environ.get("FARMD_SANITIZED") == "1"
+# Sanitized builds run several times slower.
+SLOW = 3.0 if SANITIZED else 1.0
+
+
+class CtlError(Exception):
+    def __init__(self, proc):
+        super().__init__(f"farmctl exited {proc.returncode}: {proc.stderr.strip()}")
+        self.proc = proc
+
+
+def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout * SLOW
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = pred()
+            if last:
+                return last
+        except Exception as e:  # noqa: BLE001 - the predicate may race
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout * SLOW:.1f}s waiting for {what} (last: {last!r})")
+
+
+def children_of(pid):
+    """Direct children of pid, from /proc."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+            ppid = int(st[st.rindex(")") + 2:].split()[1])
+            if ppid == pid:
+                out.append(int(d))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+    return out
+
+
+def proc_state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            st = f.read()
+        return st[st.rindex(")") + 2]
+    except FileNotFoundError:
+        return None
+
+
+def pids_named(name):
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/cmdline", "rb") as f:
+                    argv0 = f.read().split(b"\0")[0]
+                if os.path.basename(argv0).decode() == name:
+                    out.append(int(d))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return out
+
+
+class Farmd:
+    """One farmd under test, with its own state dir and config."""
+
+    def __init__(self, tmp, config=None, name="farmd"):
+        self.tmp = tmp
+        self.state_dir = os.path.join(tmp, "state")
+        self.socket = os.path.join(self.state_dir, "farmd.sock")
+        self.log_path = os.path.join(tmp, name + ".log")
+        self.config_path = None
+        self.proc = None
+        self.logf = None
+        if config is not None:
+            self.write_config(config)
+
+    def write_config(self, text):
+        self.config_path = os.path.join(self.tmp, "farmd.ini")
+        with open(self.config_path, "w") as f:
+            f.write(text)
+
+    def start(self, wait=True, extra=()):
+        args = [FARMD, "--state-dir", self.state_dir] + list(extra)
+        if self.config_path:
+            args += ["--config", self.config_path]
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def wait_ready(self, timeout=10.0):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"farmd exited {self.proc.returncode}: {self.log()[-2000:]}")
+            st = self.status()
+            return st["state"] == "running" and all(p["alive"] == p["size"] for p in st["pools"])
+        wait_for(ready, timeout, what="farmd ready")
+
+    def ctl_raw(self, *args, json_out=False, env=None, user=None, timeout=60, input=None):
+        cmd = [FARMCTL, "-s", self.socket] + (["--json"] if json_out else []) + [str(a) for a in args]
+        if user is not None:
+            cmd = ["setpriv"] + user + ["--"] + cmd
+        return subprocess.run(cmd, capture_output=True, text=input is None or isinstance(input, str),
+                              timeout=timeout * SLOW, env=env, input=input)
+
+    def ctl(self, *args, **kw):
+        p = self.ctl_raw(*args, **kw)
+        if p.returncode != 0:
+            raise CtlError(p)
+        return p.stdout
+
+    def ctl_json(self, *args, **kw):
+        return json.loads(self.ctl(*args, json_out=True, **kw))
+
+    def status(self):
+        return self.ctl_json("status")
+
+    def worker_pids(self, kind=None):
+        return [w["pid"] for w in self.status()["workers"]
+                if kind is None or w["kind"] == kind]
+
+    def pool(self, kind):
+        return next(p for p in self.status()["pools"] if p["kind"] == kind)
+
+    def log(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def stop(self, timeout=10.0):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout * SLOW)
+        finally:
+            self.logf.close()
+
+    def kill9(self):
+        self.proc.kill()
+        self.proc.wait()
+        self.logf.close()
+
+    def cleanup(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.logf is not None and not self.logf.closed:
+            self.logf.close()
+
+
+def run_tests(module_globals):
+    only = sys.argv[1:]
+    tests = [(n, f) for n, f in module_globals.items()
+             if n.startswith("test_") and callable(f) and (not only or n in only)]
+    failed = 0
+    for name, fn in tests:
+        tmp = tempfile.mkdtemp(prefix=f"farmd-{name}-", dir=os.environ.get("FARMD_TMP"))
+        os.chmod(tmp, 0o755)
+        started = time.monotonic()
+        try:
+            fn(tmp)
+            print(f"ok   {name} ({time.monotonic() - started:.1f}s)", flush=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        except Exception:  # noqa: BLE001
+            failed += 1
+            print(f"FAIL {name} ({time.monotonic() - started:.1f}s)", flush=True)
+            traceback.print_exc()
+            for log in sorted(os.listdir(tmp)):
+                if log.endswith(".log"):
+                    with open(os.path.join(tmp, log), "rb") as f:
+                        tail = f.read()[-3000:].decode(errors="replace")
+                    print(f"--- {log} (tail) ---\n{tail}", flush=True)
+        finally:
+            for obj in list(_live):
+                obj.cleanup()
+            _live.clear()
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+_live = []
+
+
+def farmd(tmp, config=None, start=True, name="farmd", **kw):
+    """A Farmd that run_tests() cleans up whatever the test does."""
+    f = Farmd(tmp, config=config, name=name)
+    _live.append(f)
+    if start:
+        f.start(**kw)
+    return f
