@@ -251,7 +251,7 @@ control_close_cb(struct peer *p, const char *reason, void *arg)
 	struct control_client *cl = arg;
 
 	(void)p;
-	if (strcmp(reason, "connection closed") != 0) {
+	if (strcmp(reason, "connection closed") != 0 && strcmp(reason, "refused") != 0) {
 		cl->c->d->metrics->protocol_errors_admin++;
 		log_warn("admin client pid %d uid %u: %s; disconnected", (int)cl->pid,
 		    (unsigned)cl->uid, reason);

@@ -21,6 +21,25 @@ struct db {
 static const char *const migrations[] = {
 	/* 0 → 1: foundation. */
 	"CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;",
+	/* 1 → 2: block store (DESIGN §3, §5, §8).  A row with stored > 0 and
+	 * data NULL names a file that was fsynced, with its directory,
+	 * before the row committed. */
+	"CREATE TABLE blocks ("
+	"  hash BLOB PRIMARY KEY,"          /* SHA-256 of the bytes */
+	"  size INTEGER NOT NULL,"          /* logical bytes */
+	"  stored INTEGER NOT NULL,"        /* bytes on disk, or inline */
+	"  refcount INTEGER NOT NULL,"
+	"  compressed INTEGER NOT NULL,"
+	"  data BLOB,"                      /* inline bytes (size < 3072) */
+	"  zero_since_ms INTEGER"           /* refcount reached 0 at */
+	") WITHOUT ROWID;"
+	"CREATE TABLE resync_queue (due_ms INTEGER NOT NULL, hash BLOB NOT NULL,"
+	"  PRIMARY KEY (due_ms, hash)) WITHOUT ROWID;"
+	"CREATE TABLE resync_errors (hash BLOB PRIMARY KEY, errors INTEGER NOT NULL,"
+	"  last_try_ms INTEGER NOT NULL, next_try_ms INTEGER NOT NULL,"
+	"  reason TEXT NOT NULL) WITHOUT ROWID;"
+	"CREATE TABLE reservations (id INTEGER PRIMARY KEY, store TEXT NOT NULL,"
+	"  bytes INTEGER NOT NULL, created_ms INTEGER NOT NULL);",
 };
 
 #define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

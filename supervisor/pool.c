@@ -52,6 +52,8 @@ struct worker {
 	struct peer *peer;
 	struct pool_job *job;
 	struct event *deadline;
+	int log_fd;                     /* read end of its stderr pipe */
+	struct event *log_ev;
 	char reason[200];               /* why we ended it, if we did */
 	int layers[WIRE_SANDBOX_LAYERS]; /* -1 unknown, 0/1 from hello */
 };
@@ -420,9 +422,38 @@ worker_close_cb(struct peer *peer, const char *reason, void *arg)
 	}
 }
 
+/* Worker stderr is a pipe we relay into our own stderr: the worker's
+ * RLIMIT_FSIZE is 0, so it could not write to a log file itself, and
+ * its lines arrive whole (one write(2) each, below PIPE_BUF). */
+static void
+worker_log_drain(struct worker *w)
+{
+	char buf[4096];
+	ssize_t n;
+
+	while ((n = read(w->log_fd, buf, sizeof(buf))) > 0)
+		(void)!write(STDERR_FILENO, buf, (size_t)n);
+	if (n == 0 && w->log_ev != NULL)
+		event_del(w->log_ev);
+}
+
+static void
+worker_log_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	worker_log_drain(arg);
+}
+
 static void
 worker_free(struct worker *w)
 {
+	if (w->log_fd >= 0) {
+		worker_log_drain(w);
+		close(w->log_fd);
+	}
+	if (w->log_ev != NULL)
+		event_free(w->log_ev);
 	peer_free(w->peer);
 	if (w->deadline != NULL)
 		event_free(w->deadline);
@@ -431,7 +462,7 @@ worker_free(struct worker *w)
 
 /* Runs in the child between fork and exec: async-signal-safe calls only. */
 static void __attribute__((noreturn))
-pool_child(const char *path, const char *kind, int fd, pid_t parent,
+pool_child(const char *path, const char *kind, int fd, int log_fd, pid_t parent,
     const char *max_frame)
 {
 	struct sigaction sa;
@@ -456,6 +487,8 @@ pool_child(const char *path, const char *kind, int fd, pid_t parent,
 	null = open("/dev/null", O_RDONLY);
 	if (null >= 0 && null != STDIN_FILENO)
 		dup2(null, STDIN_FILENO);
+	if (dup2(log_fd, STDERR_FILENO) < 0)
+		_exit(127);
 	close_range(WIRE_WORKER_FD + 1, ~0U, 0);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);
@@ -470,11 +503,16 @@ pool_spawn(struct pool_kind *pk, struct err *e)
 	struct worker *w;
 	sigset_t all, old;
 	char max_frame[32];
-	int sv[2], buf = 4 << 20;
+	int sv[2], lp[2], buf = 4 << 20;
 	pid_t pid, parent = getpid();
 
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		return err_sys(e, "%s worker: socketpair", wire_kind_name(pk->kind));
+	if (pipe2(lp, O_CLOEXEC) < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		return err_sys(e, "%s worker: pipe", wire_kind_name(pk->kind));
+	}
 	/* Large buffers: a 1 MiB job moves in one or two syscalls. */
 	for (int i = 0; i < 2; i++) {
 		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &buf, sizeof(buf));
@@ -486,21 +524,29 @@ pool_spawn(struct pool_kind *pk, struct err *e)
 	sigprocmask(SIG_BLOCK, &all, &old);
 	pid = fork();
 	if (pid == 0)
-		pool_child(p->d->worker_path, wire_kind_name(pk->kind), sv[1], parent,
-		    max_frame);
+		pool_child(p->d->worker_path, wire_kind_name(pk->kind), sv[1], lp[1],
+		    parent, max_frame);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
+	close(lp[1]);
 	if (pid < 0) {
 		close(sv[0]);
+		close(lp[0]);
 		return err_sys(e, "%s worker: fork", wire_kind_name(pk->kind));
 	}
 	w = calloc(1, sizeof(*w));
 	if (w == NULL) {
 		/* The child dies on EOF of its socket; pool_reap reaps it. */
 		close(sv[0]);
+		close(lp[0]);
 		kill(pid, SIGKILL);
 		return err_set(e, "out of memory");
 	}
+	w->log_fd = lp[0];
+	evutil_make_socket_nonblocking(lp[0]);
+	w->log_ev = event_new(p->d->base, lp[0], EV_READ | EV_PERSIST, worker_log_cb, w);
+	if (w->log_ev != NULL)
+		event_add(w->log_ev, NULL);
 	w->pk = pk;
 	w->pid = pid;
 	w->state = W_STARTING;

@@ -4,9 +4,10 @@
  * sandbox_apply() puts five layers between a worker and the host, in this
  * order, and records each one in a struct sandbox_report:
  *
- *   rlimits       no core files, no file writes, few descriptors, and an
- *                 address-space cap (not under AddressSanitizer, whose
- *                 shadow memory reserves terabytes of address space);
+ *   rlimits       no core files, few descriptors, an address-space cap
+ *                 (not under AddressSanitizer, whose shadow memory
+ *                 reserves terabytes of address space) and no writes to
+ *                 regular files;
  *   no_new_privs  nothing the worker could exec gains privileges (it
  *                 cannot exec anyway, see seccomp);
  *   namespaces    new user, mount, net and ipc namespaces: in the new user
@@ -21,10 +22,11 @@
  *
  * A layer the kernel does not offer is reported unavailable with the
  * reason and is not an error: the supervisor decides whether that is fatal
- * ([daemon] sandbox_required).  Every layer is either applied whole or not
- * at all (each ends in a single syscall that either takes effect or not),
- * so sandbox_apply() never leaves the process in an unknown state in
- * practice; the -1 return is kept for a layer that could fail half-way.
+ * ([daemon] sandbox_required).  Every layer is applied whole or not at
+ * all (each ends in syscalls that take effect atomically; rlimits only
+ * shrink), so sandbox_apply() never leaves the process in an unknown
+ * state and does not return -1 today; the -1 is kept in the API for a
+ * layer that could fail half-way.
  *
  * What runs after the sandbox (see the allowlist below): blocking
  * read/recvmsg and write/sendmsg on the IPC socket and on memfds received
@@ -181,22 +183,6 @@ sandbox_layer_name(enum sandbox_layer layer)
 
 /* ---- Layer 1: rlimits ------------------------------------------------- */
 
-/* The lowest of fds 1 and 2 that is a regular file, or -1.  A worker
- * writes its log lines to stderr; under RLIMIT_FSIZE 0 a write to a
- * regular file raises SIGXFSZ and kills it, so when the supervisor's
- * stderr (inherited) is a log file, the file size cap must stay off. */
-static int
-regular_output_fd(void)
-{
-	for (int fd = 1; fd <= 2; fd++) {
-		struct stat st;
-
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode))
-			return fd;
-	}
-	return -1;
-}
-
 static void
 apply_rlimits(struct sandbox_report *rep)
 {
@@ -210,22 +196,18 @@ apply_rlimits(struct sandbox_report *rep)
 #if !SANDBOX_ASAN
 		{ RLIMIT_AS, "as", SANDBOX_AS_LIMIT },
 #endif
-		{ RLIMIT_FSIZE, "fsize", 0 },	/* last: may be skipped */
+		{ RLIMIT_FSIZE, "fsize", 0 },
 	};
 	size_t n = sizeof(lims) / sizeof(lims[0]);
-	int regfd = regular_output_fd();
 	char fsize[48], as[48];
 
 	/* RLIMIT_NPROC is deliberately left alone: it counts every process
 	 * of the uid, and workers share the supervisor's uid.  seccomp stops
 	 * fork/clone instead. */
-	if (regfd >= 0) {
-		n--;
-		snprintf(fsize, sizeof(fsize),
-		    "fsize not capped (fd %d is a regular file)", regfd);
-	} else {
-		snprintf(fsize, sizeof(fsize), "fsize 0");
-	}
+	/* fsize 0 holds even for log lines: farmd gives workers a pipe as
+	 * stderr and relays it, and the worker ignores SIGXFSZ in case it
+	 * is run some other way with stderr on a file. */
+	snprintf(fsize, sizeof(fsize), "fsize 0");
 #if SANDBOX_ASAN
 	snprintf(as, sizeof(as), "as not capped (AddressSanitizer build)");
 #else
@@ -459,6 +441,11 @@ seccomp_build(scmp_filter_ctx ctx, const char **what)
 
 	*what = "seccomp_attr_set";
 	rc = seccomp_attr_set(ctx, SCMP_FLTATR_ACT_BADARCH, SCMP_ACT_KILL_PROCESS);
+	if (rc < 0)
+		return rc;
+	/* A worker is single-threaded, but should a thread ever exist, the
+	 * filter covers it too (or loading fails). */
+	rc = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
 	if (rc < 0)
 		return rc;
 

@@ -113,7 +113,11 @@ ctl_connect(struct ctl *c)
 	hello.version = WIRE_VERSION;
 	msg.m_case = FARMD__ADMIN_MSG__M_HELLO;
 	msg.hello = &hello;
-	if (frame_send_msg(c->fd, &msg.base, NULL, 0, &e) < 0)
+	/* farmd may refuse us before reading the hello (too many
+	 * connections); its refusal is then waiting in our receive buffer,
+	 * so read before giving up on a failed send. */
+	if (frame_send_msg(c->fd, &msg.base, NULL, 0, &e) < 0 && errno != EPIPE &&
+	    errno != ECONNRESET)
 		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
 	in = ctl_recv(c, &fa, &body);
 	if (in->m_case == FARMD__ADMIN_MSG__M_RESPONSE)
