@@ -6,6 +6,7 @@
 #include "cmd.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,12 +31,7 @@ struct cmd {
 
 /* ---- text helpers --------------------------------------------------- */
 
-struct tbuf {
-	char s[65536];
-	size_t len;
-};
-
-static void __attribute__((format(printf, 2, 3)))
+void
 tb_printf(struct tbuf *b, const char *fmt, ...)
 {
 	va_list ap;
@@ -444,6 +440,15 @@ static const struct cmd cmds[] = {
 	{ "workers", ACCESS_MONITOR, 0, 0, "workers", cmd_workers },
 	{ "metrics", ACCESS_MONITOR, 0, 0, "metrics", cmd_metrics },
 	{ "shutdown", ACCESS_ADMIN, 0, 0, "shutdown", cmd_shutdown },
+	{ "block put", ACCESS_ADMIN, 1, 1, "block put FILE", cmd_block_put },
+	{ "block get", ACCESS_ADMIN, 1, 1, "block get HASH [-o FILE]", cmd_block_get },
+	{ "block stat", ACCESS_MONITOR, 1, 1, "block stat HASH", cmd_block_stat },
+	{ "block rm", ACCESS_ADMIN, 1, 1, "block rm HASH", cmd_block_rm },
+	{ "block purge", ACCESS_ADMIN, 1, 1, "block purge HASH", cmd_block_purge },
+	{ "block list-errors", ACCESS_MONITOR, 0, 0, "block list-errors",
+	    cmd_block_list_errors },
+	{ "block retry-now", ACCESS_ADMIN, 1, 1, "block retry-now (HASH | --all)",
+	    cmd_block_retry_now },
 	{ "debug encode", ACCESS_ADMIN, 3, 6, "debug encode SECTOR_ID OFFSET FILE [N R P]",
 	    cmd_debug_encode },
 	{ "debug echo", ACCESS_ADMIN, 1, 2, "debug echo SIZE [COUNT]", cmd_debug_echo },

@@ -5,10 +5,29 @@
 #ifndef FARMD_CMD_H
 #define FARMD_CMD_H
 
+#include <stddef.h>
+
 #include "control.h"
 
 /* Finds the command for req->argv, checks access and runs it.  Always
  * leads to exactly one reply. */
 void cmd_dispatch(struct control_req *req);
+
+/* Text output, shared by the command files. */
+struct tbuf {
+	char s[65536];
+	size_t len;
+};
+
+void tb_printf(struct tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Handlers in other files (one file per subsystem's commands). */
+void cmd_block_put(struct control_req *req, int argc, char **argv);
+void cmd_block_get(struct control_req *req, int argc, char **argv);
+void cmd_block_stat(struct control_req *req, int argc, char **argv);
+void cmd_block_rm(struct control_req *req, int argc, char **argv);
+void cmd_block_purge(struct control_req *req, int argc, char **argv);
+void cmd_block_list_errors(struct control_req *req, int argc, char **argv);
+void cmd_block_retry_now(struct control_req *req, int argc, char **argv);
 
 #endif

@@ -2,8 +2,9 @@
  * farmd.h: the supervisor's root state.  One instance, created by main()
  * and passed by pointer to every subsystem; nothing else is global.
  *
- * Start-up order (main.c): config → state dir lock → database → admin
- * socket → worker pools → READY.  Shutdown runs it backwards.
+ * Start-up order (main.c): config → state dir lock → database → I/O pool
+ * → block store → resync → admin socket → worker pools → READY.
+ * Shutdown runs it backwards.
  */
 #ifndef FARMD_FARMD_H
 #define FARMD_FARMD_H
@@ -16,9 +17,12 @@
 #include "config.h"
 
 struct db;
+struct io;
 struct pool;
 struct control;
 struct metrics;
+struct blockstore;
+struct resync;
 
 struct farmd {
 	struct config cfg;
@@ -28,6 +32,9 @@ struct farmd {
 	char worker_path[PATH_MAX];
 	struct event_base *base;
 	struct db *db;
+	struct io *io;
+	struct blockstore *blocks;
+	struct resync *resync;
 	struct pool *pool;
 	struct control *control;
 	struct metrics *metrics;

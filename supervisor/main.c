@@ -24,6 +24,7 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
+#include "blockstore.h"
 #include "clock.h"
 #include "config.h"
 #include "control.h"
@@ -31,13 +32,16 @@
 #include "farmd.h"
 #include "log.h"
 #include "metrics.h"
+#include "io.h"
 #include "pool.h"
+#include "resync.h"
 
 #ifndef FARMD_LIBEXECDIR
 #define FARMD_LIBEXECDIR "/usr/libexec"
 #endif
 
 #define SHUTDOWN_GRACE_MS 1000
+#define IO_THREADS 4
 
 struct farmd_events {
 	struct event *sig[4];
@@ -104,6 +108,7 @@ farmd_reload(struct farmd *d)
 	}
 	log_set_level(d->cfg.daemon.log_level);
 	pool_reconfigure(d->pool);
+	blockstore_set_budget(d->blocks, d->cfg.blocks.budget);
 	log_info("configuration reloaded from %s", d->config_path);
 }
 
@@ -135,6 +140,7 @@ farmd_tick_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	pool_tick(d->pool);
 	if (!d->ready && !d->stopping && (pool_ready(d->pool) ||
 	    clock_mono_ms() - d->start_mono_ms > 10000)) {
 		if (!pool_ready(d->pool))
@@ -144,7 +150,10 @@ farmd_tick_cb(evutil_socket_t fd, short what, void *arg)
 		farmd_notify_status(d);
 		log_info("ready: admin socket %s", d->admin_path);
 	}
-	if (d->stopping && pool_alive(d->pool) == 0)
+	/* Stopping ends when workers are reaped and in-flight disk work has
+	 * finished (its completions commit or roll back). */
+	if (d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
+	    io_pending(d->io) == 0)
 		event_base_loopbreak(d->base);
 }
 
@@ -220,6 +229,12 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if ((d->metrics = calloc(1, sizeof(*d->metrics))) == NULL)
 		return err_set(e, "out of memory");
+	if ((d->io = io_new(d->base, IO_THREADS, e)) == NULL)
+		return -1;
+	if ((d->resync = resync_new(d, e)) == NULL)
+		return -1;
+	if ((d->blocks = blockstore_new(d, e)) == NULL)
+		return -1;
 	if ((d->pool = pool_new(d, e)) == NULL)
 		return -1;
 	if ((d->control = control_new(d, d->admin_path, e)) == NULL)
@@ -251,6 +266,9 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 		event_free(ev->tick);
 	control_free(d->control);
 	pool_free(d->pool);
+	io_free(d->io);
+	resync_free(d->resync);
+	blockstore_free(d->blocks);
 	db_close(d->db);
 	free(d->metrics);
 	if (d->base != NULL)

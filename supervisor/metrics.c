@@ -12,7 +12,9 @@
 
 #include <jansson.h>
 
+#include "blockstore.h"
 #include "clock.h"
+#include "resync.h"
 #include "control.h"
 #include "farmd.h"
 #include "pool.h"
@@ -96,6 +98,46 @@ metrics_pools(struct mbuf *b, struct farmd *d)
 	json_decref(pools);
 }
 
+static void
+mb_gauge(struct mbuf *b, const char *name, const char *help, uint64_t v)
+{
+	mb_head(b, name, "gauge", help);
+	mb_printf(b, "%s %llu\n", name, (unsigned long long)v);
+}
+
+static void
+metrics_blocks(struct mbuf *b, struct farmd *d)
+{
+	struct blockstore_stats s;
+	uint64_t done, failed, collected, last_us;
+
+	blockstore_stats(d->blocks, &s);
+	resync_counters(d->resync, &done, &failed, &collected, &last_us);
+	mb_gauge(b, "farmd_blocks", "Blocks stored.", s.blocks);
+	mb_gauge(b, "farmd_block_bytes", "Logical bytes of stored blocks.", s.bytes);
+	mb_gauge(b, "farmd_block_stored_bytes", "Bytes the block store uses (disk and inline).",
+	    s.stored);
+	mb_gauge(b, "farmd_block_reserved_bytes", "Bytes reserved by writes in flight.",
+	    s.reserved);
+	mb_counter(b, "farmd_block_read_bytes_total", "Bytes read from block files and rows.",
+	    s.bytes_read);
+	mb_counter(b, "farmd_block_written_bytes_total", "Bytes written for blocks.",
+	    s.bytes_written);
+	mb_counter(b, "farmd_block_corruptions_total", "Reads that found a block corrupt.",
+	    s.corruptions);
+	mb_counter(b, "farmd_block_missing_total", "Reads that found a block file missing.",
+	    s.missing);
+	mb_gauge(b, "farmd_resync_queue_length", "Items in the resync queue.",
+	    resync_queue_len(d->resync));
+	mb_gauge(b, "farmd_block_errors", "Blocks in the resync error table.",
+	    resync_error_count(d->resync));
+	mb_counter(b, "farmd_resync_items_total", "Resync items processed.", done);
+	mb_counter(b, "farmd_resync_failures_total", "Resync attempts that failed.", failed);
+	mb_counter(b, "farmd_blocks_collected_total", "Unreferenced blocks deleted.", collected);
+	mb_gauge(b, "farmd_resync_last_item_microseconds", "Duration of the last resync item.",
+	    last_us);
+}
+
 char *
 metrics_render(struct farmd *d)
 {
@@ -132,6 +174,7 @@ metrics_render(struct farmd *d)
 	    m->admin_errors);
 	mb_counter(&b, "farmd_admin_denied_total", "Admin requests refused for lack of access.",
 	    m->admin_denied);
+	metrics_blocks(&b, d);
 	mb_head(&b, "farmd_admin_clients", "gauge", "Admin connections open.");
 	mb_printf(&b, "farmd_admin_clients %zu\n", control_clients(d->control));
 	return b.s;

@@ -617,8 +617,6 @@ pool_schedule_restart(struct pool_kind *pk)
 		log_err("%s pool degraded: %u restarts within %llu ms; restarting every %llu ms",
 		    wire_kind_name(pk->kind), recent,
 		    (unsigned long long)c->workers.restart_period_ms, (unsigned long long)delay);
-	else if (!pk->degraded && was)
-		log_info("%s pool recovered", wire_kind_name(pk->kind));
 	pk->restart_ms[pk->restart_next++ % RESTART_RING] = now ? now : 1;
 	pk->restarts++;
 	pk->pool->d->metrics->worker_restarts[pk->kind]++;
@@ -867,6 +865,26 @@ pool_reconfigure(struct pool *p)
 		uint32_t want = pool_kind_size(&p->d->cfg, pk->kind);
 
 		pk->size = want;
+	}
+}
+
+/* Degraded is a function of the restart history: once fewer than
+ * restart_intensity restarts fall within the last restart_period, the
+ * pool is healthy again even if nothing has died since. */
+void
+pool_tick(struct pool *p)
+{
+	uint64_t now = clock_mono_ms();
+
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		struct pool_kind *pk = &p->kinds[k];
+
+		if (pk->degraded &&
+		    pool_recent_restarts(pk, now) < p->d->cfg.workers.restart_intensity) {
+			pk->degraded = 0;
+			log_info("%s pool recovered", wire_kind_name(pk->kind));
+			farmd_notify_status(p->d);
+		}
 	}
 }
 

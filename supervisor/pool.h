@@ -57,6 +57,9 @@ void pool_reap(struct pool *p);
 void pool_shutdown(struct pool *p, uint64_t grace_ms);
 int pool_alive(const struct pool *p);
 
+/* Periodic (main's tick): re-derives each pool's degraded state. */
+void pool_tick(struct pool *p);
+
 /* Reload: applies new sizes / restart policy from d->cfg. */
 void pool_reconfigure(struct pool *p);
 

@@ -30,11 +30,13 @@ enum { EXIT_OK = 0, EXIT_FARMD = 1, EXIT_USAGE = 2 };
  * passes the descriptors.  Positions count after the command words. */
 static const struct ctl_files {
 	const char *words;
-	int first_file;                 /* argument index of the first file */
+	int first_file;                 /* argument index of the first file, -1: none */
 	int all_after;                  /* every later argument is a file too */
+	int output;                     /* pass the output (-o FILE or stdout) */
 } ctl_files[] = {
-	{ "block put", 0, 1 },
-	{ "debug encode", 2, 0 },
+	{ "block put", 0, 1, 0 },
+	{ "block get", -1, 0, 1 },
+	{ "debug encode", 2, 0, 0 },
 };
 
 struct ctl {
@@ -51,6 +53,8 @@ usage(void)
 	    "usage: farmctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
 	    "commands:\n"
 	    "  status | workers | shutdown | metrics\n"
+	    "  block put FILE | get HASH [-o FILE] | stat HASH | rm HASH | purge HASH\n"
+	    "  block list-errors | retry-now (HASH | --all)\n"
 	    "  debug encode SECTOR_ID OFFSET FILE [N R P] [-o FILE]\n"
 	    "  debug echo SIZE [COUNT]\n"
 	    "  debug fault KIND FAULT            (fault-injection builds)\n"
@@ -142,19 +146,30 @@ ctl_words_match(const char *words, int argc, char **argv, int *nwords)
 	return 1;
 }
 
-/* Opens the file arguments of this command.  Returns the count. */
+/* Opens the file arguments of this command.  Returns the count; *output
+ * says farmd writes the command's output itself. */
 static int
-ctl_open_files(int argc, char **argv, int *fds)
+ctl_open_files(struct ctl *c, int argc, char **argv, int *fds, int *output)
 {
 	int n = 0;
 
+	*output = 0;
 	for (size_t i = 0; i < sizeof(ctl_files) / sizeof(ctl_files[0]); i++) {
 		const struct ctl_files *f = &ctl_files[i];
 		int nw;
 
 		if (!ctl_words_match(f->words, argc, argv, &nw))
 			continue;
-		for (int a = nw + f->first_file; a < argc; a++) {
+		if (f->output) {
+			fds[n] = c->out_path == NULL ? dup(STDOUT_FILENO) :
+			    open(c->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+			if (fds[n] < 0)
+				die(EXIT_USAGE, "%s: %s", c->out_path ? c->out_path : "stdout",
+				    strerror(errno));
+			n++;
+			*output = 1;
+		}
+		for (int a = nw + f->first_file; f->first_file >= 0 && a < argc; a++) {
 			if (n == FRAME_MAX_FDS)
 				die(EXIT_USAGE, "at most %d files per command", FRAME_MAX_FDS);
 			if ((fds[n] = open(argv[a], O_RDONLY | O_CLOEXEC)) < 0)
@@ -191,9 +206,9 @@ ctl_run(struct ctl *c, int argc, char **argv)
 	struct frame_alloc fa;
 	struct err e;
 	uint8_t *body;
-	int fds[FRAME_MAX_FDS], nfds, rc = EXIT_OK;
+	int fds[FRAME_MAX_FDS], nfds, rc = EXIT_OK, output;
 
-	nfds = ctl_open_files(argc, argv, fds);
+	nfds = ctl_open_files(c, argc, argv, fds, &output);
 	ctl_connect(c);
 	req.n_argv = (size_t)argc;
 	req.argv = argv;
@@ -215,7 +230,7 @@ ctl_run(struct ctl *c, int argc, char **argv)
 		fprintf(stderr, "farmctl: %s\n", r->error);
 		rc = EXIT_FARMD;
 	} else {
-		if (r->data.len > 0 || c->out_path != NULL) {
+		if (!output && (r->data.len > 0 || c->out_path != NULL)) {
 			int ofd = STDOUT_FILENO;
 
 			if (c->out_path != NULL &&
@@ -226,7 +241,7 @@ ctl_run(struct ctl *c, int argc, char **argv)
 			if (ofd != STDOUT_FILENO && close(ofd) < 0)
 				die(EXIT_USAGE, "%s: %s", c->out_path, strerror(errno));
 		}
-		if (c->json)
+		if (c->json && !(output && c->out_path == NULL))
 			printf("%s\n", r->json[0] ? r->json : "{}");
 		else if (r->data.len == 0 || c->out_path != NULL)
 			fputs(r->text, stdout);

@@ -431,7 +431,7 @@ def test_degraded_pool_recovers(tmp):
     f = farmd(tmp, config="[workers]\nencode = 1\nrestart_backoff_max = 50ms\n"
               "restart_intensity = 3\nrestart_period = 2s\n")
     for _ in range(4):
-        old = f.worker_pids("encode")[0]
+        old = wait_for(lambda: f.worker_pids("encode"), 5.0, what="an encode worker")[0]
         os.kill(old, signal.SIGKILL)
         wait_for(lambda: pools_full(f) and old not in f.worker_pids("encode"), 5.0,
                  what="encode worker replaced")
@@ -595,7 +595,9 @@ def test_sigterm_while_busy(tmp):
     pids = [w["pid"] for w in f.status()["workers"]]
     jobs = [long_encode(f, tmp, i) for i in range(3)]
     wait_for(lambda: busy_workers(f, "encode", 2), 5.0, what="both encode workers busy")
-    assert f.pool("encode")["queued"] == 1
+    wait_for(lambda: f.pool("encode")["queued"] == 1, 5.0, what="the third job queued")
+    idle = raw_connect(f)               # an idle admin client must not hold shutdown up
+    idle.sendall(admin_hello())
     t0 = time.monotonic()
     f.proc.send_signal(signal.SIGTERM)
     rc = f.proc.wait(10 * SLOW)
@@ -608,6 +610,7 @@ def test_sigterm_while_busy(tmp):
     assert not os.path.exists(f.socket), "admin socket left behind after a clean shutdown"
     log = f.log()
     assert "stopping: SIGTERM" in log, log
+    idle.close()
     # Clients waiting on the jobs get an answer (or a closed connection), never a hang.
     for j in jobs:
         out, err = j.communicate(timeout=10 * SLOW)

@@ -1,0 +1,1117 @@
+/*
+ * blockstore.c: storing, reading and deleting blocks.
+ *
+ * Invariants:
+ * - a row with data NULL names a file that was written, fsynced, renamed
+ *   into place and whose directory was fsynced before the row committed;
+ * - every byte returned by a read was hashed and matched the block's name
+ *   in this read;
+ * - work on one hash that changes its file (store, collect, purge) is
+ *   serialised through bs->busy: a put that meets a hash being deleted
+ *   waits for the delete to finish, so it can never lose a fresh file;
+ * - hashing, compression and disk I/O run on the I/O pool; the loop only
+ *   touches the database.
+ */
+#include "blockstore.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include <openssl/evp.h>
+#include <sqlite3.h>
+#include <zstd.h>
+
+#include "budget.h"
+#include "clock.h"
+#include "config.h"
+#include "db.h"
+#include "farmd.h"
+#include "io.h"
+#include "log.h"
+#include "resync.h"
+
+#define BS_CHUNK (1u << 20)
+#define BS_BUSY_MAX 64
+
+struct blockstore {
+	struct farmd *d;
+	char dir[PATH_MAX];
+	char tmpdir[PATH_MAX + 8];
+	struct budget budget;
+	uint64_t blocks, bytes;
+	uint64_t bytes_read, bytes_written, corruptions, missing;
+	uint64_t tmp_seq;
+	uint8_t busy[BS_BUSY_MAX][HASH_LEN];    /* hashes being deleted */
+	int nbusy;
+};
+
+void
+block_hex(const uint8_t hash[HASH_LEN], char out[HASH_HEX_LEN + 1])
+{
+	hex_encode(hash, HASH_LEN, out);
+}
+
+static void
+bs_path(const struct blockstore *bs, const uint8_t hash[HASH_LEN], int compressed,
+    char *out, size_t len)
+{
+	char hex[HASH_HEX_LEN + 1];
+
+	block_hex(hash, hex);
+	snprintf(out, len, "%s/%.2s/%.2s/%s%s", bs->dir, hex, hex + 2, hex,
+	    compressed ? ".zst" : "");
+}
+
+static int
+bs_busy(const struct blockstore *bs, const uint8_t hash[HASH_LEN])
+{
+	for (int i = 0; i < bs->nbusy; i++)
+		if (memcmp(bs->busy[i], hash, HASH_LEN) == 0)
+			return 1;
+	return 0;
+}
+
+static int
+bs_busy_add(struct blockstore *bs, const uint8_t hash[HASH_LEN])
+{
+	if (bs->nbusy == BS_BUSY_MAX || bs_busy(bs, hash))
+		return -1;
+	memcpy(bs->busy[bs->nbusy++], hash, HASH_LEN);
+	return 0;
+}
+
+static void
+bs_busy_del(struct blockstore *bs, const uint8_t hash[HASH_LEN])
+{
+	for (int i = 0; i < bs->nbusy; i++) {
+		if (memcmp(bs->busy[i], hash, HASH_LEN) == 0) {
+			memmove(bs->busy[i], bs->busy[i + 1], (size_t)(bs->nbusy - i - 1) * HASH_LEN);
+			bs->nbusy--;
+			return;
+		}
+	}
+}
+
+/* fsync a directory so a rename or unlink in it is durable. */
+static int
+fsync_dir(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
+
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	close(fd);
+	return rc;
+}
+
+static void
+dirname_of(const char *path, char *out, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+
+	if (n >= len)
+		n = len - 1;
+	memcpy(out, path, n);
+	out[n] = '\0';
+}
+
+/* ---- put ------------------------------------------------------------- */
+
+struct put_op {
+	struct blockstore *bs;
+	int fd;                         /* source, or -1 for memory */
+	uint8_t *mem;                   /* memory source (owned) */
+	uint64_t size;                  /* expected bytes */
+	int level;                      /* zstd level, 0 = none */
+	int64_t resv_id;
+	uint64_t resv;
+	char tmp[PATH_MAX + 64];
+	char final[PATH_MAX + 80];
+	uint8_t hash[HASH_LEN];
+	uint64_t stored;
+	int compressed;
+	uint8_t *inline_data;
+	int failed;
+	char err[ERR_MSG_MAX];
+	block_put_cb cb;
+	void *arg;
+	struct event *wait_ev;
+};
+
+static void bs_put_stage1_done(void *arg);
+
+static void
+put_fail(struct put_op *op, const char *fmt, const char *what)
+{
+	op->failed = 1;
+	snprintf(op->err, sizeof(op->err), fmt, what, strerror(errno));
+}
+
+/* Streams the source through SHA-256 (and zstd) into a temp file, or
+ * into memory for an inline block. */
+static void
+bs_put_stage1(void *arg)
+{
+	struct put_op *op = arg;
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	ZSTD_CCtx *z = NULL;
+	uint8_t *buf = NULL, *zbuf = NULL;
+	size_t zcap = 0;
+	uint64_t got = 0;
+	int out = -1, inl = op->size < BLOCK_INLINE_MAX;
+
+	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
+	    (buf = malloc(BS_CHUNK)) == NULL) {
+		op->failed = 1;
+		snprintf(op->err, sizeof(op->err), "out of memory");
+		goto done;
+	}
+	if (inl && (op->inline_data = malloc(BLOCK_INLINE_MAX)) == NULL) {
+		op->failed = 1;
+		snprintf(op->err, sizeof(op->err), "out of memory");
+		goto done;
+	}
+	if (!inl) {
+		out = open(op->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+		if (out < 0) {
+			put_fail(op, "create %s: %s", op->tmp);
+			goto done;
+		}
+		if (op->level > 0) {
+			z = ZSTD_createCCtx();
+			zcap = ZSTD_CStreamOutSize();
+			if (z == NULL || (zbuf = malloc(zcap)) == NULL) {
+				op->failed = 1;
+				snprintf(op->err, sizeof(op->err), "out of memory");
+				goto done;
+			}
+			ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, op->level);
+			ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 0);
+		}
+	}
+	for (;;) {
+		ssize_t n;
+		const uint8_t *p = buf;
+
+		if (op->fd >= 0) {
+			n = read(op->fd, buf, BS_CHUNK);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				put_fail(op, "read %s: %s", "source");
+				goto done;
+			}
+		} else {
+			n = (ssize_t)(op->size - got < BS_CHUNK ? op->size - got : BS_CHUNK);
+			p = op->mem + got;
+		}
+		if (got + (uint64_t)n > op->size) {
+			op->failed = 1;
+			snprintf(op->err, sizeof(op->err), "source grew while it was read "
+			    "(%" PRIu64 " bytes expected)", op->size);
+			goto done;
+		}
+		EVP_DigestUpdate(md, p, (size_t)n);
+		if (inl)
+			memcpy(op->inline_data + got, p, (size_t)n);
+		else if (z != NULL) {
+			ZSTD_inBuffer in = { p, (size_t)n, 0 };
+			ZSTD_EndDirective mode = got + (uint64_t)n == op->size || n == 0 ?
+			    ZSTD_e_end : ZSTD_e_continue;
+			size_t rem;
+
+			do {
+				ZSTD_outBuffer ob = { zbuf, zcap, 0 };
+
+				rem = ZSTD_compressStream2(z, &ob, &in, mode);
+				if (ZSTD_isError(rem)) {
+					op->failed = 1;
+					snprintf(op->err, sizeof(op->err), "zstd: %s", ZSTD_getErrorName(rem));
+					goto done;
+				}
+				if (ob.pos > 0 && write(out, zbuf, ob.pos) != (ssize_t)ob.pos) {
+					put_fail(op, "write %s: %s", op->tmp);
+					goto done;
+				}
+				op->stored += ob.pos;
+			} while (mode == ZSTD_e_end ? rem != 0 : in.pos < in.size);
+		} else if (n > 0) {
+			if (write(out, p, (size_t)n) != n) {
+				put_fail(op, "write %s: %s", op->tmp);
+				goto done;
+			}
+			op->stored += (uint64_t)n;
+		}
+		got += (uint64_t)n;
+		if (n == 0 || (op->fd < 0 && got == op->size))
+			break;
+		if (z != NULL && got == op->size)
+			break;
+	}
+	if (got != op->size) {
+		op->failed = 1;
+		snprintf(op->err, sizeof(op->err), "source shrank while it was read "
+		    "(%" PRIu64 " of %" PRIu64 " bytes)", got, op->size);
+		goto done;
+	}
+	EVP_DigestFinal_ex(md, op->hash, NULL);
+	if (inl)
+		op->stored = op->size;
+	else if (fsync(out) < 0) {
+		put_fail(op, "fsync %s: %s", op->tmp);
+		goto done;
+	}
+	op->compressed = z != NULL;
+	bs_path(op->bs, op->hash, op->compressed, op->final, sizeof(op->final));
+done:
+	if (out >= 0 && close(out) < 0 && !op->failed)
+		put_fail(op, "close %s: %s", op->tmp);
+	if (op->failed && !inl)
+		unlink(op->tmp);
+	if (op->fd >= 0) {
+		close(op->fd);
+		op->fd = -1;
+	}
+	ZSTD_freeCCtx(z);
+	EVP_MD_CTX_free(md);
+	free(zbuf);
+	free(buf);
+}
+
+/* Renames the temp file into place and makes that durable. */
+static void
+bs_put_stage2(void *arg)
+{
+	struct put_op *op = arg;
+	char d1[PATH_MAX + 80], d2[PATH_MAX + 80];
+
+	dirname_of(op->final, d2, sizeof(d2));
+	dirname_of(d2, d1, sizeof(d1));
+	if ((mkdir(d1, 0750) < 0 && errno != EEXIST) ||
+	    (mkdir(d2, 0750) < 0 && errno != EEXIST)) {
+		put_fail(op, "mkdir %s: %s", d2);
+		unlink(op->tmp);
+		return;
+	}
+	if (rename(op->tmp, op->final) < 0) {
+		put_fail(op, "rename to %s: %s", op->final);
+		unlink(op->tmp);
+		return;
+	}
+	/* The new directory entries, then the file's own entry. */
+	if (fsync_dir(op->bs->dir) < 0 || fsync_dir(d1) < 0 || fsync_dir(d2) < 0)
+		put_fail(op, "fsync directory of %s: %s", op->final);
+}
+
+static void
+bs_put_finish(struct put_op *op, const char *error)
+{
+	if (op->resv_id != 0)
+		budget_release(&op->bs->budget, op->resv_id, op->resv, 0);
+	op->cb(op->arg, error ? NULL : op->hash, error);
+	if (op->wait_ev != NULL)
+		event_free(op->wait_ev);
+	free(op->inline_data);
+	free(op->mem);
+	free(op);
+}
+
+/* Commits the row that names the block (new, repaired or one more ref). */
+static int
+bs_commit_row(struct put_op *op, struct err *e)
+{
+	struct blockstore *bs = op->bs;
+	struct db *db = bs->d->db;
+	sqlite3_stmt *st = NULL;
+	int64_t old_stored = -1;
+	uint64_t delta;
+
+	if (db_begin(db, e) < 0)
+		return -1;
+	st = db_prepare(db, "SELECT stored FROM blocks WHERE hash = ?", e);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_blob(st, 1, op->hash, HASH_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) == SQLITE_ROW)
+		old_stored = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	st = db_prepare(db,
+	    "INSERT INTO blocks (hash, size, stored, refcount, compressed, data, zero_since_ms) "
+	    "VALUES (?1, ?2, ?3, 1, ?4, ?5, NULL) ON CONFLICT (hash) DO UPDATE SET "
+	    "refcount = refcount + 1, zero_since_ms = NULL, stored = excluded.stored, "
+	    "compressed = excluded.compressed, data = excluded.data", e);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_blob(st, 1, op->hash, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (int64_t)op->size);
+	sqlite3_bind_int64(st, 3, (int64_t)op->stored);
+	sqlite3_bind_int(st, 4, op->compressed);
+	if (op->inline_data != NULL)
+		sqlite3_bind_blob(st, 5, op->inline_data, (int)op->size, SQLITE_STATIC);
+	else
+		sqlite3_bind_null(st, 5);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		err_set(e, "state.db: store block row: %s", sqlite3_errmsg(db_handle(db)));
+		goto fail;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	delta = old_stored < 0 ? op->stored : op->stored - (uint64_t)old_stored;
+	if (op->resv_id != 0) {
+		budget_release(&bs->budget, op->resv_id, op->resv, delta);
+		op->resv_id = 0;
+	} else {
+		bs->budget.used += delta;
+	}
+	if (db_commit(db, e) < 0)
+		goto fail;
+	if (old_stored < 0) {
+		bs->blocks++;
+		bs->bytes += op->size;
+	}
+	bs->bytes_written += op->stored;
+	resync_satisfied(bs->d->resync, op->hash);
+	return 0;
+fail:
+	sqlite3_finalize(st);
+	db_rollback(db);
+	return -1;
+}
+
+static void
+bs_put_stage2_done(void *arg)
+{
+	struct put_op *op = arg;
+	struct err e;
+
+	if (op->failed) {
+		bs_put_finish(op, op->err);
+		return;
+	}
+	if (bs_commit_row(op, &e) < 0) {
+		/* The file stays: a later put or scrub finds it again. */
+		bs_put_finish(op, e.msg);
+		return;
+	}
+	bs_put_finish(op, NULL);
+}
+
+/* An existing, healthy block only gains a reference. */
+static int
+bs_incref(struct blockstore *bs, const uint8_t hash[HASH_LEN], struct err *e)
+{
+	sqlite3_stmt *st = db_prepare(bs->d->db,
+	    "UPDATE blocks SET refcount = refcount + 1, zero_since_ms = NULL WHERE hash = ?", e);
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
+	rc = sqlite3_step(st) == SQLITE_DONE ? 0 :
+	    err_set(e, "state.db: add reference: %s", sqlite3_errmsg(db_handle(bs->d->db)));
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static void
+bs_put_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	bs_put_stage1_done(arg);
+}
+
+static void
+bs_put_stage1_done(void *arg)
+{
+	struct put_op *op = arg;
+	struct blockstore *bs = op->bs;
+	struct block_info info;
+	struct stat st;
+	struct err e;
+	int found;
+
+	if (op->failed) {
+		bs_put_finish(op, op->err);
+		return;
+	}
+	if (bs_busy(bs, op->hash)) {
+		/* Being deleted right now: store it afresh once that is done. */
+		struct timeval tv = { 0, 10000 };
+
+		if (op->wait_ev == NULL)
+			op->wait_ev = evtimer_new(bs->d->base, bs_put_wait_cb, op);
+		evtimer_add(op->wait_ev, &tv);
+		return;
+	}
+	found = blockstore_stat(bs, op->hash, &info, &e);
+	if (found < 0) {
+		if (op->inline_data == NULL)
+			unlink(op->tmp);
+		bs_put_finish(op, e.msg);
+		return;
+	}
+	if (op->inline_data != NULL) {
+		bs_put_finish(op, bs_commit_row(op, &e) < 0 ? e.msg : NULL);
+		return;
+	}
+	/* A second put of a stored block does not rewrite it, unless the
+	 * stored copy is known bad or gone: then this put repairs it. */
+	if (found && strcmp(info.state, "error") != 0 && !info.inline_ &&
+	    (bs_path(bs, op->hash, info.compressed, op->final, sizeof(op->final)),
+	    stat(op->final, &st) == 0)) {
+		unlink(op->tmp);
+		bs_put_finish(op, bs_incref(bs, op->hash, &e) < 0 ? e.msg : NULL);
+		return;
+	}
+	bs_path(bs, op->hash, op->compressed, op->final, sizeof(op->final));
+	if (io_submit(bs->d->io, bs_put_stage2, bs_put_stage2_done, op) < 0) {
+		unlink(op->tmp);
+		bs_put_finish(op, "out of memory");
+	}
+}
+
+static void
+bs_put_start(struct blockstore *bs, struct put_op *op)
+{
+	struct err e;
+
+	op->bs = bs;
+	op->level = bs->d->cfg.blocks.compression_level;
+	snprintf(op->tmp, sizeof(op->tmp), "%s/%d-%" PRIu64 ".tmp", bs->tmpdir,
+	    (int)getpid(), ++bs->tmp_seq);
+	if (op->size >= BLOCK_INLINE_MAX) {
+		if (budget_reserve(&bs->budget, op->size, &op->resv_id, &e) < 0) {
+			bs_put_finish(op, e.msg);
+			return;
+		}
+		op->resv = op->size;
+	}
+	if (io_submit(bs->d->io, bs_put_stage1, bs_put_stage1_done, op) < 0)
+		bs_put_finish(op, "out of memory");
+}
+
+void
+blockstore_put_fd(struct blockstore *bs, int fd, block_put_cb cb, void *arg)
+{
+	struct put_op *op = calloc(1, sizeof(*op));
+	struct stat st;
+
+	if (op == NULL) {
+		close(fd);
+		cb(arg, NULL, "out of memory");
+		return;
+	}
+	op->cb = cb;
+	op->arg = arg;
+	op->fd = fd;
+	op->bs = bs;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		close(fd);
+		op->fd = -1;
+		bs_put_finish(op, "not a regular file");
+		return;
+	}
+	op->size = (uint64_t)st.st_size;
+	bs_put_start(bs, op);
+}
+
+void
+blockstore_put_mem(struct blockstore *bs, const uint8_t *data, size_t len,
+    block_put_cb cb, void *arg)
+{
+	struct put_op *op = calloc(1, sizeof(*op));
+
+	if (op == NULL || (op->mem = malloc(len + 1)) == NULL) {
+		free(op);
+		cb(arg, NULL, "out of memory");
+		return;
+	}
+	memcpy(op->mem, data, len);
+	op->fd = -1;
+	op->size = len;
+	op->cb = cb;
+	op->arg = arg;
+	op->bs = bs;
+	bs_put_start(bs, op);
+}
+
+/* ---- get ------------------------------------------------------------- */
+
+struct get_op {
+	struct blockstore *bs;
+	uint8_t hash[HASH_LEN];
+	uint64_t size;
+	int compressed;
+	char path[PATH_MAX + 80];
+	uint8_t *data;
+	uint64_t read;
+	enum block_status st;
+	char err[ERR_MSG_MAX];
+	block_get_cb cb;
+	void *arg;
+	int report;
+};
+
+static void
+get_verify(struct get_op *op, const uint8_t *data, size_t len)
+{
+	uint8_t h[HASH_LEN];
+
+	hash_sha256(data, len, h);
+	if (len != op->size || memcmp(h, op->hash, HASH_LEN) != 0) {
+		op->st = BLOCK_CORRUPT;
+		snprintf(op->err, sizeof(op->err), "its bytes do not hash to its name");
+	}
+}
+
+static void
+bs_get_work(void *arg)
+{
+	struct get_op *op = arg;
+	uint8_t *raw = NULL;
+	struct stat st;
+	int fd;
+
+	fd = open(op->path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0) {
+		op->st = errno == ENOENT ? BLOCK_MISSING : BLOCK_IOERR;
+		snprintf(op->err, sizeof(op->err), "%s: %s", op->path, strerror(errno));
+		return;
+	}
+	if (fstat(fd, &st) < 0 || (raw = malloc((size_t)st.st_size + 1)) == NULL) {
+		op->st = BLOCK_IOERR;
+		snprintf(op->err, sizeof(op->err), "%s: cannot read", op->path);
+		close(fd);
+		return;
+	}
+	for (uint64_t got = 0; got < (uint64_t)st.st_size;) {
+		ssize_t n = pread(fd, raw + got, (size_t)st.st_size - got, (off_t)got);
+
+		if (n <= 0) {
+			op->st = BLOCK_IOERR;
+			snprintf(op->err, sizeof(op->err), "%s: read: %s", op->path,
+			    n == 0 ? "unexpected end of file" : strerror(errno));
+			close(fd);
+			free(raw);
+			return;
+		}
+		got += (uint64_t)n;
+	}
+	close(fd);
+	op->read = (uint64_t)st.st_size;
+	if (op->compressed) {
+		/* Decompress into exactly the recorded size: a frame claiming
+		 * more is corrupt, never an allocation. */
+		size_t n;
+
+		if ((op->data = malloc(op->size + 1)) == NULL) {
+			op->st = BLOCK_IOERR;
+			snprintf(op->err, sizeof(op->err), "out of memory");
+			free(raw);
+			return;
+		}
+		n = ZSTD_decompress(op->data, op->size, raw, (size_t)st.st_size);
+		free(raw);
+		if (ZSTD_isError(n)) {
+			op->st = BLOCK_CORRUPT;
+			snprintf(op->err, sizeof(op->err), "zstd: %s", ZSTD_getErrorName(n));
+		} else {
+			get_verify(op, op->data, n);
+		}
+	} else {
+		op->data = raw;
+		get_verify(op, raw, (size_t)st.st_size);
+	}
+	if (op->st == BLOCK_CORRUPT) {
+		char bad[PATH_MAX + 96];
+
+		/* Out of the way, kept for inspection; the name is free for a
+		 * repaired copy. */
+		snprintf(bad, sizeof(bad), "%s.corrupted", op->path);
+		if (rename(op->path, bad) == 0) {
+			char dir[PATH_MAX + 80];
+
+			dirname_of(op->path, dir, sizeof(dir));
+			fsync_dir(dir);
+		}
+	}
+}
+
+static void
+bs_get_done(void *arg)
+{
+	struct get_op *op = arg;
+	struct blockstore *bs = op->bs;
+	char hex[HASH_HEX_LEN + 1], msg[ERR_MSG_MAX + 128];
+
+	bs->bytes_read += op->read;
+	block_hex(op->hash, hex);
+	if (op->st == BLOCK_OK) {
+		op->cb(op->arg, op->data, op->size, BLOCK_OK, NULL);
+		free(op);
+		return;
+	}
+	free(op->data);
+	if (op->st == BLOCK_CORRUPT) {
+		bs->corruptions++;
+		snprintf(msg, sizeof(msg), "block %s is corrupt: %s; moved to %s.corrupted and "
+		    "queued for resync", hex, op->err, op->path);
+	} else if (op->st == BLOCK_MISSING) {
+		bs->missing++;
+		snprintf(msg, sizeof(msg), "block %s is missing (%s); queued for resync", hex,
+		    op->err);
+	} else {
+		snprintf(msg, sizeof(msg), "block %s: %s", hex, op->err);
+	}
+	/* Resync's own checks report through their state machine. */
+	if (op->st != BLOCK_IOERR && op->report) {
+		log_warn("%s", msg);
+		resync_report(bs->d->resync, op->hash,
+		    op->st == BLOCK_CORRUPT ? "corrupt" : "missing");
+	}
+	op->cb(op->arg, NULL, 0, op->st, msg);
+	free(op);
+}
+
+static void
+bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
+    block_get_cb cb, void *arg)
+{
+	struct get_op *op = calloc(1, sizeof(*op));
+	sqlite3_stmt *st;
+	struct err e;
+	char hex[HASH_HEX_LEN + 1];
+
+	if (op == NULL) {
+		cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
+		return;
+	}
+	op->bs = bs;
+	memcpy(op->hash, hash, HASH_LEN);
+	op->cb = cb;
+	op->arg = arg;
+	op->report = report;
+	block_hex(hash, hex);
+	st = db_prepare(bs->d->db, "SELECT size, compressed, data FROM blocks WHERE hash = ?", &e);
+	if (st == NULL) {
+		free(op);
+		cb(arg, NULL, 0, BLOCK_IOERR, e.msg);
+		return;
+	}
+	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		sqlite3_finalize(st);
+		free(op);
+		snprintf(e.msg, sizeof(e.msg), "block %s: no such block", hex);
+		cb(arg, NULL, 0, BLOCK_MISSING, e.msg);
+		return;
+	}
+	op->size = (uint64_t)sqlite3_column_int64(st, 0);
+	op->compressed = sqlite3_column_int(st, 1);
+	if (sqlite3_column_type(st, 2) == SQLITE_BLOB || op->size < BLOCK_INLINE_MAX) {
+		/* Inline: small enough to verify right here. */
+		const uint8_t *p = sqlite3_column_blob(st, 2);
+		size_t n = (size_t)sqlite3_column_bytes(st, 2);
+
+		op->data = malloc(n + 1);
+		if (op->data != NULL && n > 0)
+			memcpy(op->data, p, n);
+		sqlite3_finalize(st);
+		if (op->data == NULL) {
+			free(op);
+			cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
+			return;
+		}
+		snprintf(op->path, sizeof(op->path), "state.db (inline)");
+		get_verify(op, op->data, n);
+		op->read = n;
+		bs_get_done(op);
+		return;
+	}
+	sqlite3_finalize(st);
+	bs_path(bs, hash, op->compressed, op->path, sizeof(op->path));
+	if (io_submit(bs->d->io, bs_get_work, bs_get_done, op) < 0) {
+		free(op);
+		cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
+	}
+}
+
+void
+blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN], block_get_cb cb,
+    void *arg)
+{
+	bs_read(bs, hash, 1, cb, arg);
+}
+
+void
+blockstore_verify(struct blockstore *bs, const uint8_t hash[HASH_LEN], block_get_cb cb,
+    void *arg)
+{
+	bs_read(bs, hash, 0, cb, arg);
+}
+
+/* ---- metadata -------------------------------------------------------- */
+
+int
+blockstore_stat(struct blockstore *bs, const uint8_t hash[HASH_LEN],
+    struct block_info *out, struct err *e)
+{
+	sqlite3_stmt *st = db_prepare(bs->d->db,
+	    "SELECT b.size, b.stored, b.refcount, b.compressed, b.data IS NOT NULL, "
+	    "r.hash IS NOT NULL FROM blocks b LEFT JOIN resync_errors r ON r.hash = b.hash "
+	    "WHERE b.hash = ?", e);
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		memcpy(out->hash, hash, HASH_LEN);
+		out->size = (uint64_t)sqlite3_column_int64(st, 0);
+		out->stored = (uint64_t)sqlite3_column_int64(st, 1);
+		out->refcount = sqlite3_column_int64(st, 2);
+		out->compressed = sqlite3_column_int(st, 3);
+		out->inline_ = sqlite3_column_int(st, 4);
+		out->state = sqlite3_column_int(st, 5) ? "error" :
+		    out->refcount == 0 ? "unreferenced" : "ok";
+		rc = 1;
+	} else if (rc == SQLITE_DONE) {
+		rc = 0;
+	} else {
+		rc = err_set(e, "state.db: stat block: %s", sqlite3_errmsg(db_handle(bs->d->db)));
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int
+blockstore_resolve(struct blockstore *bs, const char *hex, uint8_t hash[HASH_LEN],
+    struct err *e)
+{
+	uint8_t lo[HASH_LEN], hi[HASH_LEN];
+	size_t n = strlen(hex);
+	sqlite3_stmt *st;
+	int found = 0;
+
+	if (n == HASH_HEX_LEN && hex_decode(hex, hash, HASH_LEN) == 0)
+		return 0;
+	if (n < 8 || n > HASH_HEX_LEN)
+		return err_set(e, "'%s': give a block hash or a prefix of at least 8 hex digits", hex);
+	/* The prefix bounds the range [prefix00…, prefixff…]. */
+	{
+		char a[HASH_HEX_LEN + 1], b[HASH_HEX_LEN + 1];
+
+		memset(a, '0', HASH_HEX_LEN);
+		memset(b, 'f', HASH_HEX_LEN);
+		memcpy(a, hex, n);
+		memcpy(b, hex, n);
+		a[HASH_HEX_LEN] = b[HASH_HEX_LEN] = '\0';
+		if (hex_decode(a, lo, HASH_LEN) < 0 || hex_decode(b, hi, HASH_LEN) < 0)
+			return err_set(e, "'%s' is not hexadecimal", hex);
+	}
+	st = db_prepare(bs->d->db, "SELECT hash FROM blocks WHERE hash BETWEEN ? AND ? LIMIT 2", e);
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_blob(st, 1, lo, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 2, hi, HASH_LEN, SQLITE_STATIC);
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		if (found++ == 0)
+			memcpy(hash, sqlite3_column_blob(st, 0), HASH_LEN);
+	}
+	sqlite3_finalize(st);
+	if (found == 0)
+		return err_set(e, "no block matches '%s'", hex);
+	if (found > 1)
+		return err_set(e, "'%s' matches more than one block; give more digits", hex);
+	return 0;
+}
+
+int
+blockstore_decref(struct blockstore *bs, const uint8_t hash[HASH_LEN], int64_t *left,
+    struct err *e)
+{
+	struct block_info info;
+	sqlite3_stmt *st;
+	uint64_t now = clock_real_ms();
+	char hex[HASH_HEX_LEN + 1];
+	int found = blockstore_stat(bs, hash, &info, e);
+
+	block_hex(hash, hex);
+	if (found < 0)
+		return -1;
+	if (found == 0)
+		return err_set(e, "block %s: no such block", hex);
+	if (info.refcount <= 0)
+		return err_set(e, "block %s has no references left", hex);
+	if (db_begin(bs->d->db, e) < 0)
+		return -1;
+	st = db_prepare(bs->d->db, "UPDATE blocks SET refcount = refcount - 1, "
+	    "zero_since_ms = CASE WHEN refcount = 1 THEN ?2 ELSE NULL END WHERE hash = ?1", e);
+	if (st == NULL)
+		goto fail;
+	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (int64_t)now);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		err_set(e, "state.db: drop reference: %s", sqlite3_errmsg(db_handle(bs->d->db)));
+		goto fail;
+	}
+	sqlite3_finalize(st);
+	*left = info.refcount - 1;
+	if (*left == 0 && resync_enqueue(bs->d->resync, hash,
+	    now + bs->d->cfg.blocks.gc_delay_ms, e) < 0)
+		goto fail;
+	return db_commit(bs->d->db, e);
+fail:
+	db_rollback(bs->d->db);
+	return -1;
+}
+
+/* ---- deletion (collect, purge) --------------------------------------- */
+
+struct del_op {
+	struct blockstore *bs;
+	uint8_t hash[HASH_LEN];
+	char path[PATH_MAX + 80];
+	int failed;
+	char err[ERR_MSG_MAX];
+	block_done_cb cb;
+	void *arg;
+};
+
+static void
+bs_del_work(void *arg)
+{
+	struct del_op *op = arg;
+	char dir[PATH_MAX + 80];
+	size_t n = strlen(op->path);
+
+	/* Both spellings: compression may have changed since it was stored. */
+	if (unlink(op->path) < 0 && errno != ENOENT) {
+		op->failed = 1;
+		snprintf(op->err, sizeof(op->err), "unlink %s: %s", op->path, strerror(errno));
+		return;
+	}
+	if (n > 4 && strcmp(op->path + n - 4, ".zst") == 0)
+		op->path[n - 4] = '\0';
+	else
+		strncat(op->path, ".zst", sizeof(op->path) - n - 1);
+	unlink(op->path);
+	dirname_of(op->path, dir, sizeof(dir));
+	fsync_dir(dir);
+}
+
+static void
+bs_del_done(void *arg)
+{
+	struct del_op *op = arg;
+
+	bs_busy_del(op->bs, op->hash);
+	op->cb(op->arg, op->failed ? -1 : 1, op->failed ? op->err : NULL);
+	free(op);
+}
+
+/* Deletes the row (already decided), then the file off the loop.  The
+ * hash is busy until the file is gone, so no put can race the unlink. */
+static int
+bs_delete(struct blockstore *bs, const uint8_t hash[HASH_LEN], const char *cond,
+    block_done_cb cb, void *arg, int64_t *refs, struct err *e)
+{
+	struct del_op *op;
+	struct block_info info;
+	sqlite3_stmt *st;
+	char sql[160];
+	int found = blockstore_stat(bs, hash, &info, e);
+
+	if (found <= 0)
+		return found < 0 ? -1 : 0;
+	if (bs_busy(bs, hash))
+		return 0;
+	if ((op = calloc(1, sizeof(*op))) == NULL)
+		return err_set(e, "out of memory");
+	snprintf(sql, sizeof(sql), "DELETE FROM blocks WHERE hash = ? %s", cond);
+	if ((st = db_prepare(bs->d->db, sql, e)) == NULL) {
+		free(op);
+		return -1;
+	}
+	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		free(op);
+		return err_set(e, "state.db: delete block: %s", sqlite3_errmsg(db_handle(bs->d->db)));
+	}
+	sqlite3_finalize(st);
+	if (sqlite3_changes(db_handle(bs->d->db)) == 0) {
+		free(op);
+		return 0;
+	}
+	bs->blocks--;
+	bs->bytes -= info.size;
+	bs->budget.used -= info.stored < bs->budget.used ? info.stored : bs->budget.used;
+	*refs = info.refcount;
+	op->bs = bs;
+	memcpy(op->hash, hash, HASH_LEN);
+	op->cb = cb;
+	op->arg = arg;
+	if (info.inline_) {
+		op->cb(op->arg, 1, NULL);
+		free(op);
+		return 1;
+	}
+	bs_path(bs, hash, info.compressed, op->path, sizeof(op->path));
+	bs_busy_add(bs, hash);
+	if (io_submit(bs->d->io, bs_del_work, bs_del_done, op) < 0) {
+		bs_busy_del(bs, hash);
+		free(op);
+		return err_set(e, "out of memory");
+	}
+	return 1;
+}
+
+static void
+bs_noop_done(void *arg, int result, const char *error)
+{
+	(void)arg;
+	if (result < 0)
+		log_warn("%s", error);
+}
+
+void
+blockstore_collect(struct blockstore *bs, const uint8_t hash[HASH_LEN], uint64_t now_ms,
+    block_done_cb cb, void *arg)
+{
+	char cond[96];
+	int64_t refs;
+	struct err e;
+	int rc;
+
+	snprintf(cond, sizeof(cond), "AND refcount = 0 AND zero_since_ms <= %" PRIu64,
+	    now_ms - (now_ms > bs->d->cfg.blocks.gc_delay_ms ? bs->d->cfg.blocks.gc_delay_ms : now_ms));
+	rc = bs_delete(bs, hash, cond, cb, arg, &refs, &e);
+	if (rc <= 0)
+		cb(arg, rc, rc < 0 ? e.msg : NULL);
+}
+
+int
+blockstore_purge(struct blockstore *bs, const uint8_t hash[HASH_LEN], int64_t *refs,
+    struct err *e)
+{
+	char hex[HASH_HEX_LEN + 1];
+	int rc;
+
+	block_hex(hash, hex);
+	if (bs_busy(bs, hash))
+		return err_set(e, "block %s is being deleted already", hex);
+	rc = bs_delete(bs, hash, "", bs_noop_done, NULL, refs, e);
+	if (rc < 0)
+		return -1;
+	if (rc == 0)
+		return err_set(e, "block %s: no such block", hex);
+	resync_forget(bs->d->resync, hash);
+	log_warn("block %s purged with %lld reference%s", hex, (long long)*refs,
+	    *refs == 1 ? "" : "s");
+	return 0;
+}
+
+/* ---- lifecycle ------------------------------------------------------- */
+
+/* Temp files are never named by a row: whatever a crash left is garbage. */
+static void
+bs_clean_tmp(struct blockstore *bs)
+{
+	DIR *dir = opendir(bs->tmpdir);
+	struct dirent *de;
+	int n = 0;
+
+	if (dir == NULL)
+		return;
+	while ((de = readdir(dir)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		if (unlinkat(dirfd(dir), de->d_name, 0) == 0)
+			n++;
+	}
+	closedir(dir);
+	if (n > 0) {
+		fsync_dir(bs->tmpdir);
+		log_info("blocks: removed %d temp file%s left by an interrupted write", n,
+		    n == 1 ? "" : "s");
+	}
+}
+
+struct blockstore *
+blockstore_new(struct farmd *d, struct err *e)
+{
+	struct blockstore *bs = calloc(1, sizeof(*bs));
+	sqlite3_stmt *st;
+	uint64_t stored = 0, stale;
+
+	if (bs == NULL) {
+		err_set(e, "out of memory");
+		return NULL;
+	}
+	bs->d = d;
+	snprintf(bs->dir, sizeof(bs->dir), "%s/blocks", d->state_dir);
+	snprintf(bs->tmpdir, sizeof(bs->tmpdir), "%s/tmp", bs->dir);
+	if ((mkdir(bs->dir, 0750) < 0 && errno != EEXIST) ||
+	    (mkdir(bs->tmpdir, 0750) < 0 && errno != EEXIST)) {
+		err_sys(e, "%s", bs->dir);
+		free(bs);
+		return NULL;
+	}
+	bs_clean_tmp(bs);
+	st = db_prepare(d->db, "SELECT COUNT(*), COALESCE(SUM(size), 0), "
+	    "COALESCE(SUM(stored), 0) FROM blocks", e);
+	if (st == NULL) {
+		free(bs);
+		return NULL;
+	}
+	if (sqlite3_step(st) == SQLITE_ROW) {
+		bs->blocks = (uint64_t)sqlite3_column_int64(st, 0);
+		bs->bytes = (uint64_t)sqlite3_column_int64(st, 1);
+		stored = (uint64_t)sqlite3_column_int64(st, 2);
+	}
+	sqlite3_finalize(st);
+	if (budget_init(&bs->budget, d->db, "blocks", d->cfg.blocks.budget, stored, &stale, e) < 0) {
+		free(bs);
+		return NULL;
+	}
+	return bs;
+}
+
+void
+blockstore_free(struct blockstore *bs)
+{
+	free(bs);
+}
+
+void
+blockstore_stats(const struct blockstore *bs, struct blockstore_stats *out)
+{
+	out->blocks = bs->blocks;
+	out->bytes = bs->bytes;
+	out->stored = bs->budget.used;
+	out->bytes_read = bs->bytes_read;
+	out->bytes_written = bs->bytes_written;
+	out->corruptions = bs->corruptions;
+	out->missing = bs->missing;
+	out->reserved = bs->budget.reserved;
+	out->budget = bs->budget.limit;
+}
+
+void
+blockstore_set_budget(struct blockstore *bs, uint64_t limit)
+{
+	bs->budget.limit = limit;
+}

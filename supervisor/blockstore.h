@@ -1,0 +1,105 @@
+/*
+ * blockstore.h: content-addressed blocks (DESIGN §5).
+ *
+ * A block is named by the SHA-256 of its bytes.  Blocks under
+ * BLOCK_INLINE_MAX bytes live in state.db; larger ones in
+ * <state dir>/blocks/ab/cd/<hash>[.zst].  Every read verifies; a mismatch
+ * renames the file *.corrupted and queues the block for resync.  Writes
+ * go temp file → fsync → rename → fsync directory before the row that
+ * names the file commits.  Hashing, compression and disk I/O run on the
+ * I/O pool, never on the loop.
+ */
+#ifndef FARMD_BLOCKSTORE_H
+#define FARMD_BLOCKSTORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "hash.h"
+
+#define BLOCK_INLINE_MAX 3072           /* blocks below this are inline */
+
+struct farmd;
+struct blockstore;
+
+struct block_info {
+	uint8_t hash[HASH_LEN];
+	uint64_t size;
+	uint64_t stored;
+	int64_t refcount;
+	bool inline_;
+	bool compressed;
+	const char *state;              /* "ok", "error", "unreferenced" */
+};
+
+enum block_status { BLOCK_OK, BLOCK_MISSING, BLOCK_CORRUPT, BLOCK_IOERR };
+
+/* put: hash is the block's name on success; error is NULL then. */
+typedef void (*block_put_cb)(void *arg, const uint8_t hash[HASH_LEN], const char *error);
+/* get/verify: data (verified, owned by the callee: free it) and its
+ * length on success; error set otherwise. */
+typedef void (*block_get_cb)(void *arg, uint8_t *data, size_t len,
+    enum block_status st, const char *error);
+
+struct blockstore *blockstore_new(struct farmd *d, struct err *e);
+void blockstore_free(struct blockstore *bs);
+
+/* Stores the bytes read from fd (a regular file; the store closes it)
+ * and takes a reference. */
+void blockstore_put_fd(struct blockstore *bs, int fd, block_put_cb cb, void *arg);
+/* Same from memory (copied). */
+void blockstore_put_mem(struct blockstore *bs, const uint8_t *data, size_t len,
+    block_put_cb cb, void *arg);
+
+/* Reads and verifies.  A missing or corrupt block is queued for resync
+ * before cb runs. */
+void blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN],
+    block_get_cb cb, void *arg);
+
+/* Reads and verifies without reporting to resync (resync's own check). */
+void blockstore_verify(struct blockstore *bs, const uint8_t hash[HASH_LEN],
+    block_get_cb cb, void *arg);
+
+/* Looks a block up: 1 found, 0 not, -1 error. */
+int blockstore_stat(struct blockstore *bs, const uint8_t hash[HASH_LEN],
+    struct block_info *out, struct err *e);
+/* Resolves a hex hash or unambiguous prefix (>= 8 hex digits). */
+int blockstore_resolve(struct blockstore *bs, const char *hex,
+    uint8_t hash[HASH_LEN], struct err *e);
+
+/* Drops one reference; at zero the block becomes garbage after gc_delay. */
+int blockstore_decref(struct blockstore *bs, const uint8_t hash[HASH_LEN],
+    int64_t *left, struct err *e);
+/* Deletes a block now whatever its refcount; *refs says how many it had. */
+int blockstore_purge(struct blockstore *bs, const uint8_t hash[HASH_LEN],
+    int64_t *refs, struct err *e);
+
+/* For resync and scrub: deletes an unreferenced block whose delay has
+ * passed (1 if deleted, 0 if it is referenced again or young). */
+typedef void (*block_done_cb)(void *arg, int result, const char *error);
+void blockstore_collect(struct blockstore *bs, const uint8_t hash[HASH_LEN],
+    uint64_t now_ms, block_done_cb cb, void *arg);
+
+/* Counters and gauges for status and metrics. */
+struct blockstore_stats {
+	uint64_t blocks;
+	uint64_t bytes;                 /* logical */
+	uint64_t stored;                /* on disk + inline */
+	uint64_t bytes_read;
+	uint64_t bytes_written;
+	uint64_t corruptions;
+	uint64_t missing;
+	uint64_t reserved;
+	uint64_t budget;                /* CONFIG_UNLIMITED if none */
+};
+void blockstore_stats(const struct blockstore *bs, struct blockstore_stats *out);
+
+/* Reload of [blocks] budget. */
+void blockstore_set_budget(struct blockstore *bs, uint64_t limit);
+
+/* Hex form of a hash in a static-free buffer. */
+void block_hex(const uint8_t hash[HASH_LEN], char out[HASH_HEX_LEN + 1]);
+
+#endif

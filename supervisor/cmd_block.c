@@ -1,0 +1,306 @@
+/*
+ * cmd_block.c: farmctl block … commands.  Files travel as descriptors:
+ * `block put` reads the client's file, `block get` writes into the
+ * client's output (its -o file or its stdout), both off the loop.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "blockstore.h"
+#include "cmd.h"
+#include "config.h"
+#include "farmd.h"
+#include "io.h"
+#include "resync.h"
+
+static int
+cmd_hash_arg(struct control_req *req, const char *arg, uint8_t hash[HASH_LEN])
+{
+	struct err e;
+
+	if (blockstore_resolve(req->d->blocks, arg, hash, &e) < 0) {
+		control_reply_err(req, "%s", e.msg);
+		return -1;
+	}
+	return 0;
+}
+
+static void
+cmd_put_done(void *arg, const uint8_t hash[HASH_LEN], const char *error)
+{
+	struct control_req *req = arg;
+	char hex[HASH_HEX_LEN + 1], text[HASH_HEX_LEN + 2];
+
+	if (error != NULL) {
+		control_reply_err(req, "block put %s: %s", req->argv[2], error);
+		return;
+	}
+	block_hex(hash, hex);
+	snprintf(text, sizeof(text), "%s\n", hex);
+	control_reply(req, json_pack("{s:s}", "hash", hex), text);
+}
+
+void
+cmd_block_put(struct control_req *req, int argc, char **argv)
+{
+	int fd;
+
+	(void)argc;
+	(void)argv;
+	if (req->nfds < 1) {
+		control_reply_err(req, "block put: no file descriptor was passed");
+		return;
+	}
+	fd = req->fds[0];
+	req->fds[0] = -1;               /* the store closes it */
+	blockstore_put_fd(req->d->blocks, fd, cmd_put_done, req);
+}
+
+/* block get: verified bytes go to the client's descriptor. */
+struct get_out {
+	struct control_req *req;
+	uint8_t hash[HASH_LEN];
+	uint8_t *data;
+	size_t len;
+	int fd;
+	char err[ERR_MSG_MAX];
+};
+
+/* Writes without ever blocking for long on a pipe nobody drains: a
+ * regular file takes plain writes; anything else is polled and written
+ * PIPE_BUF at a time, giving up after 30 s without progress. */
+static void
+get_out_work(void *arg)
+{
+	struct get_out *g = arg;
+	struct stat st;
+	size_t off = 0;
+	int reg = fstat(g->fd, &st) == 0 && S_ISREG(st.st_mode);
+
+	while (off < g->len) {
+		size_t chunk = reg ? g->len - off : (g->len - off < 4096 ? g->len - off : 4096);
+		ssize_t n;
+
+		if (!reg) {
+			struct pollfd p = { g->fd, POLLOUT, 0 };
+			int rc = poll(&p, 1, 30000);
+
+			if (rc == 0) {
+				snprintf(g->err, sizeof(g->err), "output not drained for 30 s");
+				return;
+			}
+			if (rc < 0 && errno == EINTR)
+				continue;
+			if (p.revents & (POLLERR | POLLHUP)) {
+				snprintf(g->err, sizeof(g->err), "output closed");
+				return;
+			}
+		}
+		n = write(g->fd, g->data + off, chunk);
+		if (n < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (n < 0) {
+			snprintf(g->err, sizeof(g->err), "write output: %s", strerror(errno));
+			return;
+		}
+		off += (size_t)n;
+	}
+}
+
+static void
+get_out_done(void *arg)
+{
+	struct get_out *g = arg;
+	char hex[HASH_HEX_LEN + 1];
+
+	block_hex(g->hash, hex);
+	if (g->err[0])
+		control_reply_err(g->req, "block %s: %s", hex, g->err);
+	else
+		control_reply(g->req, json_pack("{s:s, s:I}", "hash", hex, "size",
+		    (json_int_t)g->len), "");
+	close(g->fd);
+	free(g->data);
+	free(g);
+}
+
+static void
+cmd_get_done(void *arg, uint8_t *data, size_t len, enum block_status st, const char *error)
+{
+	struct get_out *g = arg;
+
+	(void)st;
+	if (error != NULL) {
+		control_reply_err(g->req, "%s", error);
+		close(g->fd);
+		free(g);
+		return;
+	}
+	g->data = data;
+	g->len = len;
+	if (io_submit(g->req->d->io, get_out_work, get_out_done, g) < 0) {
+		snprintf(g->err, sizeof(g->err), "out of memory");
+		get_out_done(g);
+	}
+}
+
+void
+cmd_block_get(struct control_req *req, int argc, char **argv)
+{
+	struct get_out *g;
+
+	(void)argc;
+	if (req->nfds < 1) {
+		control_reply_err(req, "block get: no output descriptor was passed");
+		return;
+	}
+	if ((g = calloc(1, sizeof(*g))) == NULL) {
+		control_reply_err(req, "out of memory");
+		return;
+	}
+	if (cmd_hash_arg(req, argv[0], g->hash) < 0) {
+		free(g);
+		return;
+	}
+	g->req = req;
+	g->fd = req->fds[0];
+	req->fds[0] = -1;
+	blockstore_get(req->d->blocks, g->hash, cmd_get_done, g);
+}
+
+void
+cmd_block_stat(struct control_req *req, int argc, char **argv)
+{
+	struct block_info bi;
+	struct tbuf *b;
+	uint8_t hash[HASH_LEN];
+	char hex[HASH_HEX_LEN + 1];
+	struct err e;
+	int rc;
+
+	(void)argc;
+	if (cmd_hash_arg(req, argv[0], hash) < 0)
+		return;
+	if ((rc = blockstore_stat(req->d->blocks, hash, &bi, &e)) <= 0) {
+		control_reply_err(req, "%s", rc < 0 ? e.msg : "no such block");
+		return;
+	}
+	if ((b = malloc(sizeof(*b))) == NULL) {
+		control_reply_err(req, "out of memory");
+		return;
+	}
+	b->len = 0;
+	block_hex(hash, hex);
+	tb_printf(b, "hash        %s\nsize        %" PRIu64 "\nstored      %" PRIu64
+	    "%s\nrefcount    %lld\nstate       %s\n", hex, bi.size, bi.stored,
+	    bi.inline_ ? " (inline)" : bi.compressed ? " (zstd)" : "",
+	    (long long)bi.refcount, bi.state);
+	control_reply(req, json_pack("{s:s, s:I, s:I, s:I, s:b, s:b, s:s}", "hash", hex,
+	    "size", (json_int_t)bi.size, "stored", (json_int_t)bi.stored,
+	    "refcount", (json_int_t)bi.refcount, "inline", bi.inline_,
+	    "compressed", bi.compressed, "state", bi.state), b->s);
+	free(b);
+}
+
+void
+cmd_block_rm(struct control_req *req, int argc, char **argv)
+{
+	uint8_t hash[HASH_LEN];
+	char hex[HASH_HEX_LEN + 1], text[160];
+	int64_t left;
+	struct err e;
+
+	(void)argc;
+	if (cmd_hash_arg(req, argv[0], hash) < 0)
+		return;
+	if (blockstore_decref(req->d->blocks, hash, &left, &e) < 0) {
+		control_reply_err(req, "%s", e.msg);
+		return;
+	}
+	block_hex(hash, hex);
+	if (left == 0)
+		snprintf(text, sizeof(text), "%.16s…: no references left; deleted after %llu s "
+		    "unless stored again\n", hex,
+		    (unsigned long long)(req->d->cfg.blocks.gc_delay_ms / 1000));
+	else
+		snprintf(text, sizeof(text), "%.16s…: %lld reference%s left\n", hex,
+		    (long long)left, left == 1 ? "" : "s");
+	control_reply(req, json_pack("{s:s, s:I}", "hash", hex, "refcount", (json_int_t)left),
+	    text);
+}
+
+void
+cmd_block_purge(struct control_req *req, int argc, char **argv)
+{
+	uint8_t hash[HASH_LEN];
+	char hex[HASH_HEX_LEN + 1], warn[200];
+	int64_t refs;
+	struct err e;
+
+	(void)argc;
+	if (cmd_hash_arg(req, argv[0], hash) < 0)
+		return;
+	if (blockstore_purge(req->d->blocks, hash, &refs, &e) < 0) {
+		control_reply_err(req, "%s", e.msg);
+		return;
+	}
+	block_hex(hash, hex);
+	snprintf(warn, sizeof(warn), "block %.16s… purged although it had %lld reference%s; "
+	    "whatever referred to it is now broken", hex, (long long)refs, refs == 1 ? "" : "s");
+	control_reply_data(req, json_pack("{s:s, s:I}", "hash", hex, "refcount",
+	    (json_int_t)refs), "purged\n", NULL, 0, refs > 0 ? warn : NULL);
+}
+
+void
+cmd_block_list_errors(struct control_req *req, int argc, char **argv)
+{
+	json_t *errs = resync_json_errors(req->d->resync), *it;
+	struct tbuf *b = malloc(sizeof(*b));
+	size_t i;
+
+	(void)argc;
+	(void)argv;
+	if (b == NULL) {
+		json_decref(errs);
+		control_reply_err(req, "out of memory");
+		return;
+	}
+	b->len = 0;
+	tb_printf(b, "%-64s %6s %15s %15s  %s\n", "HASH", "ERRORS", "LAST_TRY_MS",
+	    "NEXT_TRY_MS", "REASON");
+	json_array_foreach(errs, i, it)
+		tb_printf(b, "%-64s %6lld %15lld %15lld  %s\n",
+		    json_string_value(json_object_get(it, "hash")),
+		    json_integer_value(json_object_get(it, "errors")),
+		    json_integer_value(json_object_get(it, "last_try_ms")),
+		    json_integer_value(json_object_get(it, "next_try_ms")),
+		    json_string_value(json_object_get(it, "reason")));
+	control_reply(req, errs, b->s);
+	free(b);
+}
+
+void
+cmd_block_retry_now(struct control_req *req, int argc, char **argv)
+{
+	uint8_t hash[HASH_LEN];
+	char text[64];
+	struct err e;
+	int n;
+
+	(void)argc;
+	if (strcmp(argv[0], "--all") != 0 && cmd_hash_arg(req, argv[0], hash) < 0)
+		return;
+	n = resync_retry_now(req->d->resync, strcmp(argv[0], "--all") == 0 ? NULL : hash, &e);
+	if (n < 0) {
+		control_reply_err(req, "%s", e.msg);
+		return;
+	}
+	snprintf(text, sizeof(text), "%d block%s queued for a retry now\n", n, n == 1 ? "" : "s");
+	control_reply(req, json_pack("{s:i}", "queued", n), text);
+}
