@@ -449,6 +449,8 @@ static const struct cmd cmds[] = {
 	    cmd_block_list_errors },
 	{ "block retry-now", ACCESS_ADMIN, 1, 1, "block retry-now (HASH | --all)",
 	    cmd_block_retry_now },
+	{ "scrub status", ACCESS_MONITOR, 0, 0, "scrub status", cmd_scrub },
+	{ "scrub", ACCESS_ADMIN, 1, 1, "scrub start|pause|resume|cancel|status", cmd_scrub },
 	{ "debug encode", ACCESS_ADMIN, 3, 6, "debug encode SECTOR_ID OFFSET FILE [N R P]",
 	    cmd_debug_encode },
 	{ "debug echo", ACCESS_ADMIN, 1, 2, "debug echo SIZE [COUNT]", cmd_debug_echo },

@@ -29,5 +29,6 @@ void cmd_block_rm(struct control_req *req, int argc, char **argv);
 void cmd_block_purge(struct control_req *req, int argc, char **argv);
 void cmd_block_list_errors(struct control_req *req, int argc, char **argv);
 void cmd_block_retry_now(struct control_req *req, int argc, char **argv);
+void cmd_scrub(struct control_req *req, int argc, char **argv);
 
 #endif

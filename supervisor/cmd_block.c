@@ -18,6 +18,7 @@
 #include "farmd.h"
 #include "io.h"
 #include "resync.h"
+#include "scrub.h"
 
 static int
 cmd_hash_arg(struct control_req *req, const char *arg, uint8_t hash[HASH_LEN])
@@ -303,4 +304,52 @@ cmd_block_retry_now(struct control_req *req, int argc, char **argv)
 	}
 	snprintf(text, sizeof(text), "%d block%s queued for a retry now\n", n, n == 1 ? "" : "s");
 	control_reply(req, json_pack("{s:i}", "queued", n), text);
+}
+
+/* scrub start|pause|resume|cancel|status (status comes here with no
+ * argument, through its own row so monitors may read it). */
+void
+cmd_scrub(struct control_req *req, int argc, char **argv)
+{
+	static const struct {
+		const char *verb;
+		int (*fn)(struct scrub *, struct err *);
+	} verbs[] = {
+		{ "start", scrub_start }, { "pause", scrub_pause },
+		{ "resume", scrub_resume }, { "cancel", scrub_cancel },
+	};
+	const char *verb = argc > 0 ? argv[0] : "status";
+	struct tbuf *b;
+	json_t *st;
+	struct err e;
+
+	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
+		if (strcmp(verb, verbs[i].verb) != 0)
+			continue;
+		if (verbs[i].fn(req->d->scrub, &e) < 0) {
+			control_reply_err(req, "scrub %s: %s", verb, e.msg);
+			return;
+		}
+		break;
+	}
+	if (strcmp(verb, "status") != 0 && strcmp(verb, "start") != 0 &&
+	    strcmp(verb, "pause") != 0 && strcmp(verb, "resume") != 0 &&
+	    strcmp(verb, "cancel") != 0) {
+		control_reply_err(req, "usage: farmctl scrub start|pause|resume|cancel|status");
+		return;
+	}
+	if ((b = malloc(sizeof(*b))) == NULL) {
+		control_reply_err(req, "out of memory");
+		return;
+	}
+	b->len = 0;
+	st = scrub_json(req->d->scrub);
+	tb_printf(b, "scrub %s: %lld blocks checked, %lld corrupt or missing%s%s\n",
+	    json_string_value(json_object_get(st, "state")),
+	    json_integer_value(json_object_get(st, "checked")),
+	    json_integer_value(json_object_get(st, "corruptions")),
+	    json_string_length(json_object_get(st, "position")) ? ", at " : "",
+	    json_string_value(json_object_get(st, "position")));
+	control_reply(req, st, b->s);
+	free(b);
 }

@@ -3,7 +3,7 @@
  * and passed by pointer to every subsystem; nothing else is global.
  *
  * Start-up order (main.c): config → state dir lock → database → I/O pool
- * → block store → resync → admin socket → worker pools → READY.
+ * → block store → resync → scrub → admin socket → worker pools → READY.
  * Shutdown runs it backwards.
  */
 #ifndef FARMD_FARMD_H
@@ -23,6 +23,7 @@ struct control;
 struct metrics;
 struct blockstore;
 struct resync;
+struct scrub;
 
 struct farmd {
 	struct config cfg;
@@ -35,6 +36,7 @@ struct farmd {
 	struct io *io;
 	struct blockstore *blocks;
 	struct resync *resync;
+	struct scrub *scrub;
 	struct pool *pool;
 	struct control *control;
 	struct metrics *metrics;

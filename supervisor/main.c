@@ -35,6 +35,7 @@
 #include "io.h"
 #include "pool.h"
 #include "resync.h"
+#include "scrub.h"
 
 #ifndef FARMD_LIBEXECDIR
 #define FARMD_LIBEXECDIR "/usr/libexec"
@@ -153,7 +154,7 @@ farmd_tick_cb(evutil_socket_t fd, short what, void *arg)
 	/* Stopping ends when workers are reaped and in-flight disk work has
 	 * finished (its completions commit or roll back). */
 	if (d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
-	    io_pending(d->io) == 0)
+	    scrub_quiesce(d->scrub) && io_pending(d->io) == 0)
 		event_base_loopbreak(d->base);
 }
 
@@ -235,6 +236,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if ((d->blocks = blockstore_new(d, e)) == NULL)
 		return -1;
+	if ((d->scrub = scrub_new(d, e)) == NULL)
+		return -1;
 	if ((d->pool = pool_new(d, e)) == NULL)
 		return -1;
 	if ((d->control = control_new(d, d->admin_path, e)) == NULL)
@@ -267,6 +270,7 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 	control_free(d->control);
 	pool_free(d->pool);
 	io_free(d->io);
+	scrub_free(d->scrub);
 	resync_free(d->resync);
 	blockstore_free(d->blocks);
 	db_close(d->db);
