@@ -31,6 +31,12 @@
 
 #define CONTROL_MAX_ARGS 1024
 #define CONTROL_MAX_GROUPS 256
+/* Requests are argv plus descriptors: small.  Bounds what any uid that
+ * may connect can make us allocate before access is decided. */
+#define CONTROL_MAX_FRAME (1u << 20)
+/* Output queued for a client that does not read its answers. */
+#define CONTROL_MAX_QUEUED (8u << 20)
+#define CONTROL_EMFILE_PAUSE_MS 100
 
 struct control_client {
 	TAILQ_ENTRY(control_client) entry;
@@ -51,6 +57,7 @@ struct control {
 	int fd;
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	struct event *ev;
+	struct event *resume_ev;        /* listener paused on EMFILE */
 	struct client_list clients;
 	size_t nclients;
 	gid_t admin_gid, monitor_gid;
@@ -180,8 +187,6 @@ control_request(struct control_client *cl, const Farmd__AdminRequest *r,
 	req->uid = cl->uid;
 	req->pid = cl->pid;
 	req->access = cl->access;
-	memcpy(req->fds, fds, sizeof(int) * nfds);
-	req->nfds = nfds;
 	for (size_t i = 0; i < r->n_argv; i++) {
 		if ((req->argv[i] = strdup(r->argv[i])) == NULL) {
 			control_req_free(req);
@@ -189,6 +194,9 @@ control_request(struct control_client *cl, const Farmd__AdminRequest *r,
 		}
 		req->argc++;
 	}
+	/* Owned by req only from here: the caller closes them on failure. */
+	memcpy(req->fds, fds, sizeof(int) * nfds);
+	req->nfds = nfds;
 	cl->req = req;
 	cl->c->d->metrics->admin_requests++;
 	peer_pause(cl->peer, 1);
@@ -216,7 +224,7 @@ control_msg_cb(struct peer *p, uint8_t *body, size_t len, int *fds, int nfds,
 	}
 	if (!cl->greeted) {
 		if (msg->m_case != FARMD__ADMIN_MSG__M_HELLO)
-			rc = err_set(e, "first message is not a hello");
+			rc = control_refuse(cl, "protocol error: the first message must be a hello", e);
 		else if (msg->hello->version != WIRE_VERSION) {
 			char why[128];
 
@@ -296,7 +304,16 @@ control_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	(void)what;
 	fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 	if (fd < 0) {
-		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+		if (errno == EMFILE || errno == ENFILE) {
+			/* The listener stays readable: stop watching it for a
+			 * moment instead of spinning. */
+			struct timeval tv = { 0, CONTROL_EMFILE_PAUSE_MS * 1000 };
+
+			log_warn("admin socket: accept: %s; pausing new connections",
+			    strerror(errno));
+			event_del(c->ev);
+			evtimer_add(c->resume_ev, &tv);
+		} else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
 			log_warn("admin socket: accept: %s", strerror(errno));
 		return;
 	}
@@ -314,13 +331,14 @@ control_accept_cb(evutil_socket_t lfd, short what, void *arg)
 	cl->gid = cred.gid;
 	cl->pid = cred.pid;
 	cl->access = control_access_of(c, fd, &cred);
-	cl->peer = peer_new(c->d->base, fd, c->d->cfg.daemon.max_frame, control_msg_cb,
+	cl->peer = peer_new(c->d->base, fd, CONTROL_MAX_FRAME, control_msg_cb,
 	    control_close_cb, cl);
 	if (cl->peer == NULL) {
 		close(fd);
 		free(cl);
 		return;
 	}
+	peer_set_out_limit(cl->peer, CONTROL_MAX_QUEUED);
 	TAILQ_FOREACH(o, &c->clients, entry)
 		same += o->uid == cl->uid;
 	TAILQ_INSERT_TAIL(&c->clients, cl, entry);
@@ -336,6 +354,17 @@ control_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		 * the kernel deliver what is queued before we drop it. */
 		peer_fail(cl->peer, "refused");
 	}
+}
+
+static void
+control_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct control *c = arg;
+
+	(void)fd;
+	(void)what;
+	if (c->ev != NULL)
+		event_add(c->ev, NULL);
 }
 
 static int
@@ -428,7 +457,8 @@ control_new(struct farmd *d, const char *path, struct err *e)
 		goto fail;
 	}
 	c->ev = event_new(d->base, c->fd, EV_READ | EV_PERSIST, control_accept_cb, c);
-	if (c->ev == NULL || event_add(c->ev, NULL) < 0) {
+	c->resume_ev = evtimer_new(d->base, control_resume_cb, c);
+	if (c->ev == NULL || c->resume_ev == NULL || event_add(c->ev, NULL) < 0) {
 		err_set(e, "cannot watch admin socket");
 		goto fail;
 	}
@@ -440,6 +470,8 @@ fail:
 	}
 	if (c->ev != NULL)
 		event_free(c->ev);
+	if (c->resume_ev != NULL)
+		event_free(c->resume_ev);
 	free(c);
 	return NULL;
 }
@@ -451,6 +483,8 @@ control_close_listener(struct control *c)
 		return;
 	event_free(c->ev);
 	c->ev = NULL;
+	event_free(c->resume_ev);
+	c->resume_ev = NULL;
 	close(c->fd);
 	c->fd = -1;
 	unlink(c->path);

@@ -71,6 +71,21 @@ farmd_notify_status(struct farmd *d)
 	sd_notify(0, line);
 }
 
+/* The shutdown itself runs from the loop, never inside the callback that
+ * asked for it: that callback's peer or job must stay valid until it
+ * returns. */
+static void
+farmd_stop_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct farmd *d = arg;
+
+	(void)fd;
+	(void)what;
+	sd_notify(0, "STOPPING=1");
+	control_close_listener(d->control);
+	pool_shutdown(d->pool, SHUTDOWN_GRACE_MS);
+}
+
 void
 farmd_stop(struct farmd *d, int code, const char *reason)
 {
@@ -83,9 +98,8 @@ farmd_stop(struct farmd *d, int code, const char *reason)
 		log_err("fatal: %s", reason);
 	else
 		log_info("stopping: %s", reason);
-	sd_notify(0, "STOPPING=1");
-	control_close_listener(d->control);
-	pool_shutdown(d->pool, SHUTDOWN_GRACE_MS);
+	if (event_base_once(d->base, -1, EV_TIMEOUT, farmd_stop_cb, d, NULL) < 0)
+		farmd_stop_cb(-1, 0, d);
 }
 
 static void
@@ -267,9 +281,10 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 			event_free(ev->sig[i]);
 	if (ev->tick != NULL)
 		event_free(ev->tick);
+	/* Disk work first: its completions may still reach any subsystem. */
+	io_free(d->io);
 	control_free(d->control);
 	pool_free(d->pool);
-	io_free(d->io);
 	scrub_free(d->scrub);
 	resync_free(d->resync);
 	blockstore_free(d->blocks);

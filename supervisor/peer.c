@@ -31,7 +31,9 @@ struct peer_out {
 struct peer {
 	int fd;
 	int closed;
-	int paused;
+	int paused;                     /* by the owner */
+	int throttled;                  /* by us: output above the limit */
+	size_t out_limit;               /* 0: none */
 	struct event *rev;
 	struct event *wev;
 	struct frame_rd rd;
@@ -126,6 +128,13 @@ peer_read_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)what;
 	for (int i = 0; i < PEER_BURST && !p->closed && !p->paused; i++) {
+		/* A peer that does not read what we send stops being read
+		 * until it catches up: our queue for it stays bounded. */
+		if (p->out_limit != 0 && p->queued > p->out_limit) {
+			p->throttled = 1;
+			event_del(p->rev);
+			return;
+		}
 		uint8_t *body;
 		size_t len;
 		int fds[FRAME_MAX_FDS], nfds, eof, rc;
@@ -202,6 +211,13 @@ peer_write_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	if (p->head == NULL)
 		event_del(p->wev);
+	if (p->throttled && p->queued <= p->out_limit / 2) {
+		p->throttled = 0;
+		if (!p->paused) {
+			event_add(p->rev, NULL);
+			event_active(p->rev, EV_READ, 0);
+		}
+	}
 }
 
 static int
@@ -264,7 +280,7 @@ void
 peer_pause(struct peer *p, int paused)
 {
 	p->paused = paused;
-	if (p->closed)
+	if (p->closed || p->throttled)
 		return;
 	if (paused)
 		event_del(p->rev);
@@ -292,4 +308,10 @@ size_t
 peer_queued(const struct peer *p)
 {
 	return p->queued;
+}
+
+void
+peer_set_out_limit(struct peer *p, size_t bytes)
+{
+	p->out_limit = bytes;
 }

@@ -41,6 +41,9 @@ int peer_send_borrowed(struct peer *p, const uint8_t *frame, size_t len);
 
 /* Stops/starts reading (one request at a time on admin connections). */
 void peer_pause(struct peer *p, int paused);
+/* Stops reading while more than bytes of output wait for the peer
+ * (resumes below half of it). */
+void peer_set_out_limit(struct peer *p, size_t bytes);
 /* Ends the connection as if on_msg had failed with reason. */
 void peer_fail(struct peer *p, const char *reason);
 int peer_fd(const struct peer *p);

@@ -68,6 +68,7 @@ struct pool_job {
 	struct pool_job_opts opts;
 	int attempts;
 	int cancelled;
+	int listed;                     /* on pool->jobs */
 	pool_done_cb cb;
 	void *arg;
 	struct worker *worker;
@@ -87,6 +88,7 @@ struct pool_kind {
 	uint64_t restart_ms[RESTART_RING];
 	unsigned restart_next;
 	int pending;                    /* replacements scheduled */
+	LIST_HEAD(, respawn) respawns;  /* their timers */
 	int degraded;
 	int hellos;                     /* workers that ever said hello */
 	uint64_t died_us;               /* last unplanned death, until replaced */
@@ -105,12 +107,14 @@ struct pool {
 };
 
 struct respawn {
+	LIST_ENTRY(respawn) entry;
 	struct pool_kind *pk;
 	struct event *ev;
 };
 
 static void pool_dispatch(struct pool_kind *pk);
 static int pool_spawn(struct pool_kind *pk, struct err *e);
+static void pool_schedule_restart(struct pool_kind *pk);
 
 static uint32_t
 pool_kind_size(const struct config *c, enum wire_kind kind)
@@ -142,6 +146,7 @@ pool_new(struct farmd *d, struct err *e)
 		pk->size = pool_kind_size(&d->cfg, pk->kind);
 		TAILQ_INIT(&pk->workers);
 		TAILQ_INIT(&pk->queue);
+		LIST_INIT(&pk->respawns);
 	}
 	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
 		p->last_layers[i] = -1;
@@ -153,16 +158,21 @@ pool_new(struct farmd *d, struct err *e)
 static void
 pool_job_free(struct pool_job *job)
 {
-	TAILQ_REMOVE(&job->pk->pool->jobs, job, all);
+	if (job->listed)
+		TAILQ_REMOVE(&job->pk->pool->jobs, job, all);
 	if (job->retry_ev != NULL)
 		event_free(job->retry_ev);
 	free(job->frame);
 	free(job);
 }
 
+/* Unlisted before the callback runs: whatever the callback does (cancel,
+ * shut down, submit) can no longer find this job. */
 static void
 pool_job_finish(struct pool_job *job, const Farmd__JobResult *res, const char *error)
 {
+	TAILQ_REMOVE(&job->pk->pool->jobs, job, all);
+	job->listed = 0;
 	if (!job->cancelled)
 		job->cb(job->id, res, error, job->arg);
 	pool_job_free(job);
@@ -254,6 +264,7 @@ pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
 		return 0;
 	}
 	TAILQ_INSERT_TAIL(&p->jobs, j, all);
+	j->listed = 1;
 	TAILQ_INSERT_TAIL(&j->pk->queue, j, entry);
 	pool_dispatch(j->pk);
 	return j->id;
@@ -361,6 +372,12 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 	if (res->id != job->id)
 		return err_set(e, "result for job %llu while running job %llu",
 		    (unsigned long long)res->id, (unsigned long long)job->id);
+	/* The job frame is lent to the peer until written: an answer before
+	 * all of it left is a lie, and freeing the job now would send freed
+	 * memory. */
+	if (peer_queued(w->peer) != 0)
+		return err_set(e, "answered job %llu before reading all of it",
+		    (unsigned long long)job->id);
 	evtimer_del(w->deadline);
 	w->job = NULL;
 	w->state = W_IDLE;
@@ -429,9 +446,10 @@ static void
 worker_log_drain(struct worker *w)
 {
 	char buf[4096];
-	ssize_t n;
+	ssize_t n = -1;
 
-	while ((n = read(w->log_fd, buf, sizeof(buf))) > 0)
+	/* Bounded per wake-up: a flooding worker cannot hold the loop. */
+	for (int i = 0; i < 16 && (n = read(w->log_fd, buf, sizeof(buf))) > 0; i++)
 		(void)!write(STDERR_FILENO, buf, (size_t)n);
 	if (n == 0 && w->log_ev != NULL)
 		event_del(w->log_ev);
@@ -586,14 +604,16 @@ pool_respawn_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
+	LIST_REMOVE(r, entry);
 	event_free(r->ev);
 	free(r);
 	pk->pending--;
 	if (pk->pool->stopping)
 		return;
 	if (pool_spawn(pk, &e) < 0) {
+		/* Counted as a restart, so the back-off grows. */
 		log_err("%s", e.msg);
-		/* Counted as a restart so the back-off grows. */
+		pool_schedule_restart(pk);
 	}
 }
 
@@ -620,10 +640,14 @@ pool_schedule_restart(struct pool_kind *pk)
 	pk->restart_ms[pk->restart_next++ % RESTART_RING] = now ? now : 1;
 	pk->restarts++;
 	pk->pool->d->metrics->worker_restarts[pk->kind]++;
-	if ((r = calloc(1, sizeof(*r))) == NULL)
+	if ((r = calloc(1, sizeof(*r))) == NULL ||
+	    (r->ev = evtimer_new(pk->pool->d->base, pool_respawn_cb, r)) == NULL) {
+		free(r);
+		log_err("%s pool: out of memory scheduling a restart", wire_kind_name(pk->kind));
 		return;
+	}
 	r->pk = pk;
-	r->ev = evtimer_new(pk->pool->d->base, pool_respawn_cb, r);
+	LIST_INSERT_HEAD(&pk->respawns, r, entry);
 	tv.tv_sec = (time_t)(delay / 1000);
 	tv.tv_usec = (suseconds_t)(delay % 1000) * 1000;
 	pk->pending++;
@@ -786,17 +810,22 @@ void
 pool_shutdown(struct pool *p, uint64_t grace_ms)
 {
 	struct timeval tv = { (time_t)(grace_ms / 1000), (suseconds_t)(grace_ms % 1000) * 1000 };
-	struct pool_job *job, *next;
+	struct pool_job *job;
 
 	if (p->stopping)
 		return;
 	p->stopping = 1;
-	/* Queued and retrying jobs end now; running ones when reaped. */
-	for (job = TAILQ_FIRST(&p->jobs); job != NULL; job = next) {
-		next = TAILQ_NEXT(job, all);
-		if (job->worker != NULL)
-			continue;
-		if (job->retry_ev == NULL || !evtimer_pending(job->retry_ev, NULL))
+	/* Queued and retrying jobs end now; running ones when reaped.  A
+	 * callback may change the list, so start over after each. */
+	for (;;) {
+		TAILQ_FOREACH(job, &p->jobs, all)
+			if (job->worker == NULL)
+				break;
+		if (job == NULL)
+			break;
+		if (job->retry_ev != NULL && evtimer_pending(job->retry_ev, NULL))
+			evtimer_del(job->retry_ev);
+		else
 			TAILQ_REMOVE(&job->pk->queue, job, entry);
 		pool_job_finish(job, NULL, "farmd is shutting down");
 	}
@@ -839,6 +868,7 @@ pool_free(struct pool *p)
 		return;
 	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
 		struct worker *w;
+		struct respawn *r;
 
 		while ((w = TAILQ_FIRST(&p->kinds[k].workers)) != NULL) {
 			TAILQ_REMOVE(&p->kinds[k].workers, w, entry);
@@ -846,14 +876,16 @@ pool_free(struct pool *p)
 			waitpid(w->pid, NULL, 0);
 			worker_free(w);
 		}
+		while ((r = LIST_FIRST(&p->kinds[k].respawns)) != NULL) {
+			LIST_REMOVE(r, entry);
+			event_free(r->ev);
+			free(r);
+		}
 	}
 	while ((job = TAILQ_FIRST(&p->jobs)) != NULL)
 		pool_job_free(job);
 	if (p->kill_ev != NULL)
 		event_free(p->kill_ev);
-	/* Pending respawn timers own small structs; freeing the event base
-	 * does not free them, so the loop drains them before we get here
-	 * (main.c waits for pool_alive() == 0 with no respawns pending). */
 	free(p);
 }
 
