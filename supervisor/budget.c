@@ -52,18 +52,30 @@ budget_reserve(struct budget *b, uint64_t bytes, int64_t *id, struct err *e)
 		return err_set(e, "%s budget exhausted: %" PRIu64 " bytes used + %" PRIu64
 		    " reserved + %" PRIu64 " requested exceeds the limit of %" PRIu64 " bytes",
 		    b->store, b->used, b->reserved, bytes, b->limit);
+	/* A reservation only matters to the start-up clean-up, which deletes
+	 * them all: one lost to a power cut costs nothing.  So its commit
+	 * skips the fsync (measured: halves the fsyncs per put and takes
+	 * status p99 during a put stream from 28 ms to the figure in the
+	 * issue note); the next durable commit carries it to disk anyway. */
+	if (db_exec(b->db, "PRAGMA synchronous = OFF", e) < 0)
+		return -1;
 	st = db_prepare(b->db, "INSERT INTO reservations (store, bytes, created_ms) "
 	    "VALUES (?, ?, ?)", e);
-	if (st == NULL)
+	if (st == NULL) {
+		db_exec(b->db, "PRAGMA synchronous = FULL", NULL);
 		return -1;
+	}
 	sqlite3_bind_text(st, 1, b->store, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (int64_t)bytes);
 	sqlite3_bind_int64(st, 3, (int64_t)clock_real_ms());
 	if (sqlite3_step(st) != SQLITE_DONE) {
 		sqlite3_finalize(st);
+		db_exec(b->db, "PRAGMA synchronous = FULL", NULL);
 		return err_set(e, "%s budget: cannot record reservation", b->store);
 	}
 	sqlite3_finalize(st);
+	if (db_exec(b->db, "PRAGMA synchronous = FULL", e) < 0)
+		return -1;
 	*id = sqlite3_last_insert_rowid(db_handle(b->db));
 	b->reserved += bytes;
 	return 0;

@@ -62,11 +62,12 @@ def children_of(pid):
 
 
 def proc_state(pid):
+    # A process that dies while we read its stat file gives ESRCH.
     try:
         with open(f"/proc/{pid}/stat") as f:
             st = f.read()
         return st[st.rindex(")") + 2]
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):
         return None
 
 

@@ -1,0 +1,781 @@
+"""Block store acceptance tests: content-addressed put/get, inline and zstd
+storage, corruption and loss detection, the resync error table and its
+back-off, GC of unreferenced blocks, scrub, the blocks budget and crash
+safety under kill -9.  DESIGN.md sections 3, 5, 8, 9 and 11.
+
+Driven from the outside as an operator would: farmctl, the files under
+<state>/blocks, `farmctl metrics`, and the sqlite3 CLI on state.db.
+
+    FARMD_BUILD=/tmp/build-btest python3 tests/integration/test_blocks.py [test_name ...]
+"""
+import concurrent.futures
+import hashlib
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from harness import FARMCTL, SLOW, CtlError, farmd, run_tests, wait_for  # noqa: E402
+
+INLINE_MAX = 3072                      # blocks below this live in state.db
+MIB = 1 << 20
+CFG = "[workers]\nencode = 1\n"
+
+
+def cfg(**blocks):
+    """CFG plus a [blocks] section, e.g. cfg(gc_delay="1s")."""
+    return CFG + "[blocks]\n" + "".join(f"{k} = {v}\n" for k, v in blocks.items())
+
+
+# ---- helpers ----------------------------------------------------------------
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def write(tmp, name, data):
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as fh:
+        fh.write(data)
+    return path
+
+
+def read(path):
+    with open(path, "rb") as fh:
+        return fh.read()
+
+
+def put(f, tmp, data, name="in"):
+    """`block put` of data; checks the printed hash and returns it."""
+    path = write(tmp, name, data)
+    out = f.ctl("block", "put", path).strip()
+    assert out == sha(data), f"block put printed {out!r}, sha256 is {sha(data)}"
+    return out
+
+
+def get(f, tmp, h, name="out"):
+    """`block get H -o FILE`; returns the bytes (CtlError on failure)."""
+    path = os.path.join(tmp, name)
+    if os.path.exists(path):
+        os.unlink(path)
+    f.ctl("block", "get", h, "-o", path)
+    return read(path)
+
+
+def ctl_bin(f, *args, timeout=60):
+    """farmctl with binary stdout (for `block get` to stdout)."""
+    return subprocess.run([FARMCTL, "-s", f.socket] + [str(a) for a in args],
+                          capture_output=True, timeout=timeout * SLOW)
+
+
+def stat(f, h):
+    """`block stat --json`, or None when farmd says there is no such block."""
+    p = f.ctl_raw("block", "stat", h, json_out=True)
+    if p.returncode == 1 and "no such block" in p.stderr:
+        return None
+    if p.returncode != 0:
+        raise CtlError(p)
+    return json.loads(p.stdout)
+
+
+def errors(f):
+    """`block list-errors --json` as {hash: entry}."""
+    return {e["hash"]: e for e in f.ctl_json("block", "list-errors")}
+
+
+def metric(f, name):
+    for line in f.ctl("metrics").splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key == name:
+            return float(value)
+    raise AssertionError(f"metric {name} not in `farmctl metrics`")
+
+
+def block_path(f, h, compressed=False):
+    return os.path.join(f.state_dir, "blocks", h[:2], h[2:4], h + (".zst" if compressed else ""))
+
+
+def block_files(f):
+    """Every file under <state>/blocks except blocks/tmp, relative paths."""
+    root = os.path.join(f.state_dir, "blocks")
+    out = []
+    for d, dirs, files in os.walk(root):
+        if os.path.relpath(d, root).split(os.sep)[0] == "tmp":
+            continue
+        out += [os.path.relpath(os.path.join(d, n), root) for n in files]
+    return sorted(out)
+
+
+def tmp_files(f):
+    d = os.path.join(f.state_dir, "blocks", "tmp")
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def sql(f, query):
+    """One query through the sqlite3 CLI, read-only (no checkpoint, no writes)."""
+    p = subprocess.run(["sqlite3", "-readonly", "-bail", os.path.join(f.state_dir, "state.db"),
+                        query], capture_output=True, text=True, timeout=30 * SLOW)
+    assert p.returncode == 0, (query, p.returncode, p.stderr)
+    return p.stdout.strip()
+
+
+def flip_byte(path, offset=None):
+    with open(path, "r+b") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        off = size // 2 if offset is None else offset
+        fh.seek(off)
+        b = fh.read(1)
+        fh.seek(off)
+        fh.write(bytes([b[0] ^ 0x5A]))
+    return off
+
+
+def text_data(n, seed=0):
+    """n bytes of repetitive text: compresses very well."""
+    out = bytearray()
+    i = 0
+    while len(out) < n:
+        out += f"block {seed} line {i % 997}: lorem ipsum dolor sit amet, farmd\n".encode()
+        i += 1
+    return bytes(out[:n])
+
+
+def restart(f, how="term"):
+    """Stops (SIGTERM or kill -9) and starts f again; returns the log offset."""
+    if how == "kill":
+        f.kill9()
+    else:
+        assert f.stop() == 0, f.log()[-2000:]
+    mark = len(f.log())
+    f.start()
+    return mark
+
+
+def parallel(fn, items, jobs=8):
+    with concurrent.futures.ThreadPoolExecutor(jobs) as ex:
+        return list(ex.map(fn, items))
+
+
+def put_files(f, paths, jobs=8):
+    """Concurrent `block put` of many files; returns their hashes in order."""
+    def one(path):
+        p = f.ctl_raw("block", "put", path)
+        if p.returncode != 0:
+            raise CtlError(p)
+        return p.stdout.strip()
+    return parallel(one, paths, jobs)
+
+
+# ---- 1. put / get -----------------------------------------------------------
+
+def test_put_get_roundtrip_sizes(tmp):
+    f = farmd(tmp, config=CFG)
+    sizes = [0, 1, INLINE_MAX - 1, INLINE_MAX, MIB, 64 * MIB]
+    blobs = {n: os.urandom(n) for n in sizes}
+    hashes = {}
+    for n in sizes:
+        h = put(f, tmp, blobs[n], name=f"in{n}")
+        hashes[n] = h
+        assert get(f, tmp, h) == blobs[n], f"{n}-byte block did not round-trip via -o"
+        if n <= MIB:
+            p = ctl_bin(f, "block", "get", h)
+            assert p.returncode == 0, (n, p.stderr)
+            assert p.stdout == blobs[n], f"{n}-byte block did not round-trip via stdout"
+        st = stat(f, h)
+        assert st == {"hash": h, "size": n, "stored": n, "refcount": 1, "inline": n < INLINE_MAX,
+                      "compressed": False, "state": "ok"}, (n, st)
+    assert hashes[0] == sha(b"")
+    # --json put
+    p = f.ctl_raw("block", "put", os.path.join(tmp, "in1"), json_out=True)
+    assert p.returncode == 0 and json.loads(p.stdout) == {"hash": hashes[1]}, p
+    # Inline blocks have no file; the others exactly one, with the bytes.
+    want = sorted(os.path.relpath(block_path(f, hashes[n]), os.path.join(f.state_dir, "blocks"))
+                  for n in sizes if n >= INLINE_MAX)
+    assert block_files(f) == want, (block_files(f), want)
+    for n in (INLINE_MAX, MIB):
+        assert read(block_path(f, hashes[n])) == blobs[n]
+    assert os.path.getsize(block_path(f, hashes[64 * MIB])) == 64 * MIB
+    assert tmp_files(f) == [], tmp_files(f)
+    assert metric(f, "farmd_blocks") == len(sizes)
+    assert metric(f, "farmd_block_bytes") == sum(sizes)
+    assert metric(f, "farmd_block_stored_bytes") == sum(sizes)
+    assert metric(f, "farmd_block_reserved_bytes") == 0
+    assert metric(f, "farmd_block_written_bytes_total") == sum(sizes)
+
+    # A second put of a stored block takes a reference and leaves the file alone.
+    path = block_path(f, hashes[MIB])
+    before = os.stat(path)
+    written = metric(f, "farmd_block_written_bytes_total")
+    assert put(f, tmp, blobs[MIB], name="again") == hashes[MIB]
+    after = os.stat(path)
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), \
+        "a put of an existing block rewrote its file"
+    assert metric(f, "farmd_block_written_bytes_total") == written
+    assert stat(f, hashes[MIB])["refcount"] == 2
+    assert stat(f, hashes[1])["refcount"] == 2          # the --json put above
+    assert metric(f, "farmd_blocks") == len(sizes)
+
+    # Prefix lookups (>= 8 hex digits), and refusals.
+    h = hashes[MIB]
+    assert stat(f, h[:8])["hash"] == h
+    assert get(f, tmp, h[:10]) == blobs[MIB]
+    p = f.ctl_raw("block", "get", h[:7], "-o", os.path.join(tmp, "x"))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    unknown = "0" * 64 if not any(v.startswith("00000000") for v in hashes.values()) else "f" * 64
+    for arg in (unknown, unknown[:8], "not-a-hash"):
+        p = f.ctl_raw("block", "get", arg, "-o", os.path.join(tmp, "x"))
+        assert p.returncode == 1, (arg, p.returncode, p.stderr)
+        assert p.stderr.strip(), arg
+    p = f.ctl_raw("block", "get", unknown, "-o", os.path.join(tmp, "x"))
+    assert "no such block" in p.stderr, p.stderr
+    p = f.ctl_raw("block", "stat", unknown)
+    assert p.returncode == 1 and "no such block" in p.stderr, (p.returncode, p.stderr)
+    # Asking for a block that never existed is not a storage error.
+    assert errors(f) == {}
+    assert metric(f, "farmd_block_missing_total") == 0
+
+    # Durable across a restart.
+    restart(f)
+    for n in sizes:
+        assert get(f, tmp, hashes[n]) == blobs[n], f"{n}-byte block lost by a restart"
+    assert metric(f, "farmd_blocks") == len(sizes)
+    assert metric(f, "farmd_block_stored_bytes") == sum(sizes)
+
+
+def test_zstd_compression(tmp):
+    f = farmd(tmp, config=cfg(compression="zstd:3"))
+    text = text_data(4 * MIB)
+    h = put(f, tmp, text)
+    zst = block_path(f, h, compressed=True)
+    assert os.path.exists(zst), block_files(f)
+    assert not os.path.exists(block_path(f, h)), "uncompressed copy stored as well"
+    disk = os.path.getsize(zst)
+    assert disk < len(text) // 4, f"4 MiB of text took {disk} bytes compressed"
+    st = stat(f, h)
+    assert st["compressed"] is True and st["inline"] is False, st
+    assert st["size"] == len(text) and st["stored"] == disk < len(text), (st, disk)
+    # It really is a zstd frame of the bytes, not the bytes.
+    assert read(zst)[:4] == b"\x28\xb5\x2f\xfd", read(zst)[:4]
+    assert get(f, tmp, h) == text
+    p = ctl_bin(f, "block", "get", h)
+    assert p.returncode == 0 and p.stdout == text, p.stderr
+    # Incompressible data still round-trips.
+    rnd = os.urandom(200 * 1024)
+    hr = put(f, tmp, rnd, name="rnd")
+    assert get(f, tmp, hr) == rnd
+    assert metric(f, "farmd_block_stored_bytes") == disk + stat(f, hr)["stored"]
+    assert metric(f, "farmd_block_bytes") == len(text) + len(rnd)
+
+    # Blocks stored before compression was turned on stay readable, and
+    # vice versa.
+    f.write_config(CFG)
+    restart(f)
+    plain = text_data(64 * 1024, seed=1)
+    hp = put(f, tmp, plain, name="plain")
+    assert os.path.exists(block_path(f, hp)) and not os.path.exists(block_path(f, hp, True))
+    assert stat(f, hp)["compressed"] is False and stat(f, hp)["stored"] == len(plain)
+    assert get(f, tmp, h) == text, "zstd block unreadable once compression is off"
+    f.write_config(cfg(compression="zstd:3"))
+    restart(f)
+    assert get(f, tmp, hp) == plain, "plain block unreadable once compression is on"
+    assert get(f, tmp, h) == text
+
+
+# ---- 2. corruption ----------------------------------------------------------
+
+def check_corruption_and_repair(f, tmp, data, compressed):
+    h = put(f, tmp, data)
+    path = block_path(f, h, compressed)
+    assert os.path.exists(path), block_files(f)
+    flip_byte(path)
+    t0 = time.time() * 1000
+    p = f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out"))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert re.search(rf"block {h} is corrupt: .*; moved to {re.escape(path)}\.corrupted and "
+                     r"queued for resync", p.stderr), p.stderr
+    assert not os.path.exists(path), "corrupt file left under its name"
+    assert os.path.exists(path + ".corrupted")
+    errs = errors(f)
+    assert list(errs) == [h], errs
+    e = errs[h]
+    assert e["errors"] == 1 and "corrupt" in e["reason"], e
+    assert t0 - 1000 <= e["last_try_ms"] <= time.time() * 1000 + 1000, (e, t0)
+    assert stat(f, h)["state"] == "error"
+    assert metric(f, "farmd_block_corruptions_total") == 1
+    assert metric(f, "farmd_block_errors") == 1
+    # No bad byte ever reaches the client.
+    out = os.path.join(tmp, "out")
+    assert not os.path.exists(out) or read(out) == b"", "corrupt bytes written to -o FILE"
+    # Reading again: the file is gone now; still an error, still one entry.
+    p = f.ctl_raw("block", "get", h, "-o", out)
+    assert p.returncode == 1 and "missing" in p.stderr, (p.returncode, p.stderr)
+    assert list(errors(f)) == [h] and errors(f)[h]["errors"] == 1, errors(f)
+    # Putting the same bytes again repairs it.
+    assert put(f, tmp, data, name="again") == h
+    assert errors(f) == {}, errors(f)
+    st = stat(f, h)
+    assert st["state"] == "ok" and st["refcount"] == 2 and st["compressed"] == compressed, st
+    assert get(f, tmp, h) == data
+    assert os.path.exists(path)
+    assert metric(f, "farmd_block_errors") == 0
+    assert re.search(rf"block {h} repaired", f.log()), f.log()[-2000:]
+    return h
+
+
+def test_corrupt_block_detected_and_repaired(tmp):
+    f = farmd(tmp, config=CFG)
+    data = os.urandom(64 * 1024)
+    h = check_corruption_and_repair(f, tmp, data, compressed=False)
+    assert read(block_path(f, h)) == data
+    # Repaired for good: survives a restart, no error comes back.
+    restart(f)
+    assert get(f, tmp, h) == data and errors(f) == {}
+
+
+def test_corrupt_compressed_block_detected_and_repaired(tmp):
+    f = farmd(tmp, config=cfg(compression="zstd:3"))
+    # Hex text: zstd compresses it (Huffman literals), every byte matters.
+    data = os.urandom(128 * 1024).hex().encode()
+    check_corruption_and_repair(f, tmp, data, compressed=True)
+
+
+# ---- 3. missing file, error table, back-off ---------------------------------
+
+def test_missing_block_backoff(tmp):
+    f = farmd(tmp, config=cfg(resync_retry_base="1s"))
+    data = os.urandom(32 * 1024)
+    h = put(f, tmp, data)
+    other = put(f, tmp, os.urandom(32 * 1024), name="other")
+    os.unlink(block_path(f, h))
+    p = f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out"))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert re.search(rf"block {h} is missing", p.stderr), p.stderr
+    assert metric(f, "farmd_block_missing_total") == 1
+    assert stat(f, h)["state"] == "error"
+    assert stat(f, other)["state"] == "ok"
+
+    seen = []                               # entries, one per error count
+
+    def entry_with(n):
+        e = errors(f).get(h)
+        assert e is not None, "block left the error table"
+        assert e["errors"] <= n, f"errors jumped to {e['errors']} (waiting for {n}): {seen}"
+        return e if e["errors"] == n else None
+
+    e1 = wait_for(lambda: entry_with(1), 2, what="errors = 1")
+    assert list(errors(f)) == [h]
+    assert "missing" in e1["reason"], e1
+    assert e1["next_try_ms"] - e1["last_try_ms"] == 1000, e1
+    seen.append(e1)
+    # Natural retries: each one no earlier than its next_try, promptly after it.
+    for n, gap in ((2, 2000), (3, 4000)):
+        prev = seen[-1]
+        e = wait_for(lambda: entry_with(n), (prev["next_try_ms"] - prev["last_try_ms"]) / 1000 + 3,
+                     interval=0.05, what=f"errors = {n}")
+        assert e["last_try_ms"] >= prev["next_try_ms"], f"retried before its back-off: {prev} {e}"
+        assert e["last_try_ms"] - prev["next_try_ms"] <= 1000 * SLOW, f"late retry: {prev} {e}"
+        assert e["next_try_ms"] - e["last_try_ms"] == gap, (n, e)
+        assert "missing" in e["reason"], e
+        seen.append(e)
+    assert metric(f, "farmd_resync_failures_total") >= 2
+    assert metric(f, "farmd_block_errors") == 1
+    assert stat(f, other)["state"] == "ok" and list(errors(f)) == [h]
+
+    # retry-now: due at once, long before the 4 s back-off.
+    e3 = seen[-1]
+    out = f.ctl("block", "retry-now", h[:12])
+    assert "1 block" in out, out
+    t = time.monotonic()
+    e4 = wait_for(lambda: entry_with(4), 2, interval=0.02, what="errors = 4 after retry-now")
+    assert time.monotonic() - t < 2.0 * SLOW
+    assert e4["last_try_ms"] < e3["next_try_ms"] - 1000, (e3, e4)
+    assert e4["next_try_ms"] - e4["last_try_ms"] == 8000, e4
+    assert f.ctl_json("block", "retry-now", "--all") == {"queued": 1}
+    e5 = wait_for(lambda: entry_with(5), 2, interval=0.02, what="errors = 5 after retry-now --all")
+    assert e5["next_try_ms"] - e5["last_try_ms"] == 16000, e5
+    # The table is persistent: the count and back-off survive a restart.
+    restart(f)
+    e = errors(f)[h]
+    assert e["errors"] == 5 and e["next_try_ms"] == e5["next_try_ms"], (e, e5)
+    assert stat(f, h)["state"] == "error"
+    # And the missing block can still be repaired by a put.
+    assert put(f, tmp, data, name="again") == h
+    assert errors(f) == {} and stat(f, h)["state"] == "ok"
+    assert get(f, tmp, h) == data
+
+
+# ---- 4. refcounts and GC ------------------------------------------------------
+
+def test_gc_after_rm(tmp):
+    f = farmd(tmp, config=cfg(gc_delay="1s"))
+    a = os.urandom(40 * 1024)
+    ha = put(f, tmp, a)
+    path = block_path(f, ha)
+    t0 = time.monotonic()
+    out = f.ctl_json("block", "rm", ha)
+    assert out == {"hash": ha, "refcount": 0}, out
+    st = stat(f, ha)
+    assert st["refcount"] == 0 and st["state"] == "unreferenced", st
+    wait_for(lambda: not os.path.exists(path), 5, interval=0.02, what="collected file gone")
+    assert time.monotonic() - t0 >= 1.0, "collected before gc_delay passed"
+    wait_for(lambda: stat(f, ha) is None, 2, what="stat: no such block")
+    p = f.ctl_raw("block", "get", ha, "-o", os.path.join(tmp, "out"))
+    assert p.returncode == 1 and "no such block" in p.stderr, p.stderr
+    assert metric(f, "farmd_blocks_collected_total") == 1
+    assert metric(f, "farmd_blocks") == 0 and metric(f, "farmd_block_stored_bytes") == 0
+    assert errors(f) == {}
+
+    # rm with references left: nothing is collected.
+    b = os.urandom(40 * 1024)
+    hb = put(f, tmp, b, name="b")
+    put(f, tmp, b, name="b2")
+    assert f.ctl_json("block", "rm", hb)["refcount"] == 1
+    # A put during the delay keeps the block.
+    c = os.urandom(40 * 1024)
+    hc = put(f, tmp, c, name="c")
+    assert f.ctl_json("block", "rm", hc)["refcount"] == 0
+    assert put(f, tmp, c, name="c2") == hc
+    # Inline blocks are collected too.
+    s = os.urandom(100)
+    hs = put(f, tmp, s, name="s")
+    assert f.ctl_json("block", "rm", hs)["refcount"] == 0
+    time.sleep(3)
+    for h, data in ((hb, b), (hc, c)):
+        assert os.path.exists(block_path(f, h)), f"block {h} collected while referenced"
+        st = stat(f, h)
+        assert st["refcount"] == 1 and st["state"] == "ok", st
+        assert get(f, tmp, h) == data
+    assert stat(f, hs) is None, "unreferenced inline block not collected"
+    assert metric(f, "farmd_blocks_collected_total") == 2
+    # rm below zero and rm of an unknown block are errors.
+    assert f.ctl_json("block", "rm", hc)["refcount"] == 0
+    p = f.ctl_raw("block", "rm", hc)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    p = f.ctl_raw("block", "rm", "ab" * 32)
+    assert p.returncode == 1 and "no such block" in p.stderr, (p.returncode, p.stderr)
+
+    # The GC queue is persistent: kill -9 during the delay, it still happens.
+    f.kill9()
+    f.start()
+    wait_for(lambda: not os.path.exists(block_path(f, hc)), 5, what="GC after a kill -9")
+    wait_for(lambda: stat(f, hc) is None, 2, what="row gone after a kill -9")
+    assert get(f, tmp, hb) == b
+
+
+def test_purge(tmp):
+    f = farmd(tmp, config=cfg(gc_delay="1h"))
+    a = os.urandom(20 * 1024)
+    ha = put(f, tmp, a)
+    put(f, tmp, a, name="a2")
+    p = f.ctl_raw("block", "purge", ha)
+    assert p.returncode == 0, p.stderr
+    assert "warning" in p.stderr and "2 references" in p.stderr, p.stderr
+    wait_for(lambda: not os.path.exists(block_path(f, ha)), 2, what="purged file gone")
+    assert stat(f, ha) is None
+    # An unreferenced block: purged at once (no GC delay), no warning.
+    b = os.urandom(20 * 1024)
+    hb = put(f, tmp, b, name="b")
+    f.ctl("block", "rm", hb)
+    p = f.ctl_raw("block", "purge", hb)
+    assert p.returncode == 0 and p.stderr == "", (p.returncode, p.stderr)
+    wait_for(lambda: not os.path.exists(block_path(f, hb)), 2, what="purged file gone")
+    # A block in the error table leaves it when purged.
+    c = os.urandom(20 * 1024)
+    hc = put(f, tmp, c, name="c")
+    os.unlink(block_path(f, hc))
+    assert f.ctl_raw("block", "get", hc, "-o", os.path.join(tmp, "o")).returncode == 1
+    assert list(errors(f)) == [hc]
+    f.ctl("block", "purge", hc)
+    assert errors(f) == {} and stat(f, hc) is None
+    assert metric(f, "farmd_blocks") == 0 and metric(f, "farmd_block_stored_bytes") == 0
+    p = f.ctl_raw("block", "purge", hc)
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    # Purged blocks can be stored again.
+    assert put(f, tmp, a, name="a3") == ha and get(f, tmp, ha) == a
+
+
+def test_tmp_files_removed_at_start(tmp):
+    f = farmd(tmp, config=CFG)
+    data = os.urandom(10 * 1024)
+    h = put(f, tmp, data)
+    assert f.stop() == 0
+    for name in ("123-1.tmp", "123-2.tmp", "junk"):
+        write(os.path.join(f.state_dir, "blocks", "tmp"), name, os.urandom(5000))
+    f.start()
+    assert tmp_files(f) == [], tmp_files(f)
+    assert re.search(r"removed 3 temp files", f.log()), f.log()[-2000:]
+    assert get(f, tmp, h) == data
+
+
+# ---- 5. scrub ---------------------------------------------------------------
+
+def scrub_status(f):
+    return f.ctl_json("scrub", "status")
+
+
+def scrub_finished(f):
+    st = scrub_status(f)
+    return st["state"] in ("idle", "done") and st["checked"] > 0 and st
+
+
+def make_blocks(f, tmp, n, size=4096):
+    d = os.path.join(tmp, "blocks-in")
+    os.makedirs(d, exist_ok=True)
+    blobs = [os.urandom(size) for _ in range(n)]
+    paths = [write(d, str(i), b) for i, b in enumerate(blobs)]
+    hashes = put_files(f, paths)
+    assert hashes == [sha(b) for b in blobs]
+    return hashes
+
+
+def test_scrub_finds_corruptions(tmp):
+    f = farmd(tmp, config=cfg(scrub_tranquility="0"))
+    hashes = make_blocks(f, tmp, 1000)
+    bad = random.sample(hashes, 3)
+    for h in bad:
+        flip_byte(block_path(f, h))
+    assert errors(f) == {}
+    f.ctl("scrub", "start")
+    st = wait_for(lambda: scrub_finished(f), 60, interval=0.1, what="scrub finished")
+    assert st["checked"] == 1000, st
+    assert st["corruptions"] == 3, st
+    assert set(errors(f)) == set(bad), (sorted(errors(f)), sorted(bad))
+    for h in bad:
+        assert stat(f, h)["state"] == "error"
+        assert os.path.exists(block_path(f, h) + ".corrupted"), h
+    good = [h for h in hashes if h not in bad]
+    assert all(os.path.exists(block_path(f, h)) for h in good), "scrub moved good blocks"
+
+
+def test_scrub_resumes_after_kill9(tmp):
+    # Tranquility 20: sleep 20 × the time per block, so 1000 blocks take seconds.
+    f = farmd(tmp, config=cfg(scrub_tranquility="20"))
+    make_blocks(f, tmp, 1000)
+    f.ctl("scrub", "start")
+    st = wait_for(lambda: (lambda s: s["checked"] >= 500 and s)(scrub_status(f)), 60,
+                  interval=0.05, what="scrub half way")
+    assert st["state"] == "running" and st["checked"] < 1000, \
+        f"scrub too fast to kill mid-way (raise scrub_tranquility): {st}"
+    killed_at = st["checked"]
+    f.kill9()
+    f.start()
+    st = scrub_status(f)
+    assert st["state"] in ("running", "paused"), f"scrub did not survive the restart: {st}"
+    resumed_at = st["checked"]
+    assert 0 < resumed_at <= killed_at + 50, \
+        f"scrub started over (checked {resumed_at}, was {killed_at} at the kill): {st}"
+    if st["state"] == "paused":
+        f.ctl("scrub", "resume")
+    st = wait_for(lambda: scrub_finished(f), 60, interval=0.1, what="resumed scrub finished")
+    assert st["checked"] >= 1000 and st["corruptions"] == 0, st
+    # It really skipped what it had checked: bytes read in this run.
+    read_bytes = metric(f, "farmd_block_read_bytes_total")
+    assert 0 < read_bytes <= (1000 - resumed_at + 50) * 4096, (read_bytes, resumed_at)
+
+
+def test_scrub_pause_resume_cancel(tmp):
+    f = farmd(tmp, config=cfg(scrub_tranquility="20"))
+    make_blocks(f, tmp, 300)
+    f.ctl("scrub", "start")
+    wait_for(lambda: scrub_status(f)["checked"] >= 20, 30, what="scrub under way")
+    f.ctl("scrub", "pause")
+    st = wait_for(lambda: (lambda s: s["state"] == "paused" and s)(scrub_status(f)), 5,
+                  what="scrub paused")
+    time.sleep(0.5)
+    assert scrub_status(f)["checked"] == st["checked"], "a paused scrub kept checking"
+    f.ctl("scrub", "resume")
+    wait_for(lambda: scrub_status(f)["checked"] > st["checked"], 10, what="scrub resumed")
+    f.ctl("scrub", "cancel")
+    st = wait_for(lambda: (lambda s: s["state"] in ("idle", "done", "cancelled") and s)(
+        scrub_status(f)), 5, what="scrub cancelled")
+    time.sleep(0.5)
+    assert scrub_status(f)["checked"] == st["checked"] < 300, scrub_status(f)
+
+
+# ---- 6. budget ----------------------------------------------------------------
+
+BUDGET_RE = (r"blocks budget exhausted: (\d+) bytes used \+ (\d+) reserved \+ (\d+) requested "
+             r"exceeds the limit of (\d+) bytes")
+
+
+def test_budget_refuses_and_recovers(tmp):
+    f = farmd(tmp, config=cfg(budget="2M", gc_delay="1s"))
+    a, b, c, d = (os.urandom(MIB) for _ in range(4))
+    ha = put(f, tmp, a, name="a")
+    put(f, tmp, b, name="b")
+    path_c = write(tmp, "c", c)
+    p = f.ctl_raw("block", "put", path_c)
+    assert p.returncode == 1, (p.returncode, p.stdout, p.stderr)
+    m = re.search(BUDGET_RE, p.stderr)
+    assert m, p.stderr
+    assert tuple(int(x) for x in m.groups()) == (2 * MIB, 0, MIB, 2 * MIB), p.stderr
+    assert stat(f, sha(c)) is None
+    assert tmp_files(f) == [] and sql(f, "select count(*) from reservations") == "0"
+    assert metric(f, "farmd_block_reserved_bytes") == 0
+    assert metric(f, "farmd_block_stored_bytes") == 2 * MIB
+    # Refused puts do not eat the budget: free one block, then it fits.
+    f.ctl("block", "rm", ha)
+    wait_for(lambda: stat(f, ha) is None, 5, what="a collected")
+    assert metric(f, "farmd_block_stored_bytes") == MIB
+    assert put(f, tmp, c, name="c") == sha(c)
+    assert get(f, tmp, sha(c)) == c
+    p = f.ctl_raw("block", "put", write(tmp, "d", d))
+    assert p.returncode == 1 and re.search(BUDGET_RE, p.stderr), p.stderr
+    # Small (inline) blocks need no reservation.
+    put(f, tmp, os.urandom(100), name="small")
+    # Concurrent puts into room for one: reservations make exactly one win.
+    f.ctl("block", "rm", sha(c))
+    wait_for(lambda: stat(f, sha(c)) is None, 5, what="c collected")
+    paths = [write(tmp, f"e{i}", os.urandom(MIB)) for i in range(4)]
+    procs = [subprocess.Popen([FARMCTL, "-s", f.socket, "block", "put", pth],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for pth in paths]
+    results = [(pr.wait(30 * SLOW), pr.stderr.read()) for pr in procs]
+    for pr in procs:
+        pr.stdout.close()
+        pr.stderr.close()
+    assert sum(rc == 0 for rc, _ in results) == 1, results
+    assert all(re.search(BUDGET_RE, err) for rc, err in results if rc != 0), results
+    assert metric(f, "farmd_block_reserved_bytes") == 0
+    assert metric(f, "farmd_block_stored_bytes") <= 2 * MIB + 100
+
+
+def test_reservations_returned_after_kill9(tmp):
+    f = farmd(tmp, config=cfg(budget="1G"))
+    files = [write(tmp, f"big{i}", os.urandom(32 * MIB)) for i in range(8)]
+    stale = 0
+    for attempt in range(5):
+        stop = threading.Event()
+
+        def stream(i):
+            k = i
+            while not stop.is_set():
+                f.ctl_raw("block", "put", files[k % len(files)])
+                k += 4
+        threads = [threading.Thread(target=stream, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: metric(f, "farmd_block_reserved_bytes") > 0, 10, interval=0.005,
+                     what="a reservation in flight")
+        finally:
+            f.kill9()
+            stop.set()
+            for t in threads:
+                t.join()
+        stale = int(sql(f, "select coalesce(sum(bytes), 0) from reservations"))
+        mark = len(f.log())
+        f.start()
+        if stale > 0:
+            break
+    assert stale > 0, "never caught a reservation in state.db at the kill"
+    assert sql(f, "select count(*) from reservations") == "0"
+    assert metric(f, "farmd_block_reserved_bytes") == 0
+    assert f"returned {stale} bytes of reservations left by the previous run" in f.log()[mark:], \
+        f.log()[mark:]
+    assert tmp_files(f) == []
+    # What the budget counts as used matches what is stored.
+    stored = int(sql(f, "select coalesce(sum(stored), 0) from blocks"))
+    assert metric(f, "farmd_block_stored_bytes") == stored
+    h = put(f, tmp, os.urandom(MIB), name="after")
+    assert stat(f, h)["state"] == "ok"
+    assert metric(f, "farmd_block_reserved_bytes") == 0
+
+
+# ---- 7. kill -9 during concurrent puts ------------------------------------------
+
+def test_kill9_during_concurrent_puts(tmp):
+    seed = int(os.environ.get("FARMD_TEST_SEED", random.randrange(1 << 30)))
+    print(f"     seed {seed}", flush=True)
+    rng = random.Random(seed)
+    d = os.path.join(tmp, "payloads")
+    os.makedirs(d)
+    sizes = ([rng.randrange(0, INLINE_MAX) for _ in range(100)] +
+             [rng.randrange(INLINE_MAX, 128 * 1024) for _ in range(100)] +
+             [rng.randrange(256 * 1024, 2 * MIB) for _ in range(20)])
+    payloads = []                       # (path, hash)
+    for i, n in enumerate(sizes):
+        data = os.urandom(n)
+        payloads.append((write(d, str(i), data), sha(data)))
+    by_hash = {h: p for p, h in payloads}
+    f = farmd(tmp, config=CFG)
+    lock = threading.Lock()
+    attempts, successes = {}, {}
+    rounds, per_round, nthreads = 20, 500, 16
+    tmp_seen = 0
+    for rnd in range(rounds):
+        stop = threading.Event()
+        ok, bad, wrong = [], [], []
+
+        def worker(i):
+            r = random.Random(seed * 1000 + rnd * nthreads + i)
+            for _ in range(per_round // nthreads + 1):
+                if stop.is_set():
+                    return
+                path, h = payloads[r.randrange(len(payloads))]
+                with lock:
+                    attempts[h] = attempts.get(h, 0) + 1
+                p = subprocess.run([FARMCTL, "-s", f.socket, "block", "put", path],
+                                   capture_output=True, text=True)
+                done = time.monotonic()
+                with lock:
+                    if p.returncode == 0 and p.stdout.strip() != h:
+                        wrong.append((path, h, p.stdout))
+                    elif p.returncode == 0:
+                        ok.append(h)
+                    else:
+                        bad.append((done, p.returncode, p.stderr.strip()))
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
+        for t in threads:
+            t.start()
+        time.sleep(rng.uniform(0, 0.5))
+        killed = time.monotonic()
+        f.kill9()
+        stop.set()
+        for t in threads:
+            t.join()
+        assert not wrong, f"round {rnd}: put printed the wrong hash: {wrong[:3]}"
+        early = [b for b in bad if b[0] < killed]
+        assert not early, f"round {rnd}: puts failed while farmd was up: {early[:5]}"
+        for h in ok:
+            successes[h] = successes.get(h, 0) + 1
+        tmp_seen += len(tmp_files(f))
+        f.start()
+        assert tmp_files(f) == [], f"round {rnd}: temp files left after start: {tmp_files(f)}"
+        assert sql(f, "PRAGMA integrity_check") == "ok"
+        # Every acknowledged put reads back verified.
+        def check(h):
+            out = os.path.join(tmp, "get-" + h)
+            p = f.ctl_raw("block", "get", h, "-o", out)
+            assert p.returncode == 0, f"round {rnd}: acknowledged block {h} lost: {p.stderr}"
+            assert read(out) == read(by_hash[h]), f"round {rnd}: block {h} reads back wrong"
+            os.unlink(out)
+        parallel(check, sorted(set(ok)), jobs=4)
+    # Refcounts: every acknowledged put counted, none counted that never ran.
+    rows = dict(line.split("|") for line in
+                sql(f, "select lower(hex(hash)), refcount from blocks").splitlines())
+    for h, n in successes.items():
+        assert int(rows.get(h, 0)) >= n, f"block {h}: {n} puts acknowledged, refcount {rows.get(h)}"
+    for h, n in rows.items():
+        assert h in attempts and int(n) <= attempts[h], f"block {h}: refcount {n}, " \
+            f"{attempts.get(h, 0)} puts attempted"
+    # Every row without inline data names an existing file.
+    for h in sql(f, "select lower(hex(hash)) from blocks where data is null").split():
+        assert os.path.exists(block_path(f, h)), f"row for {h} but no file"
+    assert errors(f) == {}
+    assert metric(f, "farmd_blocks") == len(rows)
+    print(f"     {sum(successes.values())} puts acknowledged over {rounds} kills, "
+          f"{len(successes)} distinct blocks, {tmp_seen} temp files cleaned", flush=True)
+
+
+if __name__ == "__main__":
+    run_tests(globals())
