@@ -560,6 +560,7 @@ struct get_op {
 	block_get_cb cb;
 	void *arg;
 	int report;
+	int inline_;
 };
 
 static void
@@ -662,7 +663,11 @@ bs_get_done(void *arg)
 		return;
 	}
 	free(op->data);
-	if (op->st == BLOCK_CORRUPT) {
+	if (op->st == BLOCK_CORRUPT && op->inline_) {
+		bs->corruptions++;
+		snprintf(msg, sizeof(msg), "block %s is corrupt: its inline copy in state.db "
+		    "does not hash to its name; queued for resync", hex);
+	} else if (op->st == BLOCK_CORRUPT) {
 		bs->corruptions++;
 		snprintf(msg, sizeof(msg), "block %s is corrupt: %s; moved to %s.corrupted and "
 		    "queued for resync", hex, op->err, op->path);
@@ -732,7 +737,7 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 			cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
 			return;
 		}
-		snprintf(op->path, sizeof(op->path), "state.db (inline)");
+		op->inline_ = 1;
 		get_verify(op, op->data, n);
 		op->read = n;
 		bs_get_done(op);

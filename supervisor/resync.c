@@ -206,7 +206,12 @@ rs_collect_done(void *arg, int result, const char *error)
 	}
 	if (result > 0) {
 		char hex[HASH_HEX_LEN + 1];
+		struct err e;
 
+		/* Gone on purpose: nothing left to repair. */
+		if (rs_exec_hash(it->r, "DELETE FROM resync_errors WHERE hash = ?1", it->hash,
+		    0, 0, &e) < 0)
+			log_err("%s", e.msg);
 		block_hex(it->hash, hex);
 		log_info("block %s collected (unreferenced for %llu ms)", hex,
 		    (unsigned long long)it->r->d->cfg.blocks.gc_delay_ms);

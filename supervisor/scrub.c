@@ -129,6 +129,17 @@ scrub_arm(struct scrub *s, uint64_t ms)
 	evtimer_add(s->timer, &tv);
 }
 
+/* Idle: wake at the next scheduled run, or in a minute to look again
+ * (the clock may jump; the config may be reloaded). */
+static void
+scrub_arm_schedule(struct scrub *s)
+{
+	uint64_t now = clock_real_ms();
+	uint64_t wait = s->next_run_ms > now ? s->next_run_ms - now : 0;
+
+	scrub_arm(s, wait < SCRUB_SCHEDULE_CHECK_MS ? wait : SCRUB_SCHEDULE_CHECK_MS);
+}
+
 static void
 scrub_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
     const char *error)
@@ -232,7 +243,7 @@ scrub_enter(struct scrub *s, enum scrub_state next)
 		case SC_IDLE:
 			s->have_position = 0;
 			scrub_save(s);
-			scrub_arm(s, SCRUB_SCHEDULE_CHECK_MS);
+			scrub_arm_schedule(s);
 			return;
 		}
 	}
@@ -257,7 +268,7 @@ scrub_timer_cb(evutil_socket_t fd, short what, void *arg)
 			log_info("scrub: scheduled run starting");
 			scrub_start(s, &e);
 		} else {
-			scrub_arm(s, SCRUB_SCHEDULE_CHECK_MS);
+			scrub_arm_schedule(s);
 		}
 	}
 }
@@ -367,7 +378,7 @@ scrub_new(struct farmd *d, struct err *e)
 		s->state = SC_PAUSED;
 	} else {
 		s->state = SC_IDLE;
-		scrub_arm(s, 0);
+		scrub_arm_schedule(s);
 	}
 	return s;
 }

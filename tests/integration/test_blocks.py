@@ -14,7 +14,6 @@ import json
 import os
 import random
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -149,15 +148,10 @@ def text_data(n, seed=0):
     return bytes(out[:n])
 
 
-def restart(f, how="term"):
-    """Stops (SIGTERM or kill -9) and starts f again; returns the log offset."""
-    if how == "kill":
-        f.kill9()
-    else:
-        assert f.stop() == 0, f.log()[-2000:]
-    mark = len(f.log())
+def restart(f):
+    """A clean stop (exit 0) and a fresh start of the same state dir."""
+    assert f.stop() == 0, f.log()[-2000:]
     f.start()
-    return mark
 
 
 def parallel(fn, items, jobs=8):
@@ -194,9 +188,6 @@ def test_put_get_roundtrip_sizes(tmp):
         assert st == {"hash": h, "size": n, "stored": n, "refcount": 1, "inline": n < INLINE_MAX,
                       "compressed": False, "state": "ok"}, (n, st)
     assert hashes[0] == sha(b"")
-    # --json put
-    p = f.ctl_raw("block", "put", os.path.join(tmp, "in1"), json_out=True)
-    assert p.returncode == 0 and json.loads(p.stdout) == {"hash": hashes[1]}, p
     # Inline blocks have no file; the others exactly one, with the bytes.
     want = sorted(os.path.relpath(block_path(f, hashes[n]), os.path.join(f.state_dir, "blocks"))
                   for n in sizes if n >= INLINE_MAX)
@@ -210,6 +201,9 @@ def test_put_get_roundtrip_sizes(tmp):
     assert metric(f, "farmd_block_stored_bytes") == sum(sizes)
     assert metric(f, "farmd_block_reserved_bytes") == 0
     assert metric(f, "farmd_block_written_bytes_total") == sum(sizes)
+    # --json put
+    p = f.ctl_raw("block", "put", os.path.join(tmp, "in1"), json_out=True)
+    assert p.returncode == 0 and json.loads(p.stdout) == {"hash": hashes[1]}, p
 
     # A second put of a stored block takes a reference and leaves the file alone.
     path = block_path(f, hashes[MIB])
@@ -348,6 +342,26 @@ def test_corrupt_compressed_block_detected_and_repaired(tmp):
     check_corruption_and_repair(f, tmp, data, compressed=True)
 
 
+def test_corrupt_inline_block_detected_and_repaired(tmp):
+    f = farmd(tmp, config=CFG)
+    data = os.urandom(1000)
+    h = put(f, tmp, data)
+    assert f.stop() == 0
+    p = subprocess.run(["sqlite3", os.path.join(f.state_dir, "state.db"),
+                        f"update blocks set data = zeroblob(1000) where hash = x'{h}'"],
+                       capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    f.start()
+    p = f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out"))
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert re.search(rf"block {h} is corrupt", p.stderr), p.stderr
+    # There is no file to move: the message must not claim one was moved.
+    assert ".corrupted" not in p.stderr, f"inline corruption names a moved file: {p.stderr}"
+    assert list(errors(f)) == [h] and stat(f, h)["state"] == "error"
+    assert put(f, tmp, data, name="again") == h
+    assert errors(f) == {} and get(f, tmp, h) == data
+
+
 # ---- 3. missing file, error table, back-off ---------------------------------
 
 def test_missing_block_backoff(tmp):
@@ -392,8 +406,7 @@ def test_missing_block_backoff(tmp):
 
     # retry-now: due at once, long before the 4 s back-off.
     e3 = seen[-1]
-    out = f.ctl("block", "retry-now", h[:12])
-    assert "1 block" in out, out
+    assert f.ctl_json("block", "retry-now", h[:12]) == {"queued": 1}
     t = time.monotonic()
     e4 = wait_for(lambda: entry_with(4), 2, interval=0.02, what="errors = 4 after retry-now")
     assert time.monotonic() - t < 2.0 * SLOW
@@ -469,6 +482,33 @@ def test_gc_after_rm(tmp):
     wait_for(lambda: not os.path.exists(block_path(f, hc)), 5, what="GC after a kill -9")
     wait_for(lambda: stat(f, hc) is None, 2, what="row gone after a kill -9")
     assert get(f, tmp, hb) == b
+
+
+def test_collected_block_leaves_error_table(tmp):
+    f = farmd(tmp, config=cfg(gc_delay="1s"))
+    # A referenced block goes bad, then is no longer needed.
+    a = os.urandom(20 * 1024)
+    ha = put(f, tmp, a, name="a")
+    flip_byte(block_path(f, ha))
+    assert f.ctl_raw("block", "get", ha, "-o", os.path.join(tmp, "o")).returncode == 1
+    assert list(errors(f)) == [ha]
+    f.ctl("block", "rm", ha)
+    # An unreferenced block waiting for GC is found missing by a read.
+    b = os.urandom(20 * 1024)
+    hb = put(f, tmp, b, name="b")
+    f.ctl("block", "rm", hb)
+    os.unlink(block_path(f, hb))
+    assert f.ctl_raw("block", "get", hb, "-o", os.path.join(tmp, "o")).returncode == 1
+    wait_for(lambda: stat(f, ha) is None and stat(f, hb) is None, 5, what="both collected")
+    # Nothing is left to repair: neither may stay listed as a block error.
+    try:
+        wait_for(lambda: errors(f) == {}, 3, what="error table empty after GC")
+    except AssertionError:
+        left = {h: (e["errors"], e["reason"], e["next_try_ms"]) for h, e in errors(f).items()}
+        raise AssertionError(f"collected blocks still listed as errors (a = {ha[:16]}, rm'd while "
+                             f"listed; b = {hb[:16]}, found missing while unreferenced): {left}, "
+                             f"resync queue {metric(f, 'farmd_resync_queue_length'):.0f}")
+    assert metric(f, "farmd_block_errors") == 0
 
 
 def test_purge(tmp):
@@ -561,8 +601,8 @@ def test_scrub_resumes_after_kill9(tmp):
     f = farmd(tmp, config=cfg(scrub_tranquility="20"))
     make_blocks(f, tmp, 1000)
     f.ctl("scrub", "start")
-    st = wait_for(lambda: (lambda s: s["checked"] >= 500 and s)(scrub_status(f)), 60,
-                  interval=0.05, what="scrub half way")
+    st = wait_for(lambda: (lambda s: s["checked"] >= 600 and s)(scrub_status(f)), 60,
+                  interval=0.05, what="scrub past 600 blocks")
     assert st["state"] == "running" and st["checked"] < 1000, \
         f"scrub too fast to kill mid-way (raise scrub_tranquility): {st}"
     killed_at = st["checked"]
@@ -570,16 +610,19 @@ def test_scrub_resumes_after_kill9(tmp):
     f.start()
     st = scrub_status(f)
     assert st["state"] in ("running", "paused"), f"scrub did not survive the restart: {st}"
-    resumed_at = st["checked"]
-    assert 0 < resumed_at <= killed_at + 50, \
-        f"scrub started over (checked {resumed_at}, was {killed_at} at the kill): {st}"
+    assert st["checked"] > 0 and st["position"], st
     if st["state"] == "paused":
         f.ctl("scrub", "resume")
     st = wait_for(lambda: scrub_finished(f), 60, interval=0.1, what="resumed scrub finished")
-    assert st["checked"] >= 1000 and st["corruptions"] == 0, st
-    # It really skipped what it had checked: bytes read in this run.
-    read_bytes = metric(f, "farmd_block_read_bytes_total")
-    assert 0 < read_bytes <= (1000 - resumed_at + 50) * 4096, (read_bytes, resumed_at)
+    assert 1000 <= st["checked"] <= 1005 and st["corruptions"] == 0, st
+    # Blocks verified in this run (the counter starts at 0 with the process):
+    # what the count includes beyond them was carried over from before the
+    # kill, and it skipped that many blocks instead of starting over.
+    read_blocks = metric(f, "farmd_block_read_bytes_total") / 4096
+    carried = st["checked"] - read_blocks
+    assert killed_at / 2 <= carried <= killed_at + 5, \
+        f"scrub started over or lost its place: {read_blocks:.0f} blocks read after the " \
+        f"restart, checked {st['checked']}, {killed_at} checked before the kill"
 
 
 def test_scrub_pause_resume_cancel(tmp):
@@ -587,6 +630,8 @@ def test_scrub_pause_resume_cancel(tmp):
     make_blocks(f, tmp, 300)
     f.ctl("scrub", "start")
     wait_for(lambda: scrub_status(f)["checked"] >= 20, 30, what="scrub under way")
+    p = f.ctl_raw("scrub", "start")
+    assert p.returncode == 1 and "running" in p.stderr, (p.returncode, p.stderr)
     f.ctl("scrub", "pause")
     st = wait_for(lambda: (lambda s: s["state"] == "paused" and s)(scrub_status(f)), 5,
                   what="scrub paused")
@@ -599,6 +644,25 @@ def test_scrub_pause_resume_cancel(tmp):
         scrub_status(f)), 5, what="scrub cancelled")
     time.sleep(0.5)
     assert scrub_status(f)["checked"] == st["checked"] < 300, scrub_status(f)
+
+
+def test_scrub_runs_on_schedule(tmp):
+    # scrub_interval 3s: the first run is due 2.5-3.5 s after the first start.
+    t0 = time.time() * 1000
+    f = farmd(tmp, config=cfg(scrub_interval="3s", scrub_tranquility="0"))
+    hashes = make_blocks(f, tmp, 20)
+    flip_byte(block_path(f, hashes[7]))
+    st = scrub_status(f)
+    assert st["last_done_ms"] == 0 and st["checked"] == 0, st
+    assert t0 + 2500 <= st["next_run_ms"] <= time.time() * 1000 + 3500, (t0, st)
+    st = wait_for(lambda: (lambda s: s["last_done_ms"] > 0 and s)(scrub_status(f)),
+                  (st["next_run_ms"] - time.time() * 1000) / 1000 + 3, interval=0.1,
+                  what="the scheduled scrub run")
+    assert st["state"] == "idle" and st["checked"] == 20 and st["corruptions"] == 1, st
+    assert list(errors(f)) == [hashes[7]]
+    assert "scrub: scheduled run starting" in f.log()
+    # The next run is drawn again from [5/6, 7/6] of the interval.
+    assert st["last_done_ms"] + 2500 <= st["next_run_ms"] <= st["last_done_ms"] + 3500, st
 
 
 # ---- 6. budget ----------------------------------------------------------------
@@ -630,8 +694,6 @@ def test_budget_refuses_and_recovers(tmp):
     assert get(f, tmp, sha(c)) == c
     p = f.ctl_raw("block", "put", write(tmp, "d", d))
     assert p.returncode == 1 and re.search(BUDGET_RE, p.stderr), p.stderr
-    # Small (inline) blocks need no reservation.
-    put(f, tmp, os.urandom(100), name="small")
     # Concurrent puts into room for one: reservations make exactly one win.
     f.ctl("block", "rm", sha(c))
     wait_for(lambda: stat(f, sha(c)) is None, 5, what="c collected")
@@ -646,7 +708,7 @@ def test_budget_refuses_and_recovers(tmp):
     assert sum(rc == 0 for rc, _ in results) == 1, results
     assert all(re.search(BUDGET_RE, err) for rc, err in results if rc != 0), results
     assert metric(f, "farmd_block_reserved_bytes") == 0
-    assert metric(f, "farmd_block_stored_bytes") <= 2 * MIB + 100
+    assert metric(f, "farmd_block_stored_bytes") == 2 * MIB
 
 
 def test_reservations_returned_after_kill9(tmp):
@@ -749,6 +811,8 @@ def test_kill9_during_concurrent_puts(tmp):
         for h in ok:
             successes[h] = successes.get(h, 0) + 1
         tmp_seen += len(tmp_files(f))
+        # Every other round stores zstd: both kinds of files get interrupted.
+        f.write_config(cfg(compression="zstd:3") if rnd % 2 == 0 else CFG)
         f.start()
         assert tmp_files(f) == [], f"round {rnd}: temp files left after start: {tmp_files(f)}"
         assert sql(f, "PRAGMA integrity_check") == "ok"
@@ -769,8 +833,13 @@ def test_kill9_during_concurrent_puts(tmp):
         assert h in attempts and int(n) <= attempts[h], f"block {h}: refcount {n}, " \
             f"{attempts.get(h, 0)} puts attempted"
     # Every row without inline data names an existing file.
-    for h in sql(f, "select lower(hex(hash)) from blocks where data is null").split():
-        assert os.path.exists(block_path(f, h)), f"row for {h} but no file"
+    for line in sql(f, "select lower(hex(hash)), compressed from blocks "
+                    "where data is null").splitlines():
+        h, z = line.split("|")
+        assert os.path.exists(block_path(f, h, z == "1")), f"row for {h} but no file"
+    kinds = sql(f, "select count(*) from blocks where data is null group by compressed "
+                "order by compressed").split()
+    assert len(kinds) == 2, f"expected plain and zstd block files: {kinds}"
     assert errors(f) == {}
     assert metric(f, "farmd_blocks") == len(rows)
     print(f"     {sum(successes.values())} puts acknowledged over {rounds} kills, "
