@@ -495,6 +495,9 @@ bs_put_start(struct blockstore *bs, struct put_op *op)
 			return;
 		}
 		op->resv = op->size;
+	} else if (budget_check(&bs->budget, op->size, &e) < 0) {
+		bs_put_finish(op, e.msg);
+		return;
 	}
 	if (io_submit(bs->d->io, bs_put_stage1, bs_put_stage1_done, op) < 0)
 		bs_put_finish(op, "out of memory");
@@ -908,11 +911,20 @@ bs_del_work(void *arg)
 		snprintf(op->err, sizeof(op->err), "unlink %s: %s", op->path, strerror(errno));
 		return;
 	}
-	if (n > 4 && strcmp(op->path + n - 4, ".zst") == 0)
-		op->path[n - 4] = '\0';
-	else
-		strncat(op->path, ".zst", sizeof(op->path) - n - 1);
-	unlink(op->path);
+	{
+		char alt[PATH_MAX + 96];
+
+		/* The .corrupted copy a read set aside goes with the block. */
+		snprintf(alt, sizeof(alt), "%s.corrupted", op->path);
+		unlink(alt);
+		if (n > 4 && strcmp(op->path + n - 4, ".zst") == 0)
+			op->path[n - 4] = '\0';
+		else
+			strncat(op->path, ".zst", sizeof(op->path) - n - 1);
+		unlink(op->path);
+		snprintf(alt, sizeof(alt), "%s.corrupted", op->path);
+		unlink(alt);
+	}
 	dirname_of(op->path, dir, sizeof(dir));
 	fsync_dir(dir);
 }

@@ -43,15 +43,23 @@ budget_init(struct budget *b, struct db *db, const char *store, uint64_t limit,
 }
 
 int
-budget_reserve(struct budget *b, uint64_t bytes, int64_t *id, struct err *e)
+budget_check(const struct budget *b, uint64_t bytes, struct err *e)
 {
-	sqlite3_stmt *st;
-
 	if (b->limit != CONFIG_UNLIMITED &&
 	    (bytes > b->limit || b->used + b->reserved > b->limit - bytes))
 		return err_set(e, "%s budget exhausted: %" PRIu64 " bytes used + %" PRIu64
 		    " reserved + %" PRIu64 " requested exceeds the limit of %" PRIu64 " bytes",
 		    b->store, b->used, b->reserved, bytes, b->limit);
+	return 0;
+}
+
+int
+budget_reserve(struct budget *b, uint64_t bytes, int64_t *id, struct err *e)
+{
+	sqlite3_stmt *st;
+
+	if (budget_check(b, bytes, e) < 0)
+		return -1;
 	/* A reservation only matters to the start-up clean-up, which deletes
 	 * them all: one lost to a power cut costs nothing.  So its commit
 	 * skips the fsync (measured: halves the fsyncs per put and takes

@@ -26,6 +26,10 @@ struct budget {
 int budget_init(struct budget *b, struct db *db, const char *store, uint64_t limit,
     uint64_t used, uint64_t *stale, struct err *e);
 
+/* Whether bytes fit now, for a write that completes in one database
+ * transaction (nothing to reserve across a crash). */
+int budget_check(const struct budget *b, uint64_t bytes, struct err *e);
+
 /* Reserves bytes; *id names the reservation.  Fails with a message naming
  * the store, the bytes used and the limit. */
 int budget_reserve(struct budget *b, uint64_t bytes, int64_t *id, struct err *e);

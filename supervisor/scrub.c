@@ -168,7 +168,7 @@ scrub_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
 		scrub_save(s);
 		return;
 	}
-	if (clock_mono_ms() - s->last_saved_ms >= SCRUB_SAVE_MS)
+	if (s->checked == 1 || clock_mono_ms() - s->last_saved_ms >= SCRUB_SAVE_MS)
 		scrub_save(s);
 	if (s->want_pause) {
 		scrub_enter(s, SC_PAUSED);

@@ -396,7 +396,7 @@ def test_missing_block_backoff(tmp):
         e = wait_for(lambda: entry_with(n), (prev["next_try_ms"] - prev["last_try_ms"]) / 1000 + 3,
                      interval=0.05, what=f"errors = {n}")
         assert e["last_try_ms"] >= prev["next_try_ms"], f"retried before its back-off: {prev} {e}"
-        assert e["last_try_ms"] - prev["next_try_ms"] <= 1000 * SLOW, f"late retry: {prev} {e}"
+        assert e["last_try_ms"] - prev["next_try_ms"] <= 1500 * SLOW, f"late retry: {prev} {e}"
         assert e["next_try_ms"] - e["last_try_ms"] == gap, (n, e)
         assert "missing" in e["reason"], e
         seen.append(e)
@@ -597,16 +597,25 @@ def test_scrub_finds_corruptions(tmp):
 
 
 def test_scrub_resumes_after_kill9(tmp):
-    # Tranquility 20: sleep 20 × the time per block, so 1000 blocks take seconds.
-    f = farmd(tmp, config=cfg(scrub_tranquility="20"))
+    # Tranquility 40: sleep 40 × the time per block, so 1000 blocks take seconds.
+    f = farmd(tmp, config=cfg(scrub_tranquility="40"))
     make_blocks(f, tmp, 1000)
     f.ctl("scrub", "start")
-    st = wait_for(lambda: (lambda s: s["checked"] >= 600 and s)(scrub_status(f)), 60,
-                  interval=0.05, what="scrub past 600 blocks")
-    assert st["state"] == "running" and st["checked"] < 1000, \
-        f"scrub too fast to kill mid-way (raise scrub_tranquility): {st}"
-    killed_at = st["checked"]
+    t0 = time.monotonic()
+    samples = []                            # (seconds since start, checked)
+
+    def far_enough():
+        s = scrub_status(f)
+        samples.append((time.monotonic() - t0, s["checked"]))
+        assert s["state"] == "running", \
+            f"scrub ended before it could be killed (raise scrub_tranquility): {s}"
+        return samples[-1][0] >= 1.5 and s["checked"] >= 200
+    wait_for(far_enough, 60, interval=0.05, what="scrub 1.5 s under way")
     f.kill9()
+    killed_t, killed_at = samples[-1]
+    # Progress is saved as it goes: what was checked a second before the
+    # kill must not be checked again.
+    floor = max(c for t, c in samples if t <= killed_t - 1.0)
     f.start()
     st = scrub_status(f)
     assert st["state"] in ("running", "paused"), f"scrub did not survive the restart: {st}"
@@ -620,9 +629,10 @@ def test_scrub_resumes_after_kill9(tmp):
     # kill, and it skipped that many blocks instead of starting over.
     read_blocks = metric(f, "farmd_block_read_bytes_total") / 4096
     carried = st["checked"] - read_blocks
-    assert killed_at / 2 <= carried <= killed_at + 5, \
+    assert max(floor, 1) <= carried <= killed_at + 5, \
         f"scrub started over or lost its place: {read_blocks:.0f} blocks read after the " \
-        f"restart, checked {st['checked']}, {killed_at} checked before the kill"
+        f"restart, checked {st['checked']}; before the kill {killed_at} checked, " \
+        f"{floor} a second earlier"
 
 
 def test_scrub_pause_resume_cancel(tmp):
