@@ -175,6 +175,17 @@ class Farmd:
             self.logf.close()
 
 
+def metric(f, name):
+    """One sample of `farmctl metrics`, e.g. 'farmd_worker_timeouts_total{kind="encode"}'."""
+    for line in f.ctl("metrics").splitlines():
+        if line.startswith("#"):
+            continue
+        key, _, value = line.rpartition(" ")
+        if key == name:
+            return float(value)
+    raise AssertionError(f"metric {name} not in `farmctl metrics`")
+
+
 def run_tests(module_globals):
     only = sys.argv[1:]
     tests = [(n, f) for n, f in module_globals.items()

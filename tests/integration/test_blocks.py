@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import FARMCTL, SLOW, CtlError, farmd, run_tests, wait_for  # noqa: E402
+from harness import FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
 
 INLINE_MAX = 3072                      # blocks below this live in state.db
 MIB = 1 << 20
@@ -89,14 +89,6 @@ def errors(f):
     return {e["hash"]: e for e in f.ctl_json("block", "list-errors")}
 
 
-def metric(f, name):
-    for line in f.ctl("metrics").splitlines():
-        if line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        if key == name:
-            return float(value)
-    raise AssertionError(f"metric {name} not in `farmctl metrics`")
 
 
 def block_path(f, h, compressed=False):

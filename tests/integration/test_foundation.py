@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 import harness  # noqa: E402
 from harness import (FARMCTL, FARMD, SLOW, CtlError, children_of, farmd,  # noqa: E402
-                     proc_state, run_tests, wait_for)
+                     metric, proc_state, run_tests, wait_for)
 
 VECTORS = os.path.join(os.path.dirname(__file__), "..", "vectors", "encode_v1.txt")
 
@@ -101,15 +101,6 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
-def metric(f, name):
-    """One sample of `farmctl metrics`, e.g. 'farmd_worker_timeouts_total{kind="encode"}'."""
-    for line in f.ctl("metrics").splitlines():
-        if line.startswith("#"):
-            continue
-        key, _, value = line.rpartition(" ")
-        if key == name:
-            return float(value)
-    raise AssertionError(f"metric {name} not in `farmctl metrics`")
 
 
 def proc_status(pid):
