@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "admin.pb-c.h"
+#include "chain.h"
 #include "frame.h"
 #include "wire.h"
 
@@ -55,6 +56,8 @@ usage(void)
 	    "  status | workers | shutdown | metrics\n"
 	    "  block put FILE | get HASH [-o FILE] | stat HASH | rm HASH | purge HASH\n"
 	    "  block list-errors | retry-now (HASH | --all)\n"
+	    "  scrub start | pause | resume | cancel | status\n"
+	    "  chain generate --blocks N [--body-size BYTES] [--code FILE@HEIGHT] [--seed S] --out DIR\n"
 	    "  debug encode SECTOR_ID OFFSET FILE [N R P] [-o FILE]\n"
 	    "  debug echo SIZE [COUNT]\n"
 	    "  debug fault KIND FAULT            (fault-injection builds)\n"
@@ -286,6 +289,12 @@ main(int argc, char **argv)
 	}
 	if (n == 0)
 		usage();
+	/* Local commands need no farmd. */
+	if (n >= 2 && strcmp(args[0], "chain") == 0 && strcmp(args[1], "generate") == 0) {
+		n = chain_generate(n - 2, args + 2);
+		free(args);
+		return n;
+	}
 	if (c.socket == NULL || c.socket[0] == '\0')
 		c.socket = CTL_DEFAULT_SOCKET;
 	n = ctl_run(&c, n, args);
