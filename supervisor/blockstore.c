@@ -145,6 +145,7 @@ struct put_op {
 	block_put_cb cb;
 	void *arg;
 	struct event *wait_ev;
+	int noref;                      /* store the bytes, take no reference */
 };
 
 static void bs_put_stage1_done(void *arg);
@@ -344,13 +345,20 @@ bs_commit_row(struct put_op *op, struct err *e)
 	if (sqlite3_step(st) == SQLITE_ROW)
 		old_stored = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
-	st = db_prepare(db,
+	/* With noref a new row starts unreferenced (and is queued for GC);
+	 * the caller references it in its own transaction. */
+	st = db_prepare(db, op->noref ?
+	    "INSERT INTO blocks (hash, size, stored, refcount, compressed, data, zero_since_ms) "
+	    "VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6) ON CONFLICT (hash) DO UPDATE SET "
+	    "stored = excluded.stored, compressed = excluded.compressed, data = excluded.data" :
 	    "INSERT INTO blocks (hash, size, stored, refcount, compressed, data, zero_since_ms) "
 	    "VALUES (?1, ?2, ?3, 1, ?4, ?5, NULL) ON CONFLICT (hash) DO UPDATE SET "
 	    "refcount = refcount + 1, zero_since_ms = NULL, stored = excluded.stored, "
 	    "compressed = excluded.compressed, data = excluded.data", e);
 	if (st == NULL)
 		goto fail;
+	if (op->noref)
+		sqlite3_bind_int64(st, 6, (int64_t)clock_real_ms());
 	sqlite3_bind_blob(st, 1, op->hash, HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (int64_t)op->size);
 	sqlite3_bind_int64(st, 3, (int64_t)op->stored);
@@ -372,6 +380,9 @@ bs_commit_row(struct put_op *op, struct err *e)
 	} else {
 		bs->budget.used += delta;
 	}
+	if (op->noref && old_stored < 0 && resync_enqueue(bs->d->resync, op->hash,
+	    clock_real_ms() + bs->d->cfg.blocks.gc_delay_ms, e) < 0)
+		goto fail;
 	if (db_commit(db, e) < 0)
 		goto fail;
 	if (old_stored < 0) {
@@ -470,7 +481,7 @@ bs_put_stage1_done(void *arg)
 	    (bs_path(bs, op->hash, info.compressed, op->final, sizeof(op->final)),
 	    stat(op->final, &st) == 0)) {
 		unlink(op->tmp);
-		bs_put_finish(op, bs_incref(bs, op->hash, &e) < 0 ? e.msg : NULL);
+		bs_put_finish(op, !op->noref && bs_incref(bs, op->hash, &e) < 0 ? e.msg : NULL);
 		return;
 	}
 	bs_path(bs, op->hash, op->compressed, op->final, sizeof(op->final));
@@ -532,6 +543,13 @@ void
 blockstore_put_mem(struct blockstore *bs, const uint8_t *data, size_t len,
     block_put_cb cb, void *arg)
 {
+	blockstore_store_mem(bs, data, len, 0, cb, arg);
+}
+
+void
+blockstore_store_mem(struct blockstore *bs, const uint8_t *data, size_t len, int noref,
+    block_put_cb cb, void *arg)
+{
 	struct put_op *op = calloc(1, sizeof(*op));
 
 	if (op == NULL || (op->mem = malloc(len + 1)) == NULL) {
@@ -540,6 +558,7 @@ blockstore_put_mem(struct blockstore *bs, const uint8_t *data, size_t len,
 		return;
 	}
 	memcpy(op->mem, data, len);
+	op->noref = noref;
 	op->fd = -1;
 	op->size = len;
 	op->cb = cb;
@@ -842,6 +861,20 @@ blockstore_resolve(struct blockstore *bs, const char *hex, uint8_t hash[HASH_LEN
 		return err_set(e, "no block matches '%s'", hex);
 	if (found > 1)
 		return err_set(e, "'%s' matches more than one block; give more digits", hex);
+	return 0;
+}
+
+int
+blockstore_incref(struct blockstore *bs, const uint8_t hash[HASH_LEN], struct err *e)
+{
+	char hex[HASH_HEX_LEN + 1];
+
+	if (bs_incref(bs, hash, e) < 0)
+		return -1;
+	if (sqlite3_changes(db_handle(bs->d->db)) != 1) {
+		block_hex(hash, hex);
+		return err_set(e, "block %s: no such block", hex);
+	}
 	return 0;
 }
 

@@ -53,6 +53,16 @@ void blockstore_put_fd(struct blockstore *bs, int fd, block_put_cb cb, void *arg
 void blockstore_put_mem(struct blockstore *bs, const uint8_t *data, size_t len,
     block_put_cb cb, void *arg);
 
+/* Stores bytes without taking a reference (noref): a new block is then
+ * unreferenced and collected after gc_delay unless the caller references
+ * it with blockstore_incref() in the meantime, typically in the same
+ * transaction as the row that owns it, so a crash cannot leak a
+ * reference. */
+void blockstore_store_mem(struct blockstore *bs, const uint8_t *data, size_t len,
+    int noref, block_put_cb cb, void *arg);
+/* One more reference to a stored block (fails if it is gone). */
+int blockstore_incref(struct blockstore *bs, const uint8_t hash[HASH_LEN], struct err *e);
+
 /* Reads and verifies.  A missing or corrupt block is queued for resync
  * before cb runs. */
 void blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN],

@@ -30,5 +30,8 @@ void cmd_block_purge(struct control_req *req, int argc, char **argv);
 void cmd_block_list_errors(struct control_req *req, int argc, char **argv);
 void cmd_block_retry_now(struct control_req *req, int argc, char **argv);
 void cmd_scrub(struct control_req *req, int argc, char **argv);
+void cmd_history_ingest(struct control_req *req, int argc, char **argv);
+void cmd_history_status(struct control_req *req, int argc, char **argv);
+void cmd_history_segments(struct control_req *req, int argc, char **argv);
 
 #endif

@@ -40,6 +40,19 @@ static const char *const migrations[] = {
 	"  reason TEXT NOT NULL) WITHOUT ROWID;"
 	"CREATE TABLE reservations (id INTEGER PRIMARY KEY, store TEXT NOT NULL,"
 	"  bytes INTEGER NOT NULL, created_ms INTEGER NOT NULL);",
+	/* 2 → 3: history (DESIGN §4).  history holds every ingested block,
+	 * pending or archived; the checkpoint and the partial segment's
+	 * start live in meta and change in the same transaction as the
+	 * segments they complete. */
+	"CREATE TABLE history (height INTEGER PRIMARY KEY, hash BLOB NOT NULL,"
+	"  size INTEGER NOT NULL);"
+	"CREATE TABLE history_rejections (height INTEGER PRIMARY KEY, hash BLOB NOT NULL,"
+	"  reason TEXT NOT NULL);"
+	"CREATE TABLE segments (idx INTEGER PRIMARY KEY, root BLOB NOT NULL,"
+	"  prev_header_hash BLOB NOT NULL, header_hash BLOB NOT NULL,"
+	"  last_height INTEGER NOT NULL);"
+	"CREATE TABLE segment_pieces (segment INTEGER NOT NULL, k INTEGER NOT NULL,"
+	"  hash BLOB NOT NULL, root BLOB NOT NULL, PRIMARY KEY (segment, k)) WITHOUT ROWID;",
 };
 
 #define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -63,23 +76,28 @@ db_exec(struct db *db, const char *sql, struct err *e)
 	return 0;
 }
 
+/* Transactions nest (SAVEPOINT): a subsystem's commit inside another's
+ * transaction becomes part of it, so a history commit can drop block
+ * references atomically with its own rows.  Only the outermost RELEASE
+ * commits; with one connection and one writer there is nothing to lock
+ * against, so the deferred start SAVEPOINT gives is enough. */
 int
 db_begin(struct db *db, struct err *e)
 {
-	return db_exec(db, "BEGIN IMMEDIATE", e);
+	return db_exec(db, "SAVEPOINT farmd", e);
 }
 
 int
 db_commit(struct db *db, struct err *e)
 {
-	return db_exec(db, "COMMIT", e);
+	return db_exec(db, "RELEASE farmd", e);
 }
 
 void
 db_rollback(struct db *db)
 {
 	if (!sqlite3_get_autocommit(db->h))
-		sqlite3_exec(db->h, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_exec(db->h, "ROLLBACK TO farmd; RELEASE farmd", NULL, NULL, NULL);
 }
 
 sqlite3_stmt *

@@ -3,7 +3,7 @@
  * and passed by pointer to every subsystem; nothing else is global.
  *
  * Start-up order (main.c): config → state dir lock → database → I/O pool
- * → block store → resync → scrub → admin socket → worker pools → READY.
+ * → block store → resync → scrub → history → admin socket → worker pools → READY.
  * Shutdown runs it backwards.
  */
 #ifndef FARMD_FARMD_H
@@ -24,6 +24,7 @@ struct metrics;
 struct blockstore;
 struct resync;
 struct scrub;
+struct history;
 
 struct farmd {
 	struct config cfg;
@@ -37,6 +38,7 @@ struct farmd {
 	struct blockstore *blocks;
 	struct resync *resync;
 	struct scrub *scrub;
+	struct history *history;
 	struct pool *pool;
 	struct control *control;
 	struct metrics *metrics;

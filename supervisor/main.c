@@ -32,6 +32,7 @@
 #include "farmd.h"
 #include "log.h"
 #include "metrics.h"
+#include "history.h"
 #include "io.h"
 #include "pool.h"
 #include "resync.h"
@@ -168,7 +169,7 @@ farmd_tick_cb(evutil_socket_t fd, short what, void *arg)
 	/* Stopping ends when workers are reaped and in-flight disk work has
 	 * finished (its completions commit or roll back). */
 	if (d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
-	    scrub_quiesce(d->scrub) && io_pending(d->io) == 0)
+	    scrub_quiesce(d->scrub) && history_quiesce(d->history) && io_pending(d->io) == 0)
 		event_base_loopbreak(d->base);
 }
 
@@ -230,6 +231,7 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
 	struct timeval tick = { 0, 10000 };
 	char path[PATH_MAX + 16];
+	int config_error = 0;
 
 	if ((d->base = event_base_new()) == NULL)
 		return err_set(e, "cannot create the event loop");
@@ -252,6 +254,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if ((d->scrub = scrub_new(d, e)) == NULL)
 		return -1;
+	if ((d->history = history_new(d, &config_error, e)) == NULL)
+		return config_error ? -2 : -1;
 	if ((d->pool = pool_new(d, e)) == NULL)
 		return -1;
 	if ((d->control = control_new(d, d->admin_path, e)) == NULL)
@@ -285,6 +289,7 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 	io_free(d->io);
 	control_free(d->control);
 	pool_free(d->pool);
+	history_free(d->history);
 	scrub_free(d->scrub);
 	resync_free(d->resync);
 	blockstore_free(d->blocks);
@@ -315,7 +320,7 @@ main(int argc, char **argv)
 	const char *state_dir = NULL, *admin = NULL;
 	struct err e;
 	uint64_t wd_usec = 0;
-	int c, check_sandbox = 0;
+	int c, rc, check_sandbox = 0;
 
 	log_init("farmd");
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -367,11 +372,11 @@ main(int argc, char **argv)
 		snprintf(d.admin_path, sizeof(d.admin_path), "%s", d.cfg.daemon.admin_socket);
 	else
 		snprintf(d.admin_path, sizeof(d.admin_path), "%s/farmd.sock", d.state_dir);
-	if (farmd_start(&d, &ev, &e) < 0) {
+	if ((rc = farmd_start(&d, &ev, &e)) < 0) {
 		log_err("%s", e.msg);
 		fprintf(stderr, "farmd: %s\n", e.msg);
 		farmd_teardown(&d, &ev);
-		return 1;
+		return rc == -2 ? EX_CONFIG : 1;
 	}
 	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
 		struct timeval tv = { (time_t)(wd_usec / 2 / 1000000),

@@ -14,6 +14,7 @@
 
 #include "blockstore.h"
 #include "clock.h"
+#include "history.h"
 #include "resync.h"
 #include "control.h"
 #include "farmd.h"
@@ -138,6 +139,20 @@ metrics_blocks(struct mbuf *b, struct farmd *d)
 	    last_us);
 }
 
+static void
+metrics_history(struct mbuf *b, struct farmd *d)
+{
+	uint64_t ingested, rejections;
+
+	history_counters(d->history, &ingested, &rejections);
+	mb_gauge(b, "farmd_history_archived_height", "Last archived height (the checkpoint).",
+	    history_archived_height(d->history));
+	mb_gauge(b, "farmd_history_size", "Segments archived.", history_size(d->history));
+	mb_counter(b, "farmd_history_blocks_ingested_total", "Chain blocks ingested.", ingested);
+	mb_counter(b, "farmd_history_rejections_total", "Blocks the archiver rejected.",
+	    rejections);
+}
+
 char *
 metrics_render(struct farmd *d)
 {
@@ -175,6 +190,7 @@ metrics_render(struct farmd *d)
 	mb_counter(&b, "farmd_admin_denied_total", "Admin requests refused for lack of access.",
 	    m->admin_denied);
 	metrics_blocks(&b, d);
+	metrics_history(&b, d);
 	mb_head(&b, "farmd_admin_clients", "gauge", "Admin connections open.");
 	mb_printf(&b, "farmd_admin_clients %zu\n", control_clients(d->control));
 	return b.s;

@@ -7,6 +7,7 @@
  * Exit codes: 0 success, 1 an error answered by farmd, 2 usage or cannot
  * connect.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -14,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -57,6 +59,7 @@ usage(void)
 	    "  block put FILE | get HASH [-o FILE] | stat HASH | rm HASH | purge HASH\n"
 	    "  block list-errors | retry-now (HASH | --all)\n"
 	    "  scrub start | pause | resume | cancel | status\n"
+	    "  history ingest HEIGHT FILE | PATH... | status | segments\n"
 	    "  chain generate --blocks N [--body-size BYTES] [--code FILE@HEIGHT] [--seed S] --out DIR\n"
 	    "  debug encode SECTOR_ID OFFSET FILE [N R P] [-o FILE]\n"
 	    "  debug echo SIZE [COUNT]\n"
@@ -200,8 +203,9 @@ ctl_write_all(int fd, const uint8_t *p, size_t len, const char *what)
 	}
 }
 
+/* One request on the open connection; prints the answer. */
 static int
-ctl_run(struct ctl *c, int argc, char **argv)
+ctl_request(struct ctl *c, int argc, char **argv, int *fds, int nfds, int output)
 {
 	Farmd__AdminMsg msg = FARMD__ADMIN_MSG__INIT, *in;
 	Farmd__AdminRequest req = FARMD__ADMIN_REQUEST__INIT;
@@ -209,10 +213,8 @@ ctl_run(struct ctl *c, int argc, char **argv)
 	struct frame_alloc fa;
 	struct err e;
 	uint8_t *body;
-	int fds[FRAME_MAX_FDS], nfds, rc = EXIT_OK, output;
+	int rc = EXIT_OK;
 
-	nfds = ctl_open_files(c, argc, argv, fds, &output);
-	ctl_connect(c);
 	req.n_argv = (size_t)argc;
 	req.argv = argv;
 	req.json = c->json;
@@ -221,8 +223,6 @@ ctl_run(struct ctl *c, int argc, char **argv)
 	msg.request = &req;
 	if (frame_send_msg(c->fd, &msg.base, fds, nfds, &e) < 0)
 		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
-	for (int i = 0; i < nfds; i++)
-		close(fds[i]);
 	in = ctl_recv(c, &fa, &body);
 	if (in->m_case != FARMD__ADMIN_MSG__M_RESPONSE)
 		die(EXIT_USAGE, "%s: farmd answered with an unexpected message", c->socket);
@@ -251,9 +251,116 @@ ctl_run(struct ctl *c, int argc, char **argv)
 	}
 	protobuf_c_message_free_unpacked(&in->base, &fa.pb);
 	free(body);
-	close(c->fd);
 	if (fflush(stdout) != 0)
 		die(EXIT_USAGE, "stdout: %s", strerror(errno));
+	return rc;
+}
+
+static int
+ctl_run(struct ctl *c, int argc, char **argv)
+{
+	int fds[FRAME_MAX_FDS], nfds, output, rc;
+
+	nfds = ctl_open_files(c, argc, argv, fds, &output);
+	ctl_connect(c);
+	rc = ctl_request(c, argc, argv, fds, nfds, output);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	close(c->fd);
+	return rc;
+}
+
+static int
+ctl_cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The height a block file's name gives: NNNNNN.blk. */
+static int
+ctl_height_of(const char *path, char *out, size_t len)
+{
+	const char *base = strrchr(path, '/');
+	size_t n;
+
+	base = base ? base + 1 : path;
+	n = strspn(base, "0123456789");
+	if (n == 0 || strcmp(base + n, ".blk") != 0 || n >= len)
+		return -1;
+	memcpy(out, base, n);
+	out[n] = '\0';
+	return 0;
+}
+
+/* history ingest HEIGHT FILE, or history ingest PATH... (files named
+ * NNNNNN.blk, or directories of them): one request per file on one
+ * connection.  Exit 1 if any was refused. */
+static int
+ctl_history_ingest(struct ctl *c, int argc, char **argv)
+{
+	char **files = NULL, height[32];
+	size_t nfiles = 0, cap = 0;
+	int rc = EXIT_OK, explicit = argc == 2 && argv[0][strspn(argv[0], "0123456789")] == '\0';
+
+	if (argc < 1)
+		die(EXIT_USAGE, "usage: farmctl history ingest HEIGHT FILE | PATH...");
+	for (int i = explicit ? 1 : 0; i < argc; i++) {
+		struct stat st;
+
+		if (stat(argv[i], &st) < 0)
+			die(EXIT_USAGE, "%s: %s", argv[i], strerror(errno));
+		if (S_ISDIR(st.st_mode)) {
+			DIR *dir = opendir(argv[i]);
+			struct dirent *de;
+
+			if (dir == NULL)
+				die(EXIT_USAGE, "%s: %s", argv[i], strerror(errno));
+			while ((de = readdir(dir)) != NULL) {
+				size_t l = strlen(de->d_name);
+
+				if (l < 5 || strcmp(de->d_name + l - 4, ".blk") != 0)
+					continue;
+				if (nfiles == cap && (files = realloc(files, (cap = cap ? cap * 2 : 256) *
+				    sizeof(char *))) == NULL)
+					die(EXIT_USAGE, "out of memory");
+				if (asprintf(&files[nfiles++], "%s/%s", argv[i], de->d_name) < 0)
+					die(EXIT_USAGE, "out of memory");
+			}
+			closedir(dir);
+		} else {
+			if (nfiles == cap && (files = realloc(files, (cap = cap ? cap * 2 : 256) *
+			    sizeof(char *))) == NULL)
+				die(EXIT_USAGE, "out of memory");
+			if ((files[nfiles++] = strdup(argv[i])) == NULL)
+				die(EXIT_USAGE, "out of memory");
+		}
+	}
+	qsort(files, nfiles, sizeof(char *), ctl_cmp_str);
+	for (size_t i = 0; i < nfiles; i++)
+		if (!explicit && ctl_height_of(files[i], height, sizeof(height)) < 0)
+			die(EXIT_USAGE, "%s: cannot tell its height (name it NNNNNN.blk, or use "
+			    "history ingest HEIGHT FILE)", files[i]);
+	ctl_connect(c);
+	for (size_t i = 0; i < nfiles; i++) {
+		char *rargv[4] = { "history", "ingest", height, files[i] };
+		int fd = open(files[i], O_RDONLY | O_CLOEXEC);
+
+		if (explicit)
+			snprintf(height, sizeof(height), "%s", argv[0]);
+		else
+			ctl_height_of(files[i], height, sizeof(height));
+		if (fd < 0) {
+			fprintf(stderr, "farmctl: %s: %s\n", files[i], strerror(errno));
+			rc = EXIT_FARMD;
+			continue;
+		}
+		if (ctl_request(c, 4, rargv, &fd, 1, 0) != EXIT_OK)
+			rc = EXIT_FARMD;
+		close(fd);
+		free(files[i]);
+	}
+	free(files);
+	close(c->fd);
 	return rc;
 }
 
@@ -297,7 +404,10 @@ main(int argc, char **argv)
 	}
 	if (c.socket == NULL || c.socket[0] == '\0')
 		c.socket = CTL_DEFAULT_SOCKET;
-	n = ctl_run(&c, n, args);
+	if (n >= 2 && strcmp(args[0], "history") == 0 && strcmp(args[1], "ingest") == 0)
+		n = ctl_history_ingest(&c, n - 2, args + 2);
+	else
+		n = ctl_run(&c, n, args);
 	free(args);
 	return n;
 }

@@ -1,0 +1,108 @@
+/*
+ * cmd_history.c: farmctl history … commands.  farmctl turns
+ * `history ingest PATH...` into one `history ingest HEIGHT NAME` request
+ * per file, with the file as a descriptor.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "farmd.h"
+#include "history.h"
+
+static void
+cmd_ingest_done(void *arg, const char *error, const char *text)
+{
+	struct control_req *req = arg;
+
+	if (error != NULL)
+		control_reply_err(req, "%s", error);
+	else
+		control_reply(req, json_pack("{s:s}", "result", text), text);
+}
+
+void
+cmd_history_ingest(struct control_req *req, int argc, char **argv)
+{
+	unsigned long long height;
+	char *end;
+	int fd;
+
+	(void)argc;
+	errno = 0;
+	height = strtoull(argv[0], &end, 10);
+	if (errno || *end || argv[0][0] == '\0' || argv[0][0] == '-' || height == 0) {
+		control_reply_err(req, "history ingest: height '%s' is not a number >= 1", argv[0]);
+		return;
+	}
+	if (req->nfds < 1) {
+		control_reply_err(req, "history ingest: no file descriptor was passed");
+		return;
+	}
+	fd = req->fds[0];
+	req->fds[0] = -1;
+	history_ingest_fd(req->d->history, height, fd, argv[1], cmd_ingest_done, req);
+}
+
+void
+cmd_history_status(struct control_req *req, int argc, char **argv)
+{
+	json_t *st = history_json_status(req->d->history), *w;
+	struct tbuf *b = malloc(sizeof(*b));
+	size_t i;
+
+	(void)argc;
+	(void)argv;
+	if (b == NULL) {
+		json_decref(st);
+		control_reply_err(req, "out of memory");
+		return;
+	}
+	b->len = 0;
+	tb_printf(b, "archived height  %lld\nhistory size     %lld segments\npending          %lld "
+	    "blocks\nsegment fill     %lld bytes\narchiver         %s%s%s\nwanted          ",
+	    json_integer_value(json_object_get(st, "archived_height")),
+	    json_integer_value(json_object_get(st, "history_size")),
+	    json_integer_value(json_object_get(st, "pending")),
+	    json_integer_value(json_object_get(st, "segment_fill_bytes")),
+	    json_string_value(json_object_get(st, "state")),
+	    json_string_length(json_object_get(st, "waiting")) ? ": " : "",
+	    json_string_value(json_object_get(st, "waiting")));
+	json_array_foreach(json_object_get(st, "wanted"), i, w)
+		tb_printf(b, " %lld", json_integer_value(w));
+	tb_printf(b, "\n");
+	json_array_foreach(json_object_get(st, "rejected"), i, w)
+		tb_printf(b, "rejected         height %lld: %s\n",
+		    json_integer_value(json_object_get(w, "height")),
+		    json_string_value(json_object_get(w, "reason")));
+	control_reply(req, st, b->s);
+	free(b);
+}
+
+void
+cmd_history_segments(struct control_req *req, int argc, char **argv)
+{
+	json_t *segs = history_json_segments(req->d->history), *s;
+	struct tbuf *b = malloc(sizeof(*b));
+	size_t i;
+
+	(void)argc;
+	(void)argv;
+	if (b == NULL) {
+		json_decref(segs);
+		control_reply_err(req, "out of memory");
+		return;
+	}
+	b->len = 0;
+	tb_printf(b, "%-6s %-64s %11s %s\n", "INDEX", "ROOT", "LAST_HEIGHT", "PIECES");
+	json_array_foreach(segs, i, s)
+		tb_printf(b, "%-6lld %-64s %11lld %zu\n", json_integer_value(json_object_get(s, "index")),
+		    json_string_value(json_object_get(s, "root")),
+		    json_integer_value(json_object_get(s, "last_height")),
+		    json_array_size(json_object_get(s, "pieces")));
+	control_reply(req, segs, b->s);
+	free(b);
+}
