@@ -645,6 +645,17 @@ history_commit(struct history *h)
 		buf_height = h->cur_h + 1;
 		buf_offset = 0;
 	}
+	{
+		uint8_t now[HASH_LEN];
+
+		/* Ingest refuses to replace the height in hand; check anyway
+		 * that what we processed is still what the height records. */
+		if (history_row(h, h->cur_h, now) != 1 || memcmp(now, h->cur_hash, HASH_LEN) != 0) {
+			err_set(&e, "the block at height %" PRIu64 " changed while it was archived",
+			    h->cur_h);
+			goto fail;
+		}
+	}
 	if (db_begin(h->d->db, &e) < 0)
 		goto fail;
 	for (size_t i = 0; i < h->nsegs; i++)
@@ -856,6 +867,8 @@ ingest_stored(void *arg, const uint8_t hash[HASH_LEN], const char *error)
 	int had;
 	int64_t left;
 
+	(void)left;
+
 	(void)hash;
 	if (error != NULL) {
 		char msg[ERR_MSG_MAX];
@@ -864,16 +877,29 @@ ingest_stored(void *arg, const uint8_t hash[HASH_LEN], const char *error)
 		ingest_finish(in, msg, NULL);
 		return;
 	}
-	/* The put took a reference: keep it for a new height, give back the
-	 * old block's when replacing, drop ours when it was there already. */
 	had = history_row(h, in->height, old);
+	/* Decided again now: the archiver may have reached this height
+	 * while the bytes were being stored. */
+	if (had == 1 && memcmp(old, in->hash, HASH_LEN) != 0 && (in->height <= h->archived ||
+	    (in->height == h->cur_h && h->state != AS_WAIT))) {
+		char msg[ERR_MSG_MAX];
+
+		hex_encode(old, HASH_LEN, hex);
+		snprintf(msg, sizeof(msg), "%s: height %" PRIu64 " is %s with block %s; "
+		    "refusing a different block", in->name, in->height,
+		    in->height <= h->archived ? "archived" : "being archived", hex);
+		ingest_finish(in, msg, NULL);
+		return;
+	}
+	/* The bytes were stored without a reference: the history's reference
+	 * is taken here, in the transaction that records the height, so a
+	 * crash can neither lose nor double it. */
 	if (db_begin(h->d->db, &e) < 0)
 		goto fail;
-	if (had == 1 && memcmp(old, in->hash, HASH_LEN) == 0) {
-		if (blockstore_decref(h->d->blocks, in->hash, &left, &e) < 0)
-			goto rollback;
-	} else {
+	if (had != 1 || memcmp(old, in->hash, HASH_LEN) != 0) {
 		if (had == 1 && blockstore_decref(h->d->blocks, old, &left, &e) < 0)
+			goto rollback;
+		if (blockstore_incref(h->d->blocks, in->hash, &e) < 0)
 			goto rollback;
 		st = db_prepare(h->d->db, "INSERT OR REPLACE INTO history (height, hash, size) "
 		    "VALUES (?, ?, ?)", &e);
@@ -905,10 +931,8 @@ fail:
 	{
 		char msg[ERR_MSG_MAX];
 
+		/* Nothing references the stored bytes: GC takes them. */
 		snprintf(msg, sizeof(msg), "%s: %s", in->name, e.msg);
-		/* Our reference: the block store keeps the bytes, unreferenced
-		 * blocks are collected. */
-		blockstore_decref(h->d->blocks, in->hash, &left, NULL);
 		ingest_finish(in, msg, NULL);
 	}
 }
@@ -953,8 +977,8 @@ ingest_parsed(void *arg)
 
 		if (rc == 1 && memcmp(old, in->hash, HASH_LEN) == 0) {
 			/* Re-ingest of an archived block: store it again, which
-			 * repairs a damaged copy, and hand the reference back. */
-			blockstore_put_mem(h->d->blocks, in->data, in->len, ingest_stored, in);
+			 * repairs a damaged copy; the reference is unchanged. */
+			blockstore_store_mem(h->d->blocks, in->data, in->len, 1, ingest_stored, in);
 			return;
 		}
 		if (rc == 1)
@@ -967,7 +991,7 @@ ingest_parsed(void *arg)
 		ingest_finish(in, msg, NULL);
 		return;
 	}
-	blockstore_put_mem(h->d->blocks, in->data, in->len, ingest_stored, in);
+	blockstore_store_mem(h->d->blocks, in->data, in->len, 1, ingest_stored, in);
 }
 
 void
