@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
+from harness import CRASH_ROUNDS, FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
 
 INLINE_MAX = 3072                      # blocks below this live in state.db
 MIB = 1 << 20
@@ -774,7 +774,7 @@ def test_kill9_during_concurrent_puts(tmp):
     f = farmd(tmp, config=CFG)
     lock = threading.Lock()
     attempts, successes = {}, {}
-    rounds, per_round, nthreads = 20, 500, 16
+    rounds, per_round, nthreads = CRASH_ROUNDS, 500, 16
     tmp_seen = 0
     for rnd in range(rounds):
         stop = threading.Event()

@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
+from harness import CRASH_ROUNDS, FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
 
 KIB = 1 << 10
 CFG = "[workers]\nencode = 1\n"
@@ -431,13 +431,12 @@ def test_archive_small_geometry(tmp):
     directory (farmctl sends one request per file)."""
     chain = Chain(tmp, 400, seed="small")
     f = farmd(tmp, config=cfg(history={"piece_size": "4K", "pieces_per_segment": 4}))
-    out = f.ctl("history", "ingest", chain.dir)
+    f.ctl("history", "ingest", chain.dir)
     wait_archived(f, 400)
     want, refs = verify(f, chain, 4 * KIB, 4)
     assert len(want) > 190, len(want)
     assert refs == [1] * (4 * len(want)), sorted(set(refs))
     assert metric(f, "farmd_history_blocks_ingested_total") == 400
-    del out
 
 
 def test_archive_other_geometry(tmp):
@@ -766,7 +765,7 @@ def test_kill9_during_archive(tmp):
     rnd = random.Random(6)
     last = 0
     progressed = []
-    for rnd_i in range(20):
+    for rnd_i in range(CRASH_ROUNDS):
         f.start()
         # (The archiver resumes at once, so these only move forward.)
         st = hstatus(f)
