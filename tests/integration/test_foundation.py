@@ -284,9 +284,17 @@ def test_replacement_workers_are_sandboxed(tmp):
     old = f.worker_pids("encode")
     for pid in old:
         os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: pools_full(f) and not set(old) & set(f.worker_pids("encode")),
-             5.0, what="encode workers replaced")
-    for pid in f.worker_pids("encode"):
+    def replaced():
+        # One snapshot: killed workers stay listed until reaped, and a
+        # replacement sandboxes itself before its hello (state "starting").
+        st = f.status()
+        enc = [w for w in st["workers"] if w["kind"] == "encode"]
+        ok = (all(p["alive"] == p["size"] for p in st["pools"])
+              and not set(old) & {w["pid"] for w in enc}
+              and all(w["state"] in ("idle", "busy") for w in enc))
+        return ok and [w["pid"] for w in enc]
+    new = wait_for(replaced, 5.0, what="encode workers replaced")
+    for pid in new:
         s = proc_status(pid)
         assert s["NoNewPrivs"].strip() == "1" and s["Seccomp"].strip() == "2", (pid, s)
         assert sorted(os.listdir(f"/proc/{pid}/fd"), key=int) == ["0", "1", "2", "3"]
