@@ -322,20 +322,17 @@ cmd_scrub(struct control_req *req, int argc, char **argv)
 	struct tbuf *b;
 	json_t *st;
 	struct err e;
+	size_t i;
 
-	for (size_t i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++) {
-		if (strcmp(verb, verbs[i].verb) != 0)
-			continue;
-		if (verbs[i].fn(req->d->scrub, &e) < 0) {
-			control_reply_err(req, "scrub %s: %s", verb, e.msg);
-			return;
-		}
-		break;
-	}
-	if (strcmp(verb, "status") != 0 && strcmp(verb, "start") != 0 &&
-	    strcmp(verb, "pause") != 0 && strcmp(verb, "resume") != 0 &&
-	    strcmp(verb, "cancel") != 0) {
+	for (i = 0; i < sizeof(verbs) / sizeof(verbs[0]); i++)
+		if (strcmp(verb, verbs[i].verb) == 0)
+			break;
+	if (i == sizeof(verbs) / sizeof(verbs[0]) && strcmp(verb, "status") != 0) {
 		control_reply_err(req, "usage: farmctl scrub start|pause|resume|cancel|status");
+		return;
+	}
+	if (i < sizeof(verbs) / sizeof(verbs[0]) && verbs[i].fn(req->d->scrub, &e) < 0) {
+		control_reply_err(req, "scrub %s: %s", verb, e.msg);
 		return;
 	}
 	if ((b = malloc(sizeof(*b))) == NULL) {

@@ -204,12 +204,6 @@ db_handle(struct db *db)
 }
 
 int
-db_schema_version(struct db *db)
-{
-	return db->version;
-}
-
-int
 db_meta_get(struct db *db, const char *key, char *val, size_t len, struct err *e)
 {
 	sqlite3_stmt *st = db_prepare(db, "SELECT value FROM meta WHERE key = ?", e);

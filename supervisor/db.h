@@ -20,7 +20,6 @@ struct db *db_open(const char *path, struct err *e);
 /* Checkpoints the WAL into the main file and closes. */
 void db_close(struct db *db);
 sqlite3 *db_handle(struct db *db);
-int db_schema_version(struct db *db);
 
 int db_exec(struct db *db, const char *sql, struct err *e);
 int db_begin(struct db *db, struct err *e);

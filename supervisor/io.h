@@ -1,7 +1,9 @@
 /*
  * io.h: disk work off the event loop.  A few threads run work functions
  * (read, hash, compress, write, fsync, rename); each completion runs its
- * done function back on the loop, in submission order per thread.
+ * done function back on the loop.  Tasks run concurrently and complete in
+ * no particular order: steps that must follow each other (write, fsync,
+ * rename) belong in one task or are chained through done functions.
  *
  * Work functions touch only the data their task owns: no database, no
  * loop state.  Done functions run on the loop and may do anything.

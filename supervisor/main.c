@@ -122,8 +122,9 @@ farmd_reload(struct farmd *d)
 		log_err("reload refused: %s", e.msg);
 		return;
 	}
+	/* Pool sizes are not reloadable; the restart policy and job timeout
+	 * are read from d->cfg where they are used. */
 	log_set_level(d->cfg.daemon.log_level);
-	pool_reconfigure(d->pool);
 	blockstore_set_budget(d->blocks, d->cfg.blocks.budget);
 	log_info("configuration reloaded from %s", d->config_path);
 }

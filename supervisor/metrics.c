@@ -70,32 +70,38 @@ mb_counter(struct mbuf *b, const char *name, const char *help, uint64_t v)
 	mb_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
+/* One gauge family by worker kind, read from the pools' status: the
+ * integer field key, or 1/0 for "field key equals match". */
+static void
+mb_pool_gauge(struct mbuf *b, json_t *pools, const char *name, const char *help,
+    const char *key, const char *match)
+{
+	json_t *p;
+	size_t i;
+
+	mb_head(b, name, "gauge", help);
+	json_array_foreach(pools, i, p) {
+		json_t *v = json_object_get(p, key);
+
+		mb_printf(b, "%s{kind=\"%s\"} %lld\n", name,
+		    json_string_value(json_object_get(p, "kind")), match != NULL ?
+		    (long long)(strcmp(json_string_value(v), match) == 0) : json_integer_value(v));
+	}
+}
+
 static void
 metrics_pools(struct mbuf *b, struct farmd *d)
 {
-	json_t *pools = pool_json_pools(d->pool), *p;
-	size_t i;
+	json_t *pools = pool_json_pools(d->pool);
 
-	mb_head(b, "farmd_workers", "gauge", "Workers alive (hello received), by kind.");
-	json_array_foreach(pools, i, p)
-		mb_printf(b, "farmd_workers{kind=\"%s\"} %lld\n",
-		    json_string_value(json_object_get(p, "kind")),
-		    json_integer_value(json_object_get(p, "alive")));
-	mb_head(b, "farmd_workers_configured", "gauge", "Configured pool size, by kind.");
-	json_array_foreach(pools, i, p)
-		mb_printf(b, "farmd_workers_configured{kind=\"%s\"} %lld\n",
-		    json_string_value(json_object_get(p, "kind")),
-		    json_integer_value(json_object_get(p, "size")));
-	mb_head(b, "farmd_pool_degraded", "gauge", "1 when the pool hit its restart intensity limit.");
-	json_array_foreach(pools, i, p)
-		mb_printf(b, "farmd_pool_degraded{kind=\"%s\"} %d\n",
-		    json_string_value(json_object_get(p, "kind")),
-		    strcmp(json_string_value(json_object_get(p, "state")), "degraded") == 0);
-	mb_head(b, "farmd_jobs_queued", "gauge", "Jobs waiting for a worker, by kind.");
-	json_array_foreach(pools, i, p)
-		mb_printf(b, "farmd_jobs_queued{kind=\"%s\"} %lld\n",
-		    json_string_value(json_object_get(p, "kind")),
-		    json_integer_value(json_object_get(p, "queued")));
+	mb_pool_gauge(b, pools, "farmd_workers", "Workers alive (hello received), by kind.",
+	    "alive", NULL);
+	mb_pool_gauge(b, pools, "farmd_workers_configured", "Configured pool size, by kind.",
+	    "size", NULL);
+	mb_pool_gauge(b, pools, "farmd_pool_degraded",
+	    "1 when the pool hit its restart intensity limit.", "state", "degraded");
+	mb_pool_gauge(b, pools, "farmd_jobs_queued", "Jobs waiting for a worker, by kind.",
+	    "queued", NULL);
 	json_decref(pools);
 }
 

@@ -292,18 +292,6 @@ peer_pause(struct peer *p, int paused)
 	}
 }
 
-int
-peer_fd(const struct peer *p)
-{
-	return p->fd;
-}
-
-int
-peer_closed(const struct peer *p)
-{
-	return p->closed;
-}
-
 size_t
 peer_queued(const struct peer *p)
 {

@@ -46,8 +46,6 @@ void peer_pause(struct peer *p, int paused);
 void peer_set_out_limit(struct peer *p, size_t bytes);
 /* Ends the connection as if on_msg had failed with reason. */
 void peer_fail(struct peer *p, const char *reason);
-int peer_fd(const struct peer *p);
-int peer_closed(const struct peer *p);
 size_t peer_queued(const struct peer *p);
 
 #endif

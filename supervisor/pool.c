@@ -889,17 +889,6 @@ pool_free(struct pool *p)
 	free(p);
 }
 
-void
-pool_reconfigure(struct pool *p)
-{
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		struct pool_kind *pk = &p->kinds[k];
-		uint32_t want = pool_kind_size(&p->d->cfg, pk->kind);
-
-		pk->size = want;
-	}
-}
-
 /* Degraded is a function of the restart history: once fewer than
  * restart_intensity restarts fall within the last restart_period, the
  * pool is healthy again even if nothing has died since. */

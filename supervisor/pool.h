@@ -60,8 +60,6 @@ int pool_alive(const struct pool *p);
 /* Periodic (main's tick): re-derives each pool's degraded state. */
 void pool_tick(struct pool *p);
 
-/* Reload: applies new sizes / restart policy from d->cfg. */
-void pool_reconfigure(struct pool *p);
 
 /* Sandbox layers reported by the workers: name → all workers have it. */
 json_t *pool_json_sandbox(const struct pool *p);
