@@ -129,7 +129,7 @@ dirname_of(const char *path, char *out, size_t len)
 struct put_op {
 	struct blockstore *bs;
 	int fd;                         /* source, or -1 for memory */
-	uint8_t *mem;                   /* memory source (owned) */
+	const uint8_t *mem;             /* memory source (the caller's) */
 	uint64_t size;                  /* expected bytes */
 	int level;                      /* zstd level, 0 = none */
 	int64_t resv_id;
@@ -332,7 +332,6 @@ bs_put_finish(struct put_op *op, const char *error)
 	if (op->wait_ev != NULL)
 		event_free(op->wait_ev);
 	free(op->inline_data);
-	free(op->mem);
 	free(op);
 }
 
@@ -550,24 +549,16 @@ blockstore_put_fd(struct blockstore *bs, int fd, block_put_cb cb, void *arg)
 }
 
 void
-blockstore_put_mem(struct blockstore *bs, const uint8_t *data, size_t len,
-    block_put_cb cb, void *arg)
-{
-	blockstore_store_mem(bs, data, len, 0, cb, arg);
-}
-
-void
 blockstore_store_mem(struct blockstore *bs, const uint8_t *data, size_t len, int noref,
     block_put_cb cb, void *arg)
 {
 	struct put_op *op = calloc(1, sizeof(*op));
 
-	if (op == NULL || (op->mem = malloc(len + 1)) == NULL) {
-		free(op);
+	if (op == NULL) {
 		cb(arg, NULL, "out of memory");
 		return;
 	}
-	memcpy(op->mem, data, len);
+	op->mem = data;
 	op->noref = noref;
 	op->fd = -1;
 	op->size = len;

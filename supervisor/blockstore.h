@@ -49,11 +49,10 @@ void blockstore_free(struct blockstore *bs);
 /* Stores the bytes read from fd (a regular file; the store closes it)
  * and takes a reference. */
 void blockstore_put_fd(struct blockstore *bs, int fd, block_put_cb cb, void *arg);
-/* Same from memory (copied). */
-void blockstore_put_mem(struct blockstore *bs, const uint8_t *data, size_t len,
-    block_put_cb cb, void *arg);
 
-/* Stores bytes without taking a reference (noref): a new block is then
+/* Stores len bytes from memory the caller keeps alive and unchanged until
+ * cb runs (no copy on the loop).  With noref no reference is taken: a new
+ * block is then
  * unreferenced and collected after gc_delay unless the caller references
  * it with blockstore_incref() in the meantime, typically in the same
  * transaction as the row that owns it, so a crash cannot leak a

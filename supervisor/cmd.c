@@ -17,6 +17,7 @@
 #include "encode_v1.h"
 #include "farmd.h"
 #include "hash.h"
+#include "io.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -178,40 +179,83 @@ cmd_metrics(struct control_req *req, int argc, char **argv)
 
 /* ---- debug: drive a worker job by hand ------------------------------ */
 
-/* Reads a small regular file passed by the client.  Refuses anything
- * else: a FIFO or a terminal would block the loop. */
-static uint8_t *
-cmd_read_fd(struct control_req *req, int idx, const char *name, size_t max,
-    size_t *len, struct err *e)
+/* debug encode: the piece file is read on the I/O pool (a slow or remote
+ * file must not hold the loop), then sent to an encode worker. */
+struct enc_cmd {
+	struct control_req *req;
+	int fd;
+	size_t max;
+	uint8_t sector_id[HASH_LEN];
+	uint32_t offset;
+	uint64_t n;
+	uint32_t r, p;
+	uint8_t *data;
+	size_t len;
+	char err[ERR_MSG_MAX];
+};
+
+static void
+enc_read_work(void *arg)
 {
+	struct enc_cmd *c = arg;
+	const char *name = c->req->argv[4];
 	struct stat st;
-	uint8_t *buf;
 	ssize_t n;
 
-	if (idx >= req->nfds || req->fds[idx] < 0) {
-		err_set(e, "%s: no file descriptor was passed for it", name);
-		return NULL;
+	if (fstat(c->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(c->err, sizeof(c->err), "%s: not a regular file", name);
+		return;
 	}
-	if (fstat(req->fds[idx], &st) < 0 || !S_ISREG(st.st_mode)) {
-		err_set(e, "%s: not a regular file", name);
-		return NULL;
+	if ((size_t)st.st_size > c->max) {
+		snprintf(c->err, sizeof(c->err), "%s: %lld bytes is more than %zu", name,
+		    (long long)st.st_size, c->max);
+		return;
 	}
-	if ((size_t)st.st_size > max) {
-		err_set(e, "%s: %lld bytes is more than %zu", name, (long long)st.st_size, max);
-		return NULL;
+	if ((c->data = malloc((size_t)st.st_size + 1)) == NULL) {
+		snprintf(c->err, sizeof(c->err), "out of memory");
+		return;
 	}
-	if ((buf = malloc((size_t)st.st_size + 1)) == NULL) {
-		err_set(e, "out of memory");
-		return NULL;
+	n = pread(c->fd, c->data, (size_t)st.st_size, 0);
+	if (n != st.st_size)
+		snprintf(c->err, sizeof(c->err), "%s: read: %s", name,
+		    n < 0 ? strerror(errno) : "file shrank");
+	c->len = n > 0 ? (size_t)n : 0;
+}
+
+static void cmd_debug_encode_done(uint64_t id, const Farmd__JobResult *res,
+    const char *error, void *arg);
+
+static void
+enc_read_done(void *arg)
+{
+	struct enc_cmd *c = arg;
+	struct pool_job_opts opts = { .max_attempts = 5, .retry_delay_ms = 100 };
+	Farmd__Job job = FARMD__JOB__INIT;
+	Farmd__EncodeJob ej = FARMD__ENCODE_JOB__INIT;
+	ProtobufCBinaryData piece = { c->len, c->data };
+	struct err e;
+
+	close(c->fd);
+	if (c->err[0]) {
+		control_reply_err(c->req, "%s", c->err);
+	} else {
+		ej.sector_id.data = c->sector_id;
+		ej.sector_id.len = HASH_LEN;
+		ej.first_offset = c->offset;
+		ej.scrypt_n = c->n;
+		ej.scrypt_r = c->r;
+		ej.scrypt_p = c->p;
+		ej.n_pieces = 1;
+		ej.pieces = &piece;
+		job.body_case = FARMD__JOB__BODY_ENCODE;
+		job.encode = &ej;
+		/* pool_submit packs the job: the piece buffer is ours again. */
+		if (pool_submit(c->req->d->pool, WIRE_KIND_ENCODE, &job, &opts,
+		    cmd_debug_encode_done, c->req, &e) == 0)
+			control_reply_err(c->req, "%s", e.msg);
 	}
-	n = pread(req->fds[idx], buf, (size_t)st.st_size, 0);
-	if (n != st.st_size) {
-		err_sys(e, "%s: read", name);
-		free(buf);
-		return NULL;
-	}
-	*len = (size_t)n;
-	return buf;
+	free(c->data);
+	free(c);
 }
 
 static void
@@ -236,12 +280,8 @@ cmd_debug_encode_done(uint64_t id, const Farmd__JobResult *res, const char *erro
 static void
 cmd_debug_encode(struct control_req *req, int argc, char **argv)
 {
-	struct pool_job_opts opts = { .max_attempts = 5, .retry_delay_ms = 100 };
-	Farmd__Job job = FARMD__JOB__INIT;
-	Farmd__EncodeJob ej = FARMD__ENCODE_JOB__INIT;
-	ProtobufCBinaryData piece;
+	struct enc_cmd *c;
 	uint8_t sector_id[HASH_LEN];
-	struct err e;
 	char *end;
 	unsigned long long off, n = 1024, r = 8, p = 1;
 
@@ -268,26 +308,28 @@ cmd_debug_encode(struct control_req *req, int argc, char **argv)
 		control_reply_err(req, "usage: debug encode SECTOR_ID OFFSET FILE [N R P]");
 		return;
 	}
-	piece.data = cmd_read_fd(req, 0, argv[2], req->d->cfg.daemon.max_frame / 2,
-	    &piece.len, &e);
-	if (piece.data == NULL) {
-		control_reply_err(req, "%s", e.msg);
+	if (req->nfds < 1 || req->fds[0] < 0) {
+		control_reply_err(req, "%s: no file descriptor was passed for it", argv[2]);
 		return;
 	}
-	ej.sector_id.data = sector_id;
-	ej.sector_id.len = HASH_LEN;
-	ej.first_offset = (uint32_t)off;
-	ej.scrypt_n = n;
-	ej.scrypt_r = (uint32_t)r;
-	ej.scrypt_p = (uint32_t)p;
-	ej.n_pieces = 1;
-	ej.pieces = &piece;
-	job.body_case = FARMD__JOB__BODY_ENCODE;
-	job.encode = &ej;
-	if (pool_submit(req->d->pool, WIRE_KIND_ENCODE, &job, &opts,
-	    cmd_debug_encode_done, req, &e) == 0)
-		control_reply_err(req, "%s", e.msg);
-	free(piece.data);
+	if ((c = calloc(1, sizeof(*c))) == NULL) {
+		control_reply_err(req, "out of memory");
+		return;
+	}
+	c->req = req;
+	c->fd = req->fds[0];
+	req->fds[0] = -1;
+	c->max = req->d->cfg.daemon.max_frame / 2;
+	memcpy(c->sector_id, sector_id, HASH_LEN);
+	c->offset = (uint32_t)off;
+	c->n = n;
+	c->r = (uint32_t)r;
+	c->p = (uint32_t)p;
+	if (io_submit(req->d->io, enc_read_work, enc_read_done, c) < 0) {
+		close(c->fd);
+		free(c);
+		control_reply_err(req, "out of memory");
+	}
 }
 
 /* debug echo SIZE COUNT: COUNT sequential echo jobs of SIZE bytes through

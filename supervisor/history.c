@@ -108,6 +108,9 @@ struct history {
 	uint8_t cur_hash[HASH_LEN];
 	uint8_t *cur_data;
 	size_t cur_len;
+	uint8_t cur_parent[HASH_LEN];   /* hash of block cur_h - 1 */
+	int cur_valid;                  /* set by validate_work */
+	char cur_why[ERR_MSG_MAX];
 	uint64_t recover_h;
 	struct seg **segs;              /* cut, not yet committed */
 	size_t nsegs;
@@ -321,6 +324,42 @@ history_recover(struct history *h)
 	return AS_RECOVER;      /* continues from the callback */
 }
 
+/* Unpacks a block and checks that it belongs at height (and after the
+ * block whose hash is parent, when given).  Pure, so it runs on the I/O
+ * pool: a block may be as large as a frame.  Returns 0, or -1 with the
+ * reason in why. */
+static int
+chain_check(const uint8_t *data, size_t len, uint64_t height, const uint8_t *parent,
+    char *why, size_t whylen)
+{
+	struct frame_alloc fa;
+	struct err e;
+	Farmd__ChainBlock *b;
+	char want[HASH_HEX_LEN + 1], got[HASH_HEX_LEN + 1];
+	int rc = -1;
+
+	b = (Farmd__ChainBlock *)frame_unpack(&farmd__chain_block__descriptor, data, len, &fa, &e);
+	if (b == NULL) {
+		snprintf(why, whylen, "its %zu bytes do not unpack as a ChainBlock", len);
+		return -1;
+	}
+	if (b->height != height) {
+		snprintf(why, whylen, "the block declares height %" PRIu64 ", not %" PRIu64,
+		    b->height, height);
+	} else if (b->parent_hash.len != HASH_LEN) {
+		snprintf(why, whylen, "its parent hash is %zu bytes, not 32", b->parent_hash.len);
+	} else if (parent != NULL && memcmp(b->parent_hash.data, parent, HASH_LEN) != 0) {
+		hex_encode(parent, HASH_LEN, want);
+		hex_encode(b->parent_hash.data, HASH_LEN, got);
+		snprintf(why, whylen, "parent hash %s does not match the hash of block %" PRIu64
+		    ", %s", got, height - 1, want);
+	} else {
+		rc = 0;
+	}
+	protobuf_c_message_free_unpacked(&b->base, &fa.pb);
+	return rc;
+}
+
 /* ---- NEXT / READ / VALIDATE ------------------------------------------ */
 
 static enum arch_state
@@ -386,50 +425,54 @@ history_reject(struct history *h, const char *reason)
 	history_wait(h, 0, "block at height %" PRIu64 " rejected: %s", h->cur_h, reason);
 }
 
+static void
+validate_work(void *arg)
+{
+	struct history *h = arg;
+
+	/* The archiver is one step at a time: nothing on the loop touches
+	 * the block in hand while this runs. */
+	h->cur_valid = chain_check(h->cur_data, h->cur_len, h->cur_h, h->cur_parent,
+	    h->cur_why, sizeof(h->cur_why)) == 0;
+}
+
+static void
+validate_done(void *arg)
+{
+	struct history *h = arg;
+
+	h->inflight--;
+	if (h->stopping)
+		return;
+	if (!h->cur_valid) {
+		history_reject(h, h->cur_why);
+		free(h->cur_data);
+		h->cur_data = NULL;
+		history_enter(h, AS_REJECTED);
+		return;
+	}
+	history_enter(h, AS_APPEND);
+}
+
+/* VALIDATE: the parent's hash comes from the database here; the block is
+ * unpacked and checked on the I/O pool. */
 static enum arch_state
 history_validate(struct history *h)
 {
-	struct frame_alloc fa;
-	struct err e;
-	Farmd__ChainBlock *b;
-	uint8_t parent[HASH_LEN] = { 0 };
-	char reason[ERR_MSG_MAX], want[HASH_HEX_LEN + 1], got[HASH_HEX_LEN + 1];
-	enum arch_state next = AS_APPEND;
-
-	b = (Farmd__ChainBlock *)frame_unpack(&farmd__chain_block__descriptor, h->cur_data,
-	    h->cur_len, &fa, &e);
-	if (b == NULL) {
-		history_reject(h, "does not unpack as a ChainBlock");
-		return AS_REJECTED;
-	}
-	if (h->cur_h > 1 && history_row(h, h->cur_h - 1, parent) != 1) {
-		protobuf_c_message_free_unpacked(&b->base, &fa.pb);
+	memset(h->cur_parent, 0, HASH_LEN);
+	if (h->cur_h > 1 && history_row(h, h->cur_h - 1, h->cur_parent) != 1) {
 		history_wait(h, HISTORY_RETRY_MS, "no block recorded at height %" PRIu64,
 		    h->cur_h - 1);
 		return AS_WAIT;
 	}
-	if (b->height != h->cur_h) {
-		snprintf(reason, sizeof(reason), "declares height %" PRIu64, b->height);
-		history_reject(h, reason);
-		next = AS_REJECTED;
-	} else if (b->parent_hash.len != HASH_LEN ||
-	    memcmp(b->parent_hash.data, parent, HASH_LEN) != 0) {
-		hex_encode(parent, HASH_LEN, want);
-		if (b->parent_hash.len == HASH_LEN)
-			hex_encode(b->parent_hash.data, HASH_LEN, got);
-		else
-			snprintf(got, sizeof(got), "(%zu bytes)", b->parent_hash.len);
-		snprintf(reason, sizeof(reason), "parent hash %s does not match the hash of "
-		    "block %" PRIu64 ", %s", got, h->cur_h - 1, want);
-		history_reject(h, reason);
-		next = AS_REJECTED;
+	h->inflight++;
+	if (io_submit(h->d->io, validate_work, validate_done, h) < 0) {
+		h->inflight--;
+		history_wait(h, HISTORY_RETRY_MS, "out of memory validating height %" PRIu64,
+		    h->cur_h);
+		return AS_WAIT;
 	}
-	protobuf_c_message_free_unpacked(&b->base, &fa.pb);
-	if (next == AS_REJECTED) {
-		free(h->cur_data);
-		h->cur_data = NULL;
-	}
-	return next;
+	return AS_VALIDATE;     /* continues from validate_done */
 }
 
 /* ---- APPEND / CUT / STORE -------------------------------------------- */
@@ -750,6 +793,8 @@ history_enter(struct history *h, enum arch_state next)
 			return;
 		case AS_VALIDATE:
 			next = history_validate(h);
+			if (next == AS_VALIDATE)
+				return;
 			continue;
 		case AS_APPEND:
 			next = history_append(h);
@@ -824,6 +869,7 @@ ingest_read(void *arg)
 	struct ingest *in = arg;
 	struct stat st;
 	size_t off = 0;
+	char why[ERR_MSG_MAX - 64];
 
 	if (fstat(in->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		snprintf(in->err, sizeof(in->err), "%s: not a regular file", in->name);
@@ -850,6 +896,8 @@ ingest_read(void *arg)
 	}
 	in->len = off;
 	hash_sha256(in->data, in->len, in->hash);
+	if (chain_check(in->data, in->len, in->height, NULL, why, sizeof(why)) < 0)
+		snprintf(in->err, sizeof(in->err), "%s: %s", in->name, why);
 done:
 	close(in->fd);
 	in->fd = -1;
@@ -942,9 +990,6 @@ ingest_parsed(void *arg)
 {
 	struct ingest *in = arg;
 	struct history *h = in->h;
-	struct frame_alloc fa;
-	struct err e;
-	Farmd__ChainBlock *b;
 	uint8_t old[HASH_LEN];
 	char msg[ERR_MSG_MAX], hex[HASH_HEX_LEN + 1];
 
@@ -952,26 +997,6 @@ ingest_parsed(void *arg)
 		ingest_finish(in, in->err, NULL);
 		return;
 	}
-	b = (Farmd__ChainBlock *)frame_unpack(&farmd__chain_block__descriptor, in->data,
-	    in->len, &fa, &e);
-	if (b == NULL) {
-		snprintf(msg, sizeof(msg), "%s: not a chain block: its %zu bytes do not unpack "
-		    "as a ChainBlock", in->name, in->len);
-		ingest_finish(in, msg, NULL);
-		return;
-	}
-	if (b->height != in->height || b->parent_hash.len != HASH_LEN) {
-		if (b->height != in->height)
-			snprintf(msg, sizeof(msg), "%s: the block declares height %" PRIu64 ", not %"
-			    PRIu64, in->name, b->height, in->height);
-		else
-			snprintf(msg, sizeof(msg), "%s: parent hash is %zu bytes, not 32", in->name,
-			    b->parent_hash.len);
-		protobuf_c_message_free_unpacked(&b->base, &fa.pb);
-		ingest_finish(in, msg, NULL);
-		return;
-	}
-	protobuf_c_message_free_unpacked(&b->base, &fa.pb);
 	if (in->height <= h->archived || (in->height == h->cur_h && h->state != AS_WAIT)) {
 		int rc = history_row(h, in->height, old);
 
