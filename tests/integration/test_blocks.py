@@ -569,6 +569,47 @@ def make_blocks(f, tmp, n, size=4096):
     return hashes
 
 
+def test_status_answers_during_1gib_put_stream(tmp):
+    # Hashing, writing and fsync of large blocks happen off the event loop:
+    # status keeps answering promptly while 1 GiB of 64 MiB blocks streams in.
+    f = farmd(tmp)
+    chunk = os.urandom(MIB)
+    paths = []
+    for i in range(16):
+        p = os.path.join(tmp, "big%02d" % i)
+        with open(p, "wb") as fh:
+            fh.write(i.to_bytes(8, "big"))         # 16 distinct blocks
+            for _ in range(64):
+                fh.write(chunk)
+        paths.append(p)
+    lat, done = [], threading.Event()
+
+    def poll():
+        while not done.is_set():
+            t = time.monotonic()
+            f.status()
+            lat.append(time.monotonic() - t)
+            time.sleep(0.005)
+    t = threading.Thread(target=poll)
+    t.start()
+    try:
+        hashes = put_files(f, paths, jobs=4)
+    finally:
+        done.set()
+        t.join()
+    lat.sort()
+    p99, worst = lat[len(lat) * 99 // 100], lat[-1]
+    print(f"     {len(lat)} status calls during 1 GiB of puts: p99 {p99 * 1e3:.1f} ms, "
+          f"max {worst * 1e3:.1f} ms", flush=True)
+    assert len(lat) >= 20, "the put stream ended before status was sampled"
+    # farmctl itself costs a few ms; a loop blocked on a 64 MiB hash, write
+    # or fsync costs hundreds.
+    assert worst < 0.25 * SLOW, (p99, worst)
+    for p, h in zip(paths, hashes):
+        assert h == hashlib.sha256(read(p)).hexdigest()
+        os.unlink(p)
+
+
 def test_scrub_finds_corruptions(tmp):
     f = farmd(tmp, config=cfg(scrub_tranquility="0"))
     hashes = make_blocks(f, tmp, 1000)
@@ -586,6 +627,12 @@ def test_scrub_finds_corruptions(tmp):
         assert os.path.exists(block_path(f, h) + ".corrupted"), h
     good = [h for h in hashes if h not in bad]
     assert all(os.path.exists(block_path(f, h)) for h in good), "scrub moved good blocks"
+    # The run shows in metrics, with its duration.
+    assert metric(f, "farmd_scrub_running") == 0
+    assert metric(f, "farmd_scrub_checked_blocks") == 1000
+    assert metric(f, "farmd_scrub_corruptions") == 3
+    assert metric(f, "farmd_scrub_last_run_seconds") == \
+        (st["last_done_ms"] - st["started_ms"]) / 1000 > 0, st
 
 
 def test_scrub_resumes_after_kill9(tmp):
