@@ -9,91 +9,14 @@ over SCM_RIGHTS) so it measures farmd, not process start-up:
 usage: bench_blocks.py SOCKET STATE_DIR WORKDIR
 """
 import os
-import socket
-import struct
 import subprocess
 import sys
 import threading
 import time
 
-
-def varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def field(num, payload):
-    return varint(num << 3 | 2) + varint(len(payload)) + payload
-
-
-def read_varint(buf, i):
-    shift = n = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        shift += 7
-        if not b & 0x80:
-            return n, i
-
-
-def fields(buf):
-    i, out = 0, {}
-    while i < len(buf):
-        key, i = read_varint(buf, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = read_varint(buf, i)
-        elif wt == 2:
-            ln, i = read_varint(buf, i)
-            v, i = buf[i:i + ln], i + ln
-        else:
-            raise ValueError("wire type %d" % wt)
-        out[num] = v
-    return out
-
-
-class Client:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.s.connect(path)
-        self.send(field(1, b"\x08\x01"))
-        self.recv()
-
-    def send(self, body, fds=()):
-        frame = struct.pack(">I", len(body)) + body
-        if fds:
-            socket.send_fds(self.s, [frame], list(fds))
-        else:
-            self.s.sendall(frame)
-
-    def recv_exact(self, n):
-        b = bytearray()
-        while len(b) < n:
-            chunk = self.s.recv(n - len(b))
-            if not chunk:
-                raise EOFError
-            b += chunk
-        return bytes(b)
-
-    def recv(self):
-        (n,) = struct.unpack(">I", self.recv_exact(4))
-        return fields(self.recv_exact(n))
-
-    def request(self, argv, fds=()):
-        req = b"".join(field(1, a.encode()) for a in argv)
-        if fds:
-            req += varint(3 << 3) + varint(len(fds))
-        self.send(field(2, req), fds)
-        resp = fields(self.recv()[3])
-        if not resp.get(1):
-            raise RuntimeError(resp.get(2, b"").decode())
-        return resp
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "tests", "integration"))
+from adminwire import Client  # noqa: E402
 
 
 def put_files(sock, files, conns):

@@ -189,6 +189,22 @@ def metric(f, name):
     raise AssertionError(f"metric {name} not in `farmctl metrics`")
 
 
+def ctl_bin(f, *args, timeout=60):
+    """farmctl with binary stdout (e.g. `block get` to stdout)."""
+    return subprocess.run([FARMCTL, "-s", f.socket] + [str(a) for a in args],
+                          capture_output=True, timeout=timeout * SLOW)
+
+
+def block_stat(f, h):
+    """`block stat --json`, or None when farmd says there is no such block."""
+    p = f.ctl_raw("block", "stat", h, json_out=True)
+    if p.returncode == 1 and "no such block" in p.stderr:
+        return None
+    if p.returncode != 0:
+        raise CtlError(p)
+    return json.loads(p.stdout)
+
+
 def run_tests(module_globals):
     only = sys.argv[1:]
     tests = [(n, f) for n, f in module_globals.items()

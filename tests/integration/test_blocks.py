@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import CRASH_ROUNDS, FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
+from harness import CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
 
 INLINE_MAX = 3072                      # blocks below this live in state.db
 MIB = 1 << 20
@@ -68,20 +68,6 @@ def get(f, tmp, h, name="out"):
     return read(path)
 
 
-def ctl_bin(f, *args, timeout=60):
-    """farmctl with binary stdout (for `block get` to stdout)."""
-    return subprocess.run([FARMCTL, "-s", f.socket] + [str(a) for a in args],
-                          capture_output=True, timeout=timeout * SLOW)
-
-
-def stat(f, h):
-    """`block stat --json`, or None when farmd says there is no such block."""
-    p = f.ctl_raw("block", "stat", h, json_out=True)
-    if p.returncode == 1 and "no such block" in p.stderr:
-        return None
-    if p.returncode != 0:
-        raise CtlError(p)
-    return json.loads(p.stdout)
 
 
 def errors(f):

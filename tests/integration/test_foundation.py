@@ -24,6 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 import harness  # noqa: E402
+import adminwire  # noqa: E402
 from harness import (FARMCTL, FARMD, SLOW, CtlError, children_of, farmd,  # noqa: E402
                      metric, proc_state, run_tests, wait_for)
 
@@ -172,55 +173,11 @@ def as_nobody(*gids):
     return [f"--reuid={NOBODY}", f"--regid={NOBODY}"] + groups
 
 
-# Raw admin protocol: 4-byte big-endian length + one AdminMsg.
-def frame(body):
-    return struct.pack(">I", len(body)) + body
-
-
-def pb_varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def pb_field(num, payload):
-    return pb_varint(num << 3 | 2) + pb_varint(len(payload)) + payload
-
-
-def admin_hello(version=1):
-    return frame(pb_field(1, b"\x08" + pb_varint(version)))
-
-
-def admin_request(*argv):
-    return frame(pb_field(2, b"".join(pb_field(1, a.encode()) for a in argv)))
-
-
 def raw_connect(f):
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(10 * SLOW)
     s.connect(f.socket)
     return s
-
-
-def recv_exact(s, n):
-    buf = b""
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            return None
-        buf += chunk
-    return buf
-
-
-def recv_frame(s):
-    hdr = recv_exact(s, 4)
-    if hdr is None:
-        return None
-    return recv_exact(s, struct.unpack(">I", hdr)[0])
 
 
 def closed_by_peer(s):
@@ -512,9 +469,9 @@ def test_admin_garbage_does_not_disturb_others(tmp):
     half_hdr = raw_connect(f)
     half_hdr.sendall(b"\x00\x00")
     half_req = raw_connect(f)
-    half_req.sendall(admin_hello())
-    assert recv_frame(half_req) == b"\x0a\x02\x08\x01"
-    half_req.sendall(admin_request("status")[:5])
+    half_req.sendall(adminwire.hello())
+    assert adminwire.recv_frame(half_req) == b"\x0a\x02\x08\x01"
+    half_req.sendall(adminwire.request("status")[:5])
     assert f.ctl_json("status")["state"] == "running"
 
     bad = []
@@ -523,12 +480,12 @@ def test_admin_garbage_does_not_disturb_others(tmp):
     bad.append(s)
     s = raw_connect(f)                                  # valid length, random body
     body = bytes([0xff]) + bytes(rnd.randrange(256) for _ in range(255))
-    s.sendall(frame(body))
+    s.sendall(adminwire.frame(body))
     bad.append(s)
     s = raw_connect(f)                                  # garbage after a good hello
-    s.sendall(admin_hello())
-    assert recv_frame(s) == b"\x0a\x02\x08\x01"
-    s.sendall(frame(b"\xff" * 32))
+    s.sendall(adminwire.hello())
+    assert adminwire.recv_frame(s) == b"\x0a\x02\x08\x01"
+    s.sendall(adminwire.frame(b"\xff" * 32))
     bad.append(s)
     s = raw_connect(f)                                  # truncated frame
     s.sendall(struct.pack(">I", 100) + b"x" * 10)
@@ -547,11 +504,11 @@ def test_admin_garbage_does_not_disturb_others(tmp):
     assert "truncated frame" in log, log
     assert len(re.findall(r"admin client pid \d+ uid 0: .*; disconnected", log)) == 4, log
     # The idle ones were not dropped and still work.
-    half_req.sendall(admin_request("status")[5:])
-    resp = recv_frame(half_req)
+    half_req.sendall(adminwire.request("status")[5:])
+    resp = adminwire.recv_frame(half_req)
     assert resp and resp[:1] == b"\x1a" and b"farmd" in resp, resp
-    idle.sendall(admin_hello())
-    assert recv_frame(idle) == b"\x0a\x02\x08\x01"
+    idle.sendall(adminwire.hello())
+    assert adminwire.recv_frame(idle) == b"\x0a\x02\x08\x01"
     for s in (idle, half_hdr, half_req):
         s.close()
     assert f.ctl("status")
@@ -561,9 +518,9 @@ def test_admin_one_response_per_request(tmp):
     f = farmd(tmp, config=CFG)
     s = raw_connect(f)
     # Pipelined: hello, a bad request and a good one in one write.
-    s.sendall(admin_hello() + admin_request("frobnicate") + admin_request("workers"))
-    assert recv_frame(s) == b"\x0a\x02\x08\x01"
-    r1, r2 = recv_frame(s), recv_frame(s)
+    s.sendall(adminwire.hello() + adminwire.request("frobnicate") + adminwire.request("workers"))
+    assert adminwire.recv_frame(s) == b"\x0a\x02\x08\x01"
+    r1, r2 = adminwire.recv_frame(s), adminwire.recv_frame(s)
     assert r1 and b"unknown command" in r1, r1
     assert r2 and b"PID" in r2, r2
     s.settimeout(0.3)
@@ -578,8 +535,8 @@ def test_admin_one_response_per_request(tmp):
 def test_admin_hello_version_mismatch(tmp):
     f = farmd(tmp, config=CFG)
     s = raw_connect(f)
-    s.sendall(admin_hello(version=99))
-    resp = recv_frame(s)
+    s.sendall(adminwire.hello(version=99))
+    resp = adminwire.recv_frame(s)
     assert resp is not None and resp[:1] == b"\x1a", resp
     assert b"protocol version 99 is not supported" in resp, resp
     assert closed_by_peer(s)
@@ -596,7 +553,7 @@ def test_sigterm_while_busy(tmp):
     wait_for(lambda: busy_workers(f, "encode", 2), 5.0, what="both encode workers busy")
     wait_for(lambda: f.pool("encode")["queued"] == 1, 5.0, what="the third job queued")
     idle = raw_connect(f)               # an idle admin client must not hold shutdown up
-    idle.sendall(admin_hello())
+    idle.sendall(adminwire.hello())
     t0 = time.monotonic()
     f.proc.send_signal(signal.SIGTERM)
     rc = f.proc.wait(10 * SLOW)

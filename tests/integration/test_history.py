@@ -21,7 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from harness import CRASH_ROUNDS, FARMCTL, SLOW, CtlError, farmd, metric, run_tests, wait_for  # noqa: E402
+from harness import CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SLOW, farmd, metric, run_tests, wait_for  # noqa: E402
 
 KIB = 1 << 10
 CFG = "[workers]\nencode = 1\n"
@@ -235,20 +235,6 @@ def hsegments(f):
     return f.ctl_json("history", "segments")
 
 
-def ctl_bin(f, *args, timeout=60):
-    """farmctl with binary stdout."""
-    return subprocess.run([FARMCTL, "-s", f.socket] + [str(a) for a in args],
-                          capture_output=True, timeout=timeout * SLOW)
-
-
-def stat(f, h):
-    """`block stat --json`, or None when farmd says there is no such block."""
-    p = f.ctl_raw("block", "stat", h, json_out=True)
-    if p.returncode == 1 and "no such block" in p.stderr:
-        return None
-    if p.returncode != 0:
-        raise CtlError(p)
-    return json.loads(p.stdout)
 
 
 def parallel(fn, items, jobs=8):
@@ -266,6 +252,22 @@ def spawn_ingest(f, paths, procs=4):
     return [subprocess.Popen([FARMCTL, "-s", f.socket, "history", "ingest"] + part,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for part in chunks(list(paths), procs)]
+
+
+def kill_mid_ingest(f, chain, last, rnd):
+    """Ingest what is above `last` in shuffled order from 4 farmctl calls and
+    kill -9 farmd after a random 0-0.4 s; reap the clients."""
+    todo = [chain.path(h) for h in range(last + 1, chain.n + 1)]
+    rnd.shuffle(todo)
+    ps = spawn_ingest(f, todo, procs=4) if todo else []
+    time.sleep(rnd.uniform(0, 0.4) * SLOW)
+    f.kill9()
+    for p in ps:
+        try:
+            p.communicate(timeout=10 * SLOW)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
 
 
 def ingest_paths(f, paths, procs=4, waves=1):
@@ -776,17 +778,7 @@ def test_kill9_during_archive(tmp):
         got = norm(hsegments(f))
         assert got == strip(full[:len(got)]), f"round {rnd_i}: segments differ from the true history"
         assert len(got) >= st["history_size"], (len(got), st)
-        todo = [chain.path(h) for h in range(last + 1, chain.n + 1)]
-        rnd.shuffle(todo)
-        ps = spawn_ingest(f, todo, procs=4) if todo else []
-        time.sleep(rnd.uniform(0, 0.4) * SLOW)
-        f.kill9()
-        for p in ps:
-            try:
-                p.communicate(timeout=10 * SLOW)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+        kill_mid_ingest(f, chain, last, rnd)
     f.start()
     st = hstatus(f)
     assert st["archived_height"] >= last, (last, st)
@@ -853,17 +845,7 @@ def test_kill9_release_archived_blocks(tmp):
         got = norm(hsegments(f))
         assert got == strip(full[:len(got)]), "segments differ from the true history"
         last = hstatus(f)["archived_height"]
-        todo = [chain.path(h) for h in range(last + 1, chain.n + 1)]
-        rnd.shuffle(todo)
-        ps = spawn_ingest(f, todo, procs=4) if todo else []
-        time.sleep(rnd.uniform(0, 0.4) * SLOW)
-        f.kill9()
-        for p in ps:
-            try:
-                p.communicate(timeout=10 * SLOW)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.communicate()
+        kill_mid_ingest(f, chain, last, rnd)
     f.start()
     last = hstatus(f)["archived_height"]
     ingest_paths(f, [chain.path(h) for h in range(last + 1, chain.n + 1)], procs=4)

@@ -1,0 +1,107 @@
+"""The admin protocol by hand: 4-byte big-endian length + one packed
+AdminMsg (proto/admin.proto), for tests that must send what farmctl never
+would, and for the block benchmark, which must not pay for process start-up.
+"""
+import socket
+import struct
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def field(num, payload):
+    """A length-delimited field."""
+    return varint(num << 3 | 2) + varint(len(payload)) + payload
+
+
+def frame(body):
+    return struct.pack(">I", len(body)) + body
+
+
+def hello(version=1):
+    return frame(field(1, b"\x08" + varint(version)))
+
+
+def request(*argv, nfds=0):
+    req = b"".join(field(1, a.encode()) for a in argv)
+    if nfds:
+        req += varint(3 << 3) + varint(nfds)
+    return frame(field(2, req))
+
+
+def read_varint(buf, i):
+    shift = n = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return n, i
+
+
+def fields(buf):
+    """Top-level fields of a message: {number: int or bytes}."""
+    i, out = 0, {}
+    while i < len(buf):
+        key, i = read_varint(buf, i)
+        num, wt = key >> 3, key & 7
+        if wt == 0:
+            v, i = read_varint(buf, i)
+        elif wt == 2:
+            ln, i = read_varint(buf, i)
+            v, i = buf[i:i + ln], i + ln
+        else:
+            raise ValueError("wire type %d" % wt)
+        out[num] = v
+    return out
+
+
+def recv_exact(s, n):
+    """n bytes, or None at EOF."""
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(n - len(buf))
+        if not chunk:
+            return None
+        buf += chunk
+    return bytes(buf)
+
+
+def recv_frame(s):
+    hdr = recv_exact(s, 4)
+    if hdr is None:
+        return None
+    return recv_exact(s, struct.unpack(">I", hdr)[0])
+
+
+class Client:
+    """One admin connection: hello, then request() per command."""
+
+    def __init__(self, path, timeout=None):
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.settimeout(timeout)
+        self.s.connect(path)
+        self.s.sendall(hello())
+        recv_frame(self.s)
+
+    def request(self, argv, fds=()):
+        msg = request(*argv, nfds=len(fds))
+        if fds:
+            socket.send_fds(self.s, [msg], list(fds))
+        else:
+            self.s.sendall(msg)
+        body = recv_frame(self.s)
+        if body is None:
+            raise EOFError("farmd closed the connection")
+        resp = fields(fields(body)[3])
+        if not resp.get(1):
+            raise RuntimeError(resp.get(2, b"").decode())
+        return resp
