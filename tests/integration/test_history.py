@@ -21,6 +21,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
+import adminwire  # noqa: E402
 from harness import CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SLOW, farmd, metric, run_tests, wait_for  # noqa: E402
 
 KIB = 1 << 10
@@ -206,22 +207,13 @@ def expected(blocks, piece_size, pps):
     return segs, len(stream) - len(segs) * seg_size
 
 
-def _pb_varint(n):
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        out.append(b | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
 
 def pack_block(height, parent, body, code=""):
     """A packed ChainBlock, as protoc-c packs one."""
-    out = b"\x08" + _pb_varint(height)
+    out = b"\x08" + adminwire.varint(height)
     for tag, v in ((0x12, parent), (0x1A, body), (0x22, code.encode())):
         if v:
-            out += bytes([tag]) + _pb_varint(len(v)) + v
+            out += bytes([tag]) + adminwire.varint(len(v)) + v
     return out
 
 
@@ -254,6 +246,16 @@ def spawn_ingest(f, paths, procs=4):
             for part in chunks(list(paths), procs)]
 
 
+def reap(ps):
+    """Wait for farmctl processes whose farmd went away; kill stragglers."""
+    for p in ps:
+        try:
+            p.communicate(timeout=10 * SLOW)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+
+
 def kill_mid_ingest(f, chain, last, rnd):
     """Ingest what is above `last` in shuffled order from 4 farmctl calls and
     kill -9 farmd after a random 0-0.4 s; reap the clients."""
@@ -262,12 +264,7 @@ def kill_mid_ingest(f, chain, last, rnd):
     ps = spawn_ingest(f, todo, procs=4) if todo else []
     time.sleep(rnd.uniform(0, 0.4) * SLOW)
     f.kill9()
-    for p in ps:
-        try:
-            p.communicate(timeout=10 * SLOW)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
+    reap(ps)
 
 
 def ingest_paths(f, paths, procs=4, waves=1):
@@ -812,12 +809,7 @@ def test_sigterm_mid_archive(tmp):
     assert f.stop() == 0, f.log()[-2000:]
     took = time.monotonic() - started
     assert took <= 2 * SLOW, f"SIGTERM mid-archive took {took:.2f}s"
-    for p in ps:
-        try:
-            p.communicate(timeout=10 * SLOW)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.communicate()
+    reap(ps)
     f.start()
     st = hstatus(f)
     full, _ = chain.expected(piece, pps)
