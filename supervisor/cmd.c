@@ -20,6 +20,7 @@
 #include "io.h"
 #include "log.h"
 #include "metrics.h"
+#include "plot.h"
 #include "pool.h"
 
 struct cmd {
@@ -47,7 +48,19 @@ tb_printf(struct tbuf *b, const char *fmt, ...)
 		b->len += (size_t)n < sizeof(b->s) - b->len ? (size_t)n : sizeof(b->s) - b->len - 1;
 }
 
-static const char *
+struct tbuf *
+tb_new(struct control_req *req)
+{
+	struct tbuf *b = malloc(sizeof(*b));
+
+	if (b == NULL)
+		control_reply_err(req, "out of memory");
+	else
+		b->len = 0;
+	return b;
+}
+
+const char *
 js(json_t *o, const char *key)
 {
 	const char *s = json_string_value(json_object_get(o, key));
@@ -55,7 +68,7 @@ js(json_t *o, const char *key)
 	return s ? s : "";
 }
 
-static long long
+long long
 ji(json_t *o, const char *key)
 {
 	return json_integer_value(json_object_get(o, key));
@@ -100,7 +113,7 @@ cmd_status(struct control_req *req, int argc, char **argv)
 {
 	struct farmd *d = req->d;
 	struct tbuf *b = malloc(sizeof(*b));
-	json_t *o, *sandbox;
+	json_t *o, *sandbox, *pl;
 	const char *key;
 	json_t *v;
 
@@ -125,7 +138,13 @@ cmd_status(struct control_req *req, int argc, char **argv)
 	    d->admin_path);
 	json_object_foreach(sandbox, key, v)
 		tb_printf(b, " %s%s", json_is_true(v) ? "+" : "-", key);
-	tb_printf(b, "\n\n");
+	tb_printf(b, "\n");
+	pl = plot_json_summary(d->plot);
+	tb_printf(b, "plotting     %lld farms, %lld/%lld sectors plotted, %lld in flight, %lld "
+	    "errors%s%s\n\n", ji(pl, "farms"), ji(pl, "plotted"), ji(pl, "sectors"),
+	    ji(pl, "in_flight"), ji(pl, "errors"), js(pl, "last_error")[0] ? "; last: " : "",
+	    js(pl, "last_error"));
+	json_object_set_new(o, "plotting", pl);
 	tb_pools(b, json_object_get(o, "pools"));
 	tb_printf(b, "\n");
 	tb_workers(b, json_object_get(o, "workers"));
@@ -455,10 +474,16 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	struct err e;
 
 	(void)argc;
+	if (strcmp(argv[0], "plot") == 0 && strcmp(argv[1], "write") == 0) {
+		plot_arm_write_fault(req->d->plot);
+		control_reply(req, json_pack("{s:s, s:s}", "kind", argv[0], "fault", argv[1]),
+		    "armed\n");
+		return;
+	}
 	if (wire_kind_parse(argv[0], &kind) < 0 || wire_fault_parse(argv[1], &fault) < 0 ||
 	    fault == WIRE_FAULT_NONE) {
 		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
-		    "hang|crash|syscall|oversize|garbage");
+		    "hang|crash|syscall|oversize|garbage; or plot write");
 		return;
 	}
 	if (pool_arm_fault(req->d->pool, kind, fault, &e) < 0) {
@@ -497,6 +522,13 @@ static const struct cmd cmds[] = {
 	    cmd_history_ingest },
 	{ "history status", ACCESS_MONITOR, 0, 0, "history status", cmd_history_status },
 	{ "history segments", ACCESS_MONITOR, 0, 0, "history segments", cmd_history_segments },
+	{ "farm add", ACCESS_ADMIN, 3, 5, "farm add DIR --sectors N [--profile demo|production]",
+	    cmd_farm_add },
+	{ "farm list", ACCESS_MONITOR, 0, 0, "farm list", cmd_farm_list },
+	{ "sectors", ACCESS_MONITOR, 0, 1, "sectors [FARM]", cmd_sectors },
+	{ "plot", ACCESS_MONITOR, 0, 0, "plot [--follow]", cmd_plot },
+	{ "sector read", ACCESS_ADMIN, 3, 3, "sector read FARM SECTOR PIECE_OFFSET [-o FILE]",
+	    cmd_sector_read },
 	{ "debug encode", ACCESS_ADMIN, 3, 6, "debug encode SECTOR_ID OFFSET FILE [N R P]",
 	    cmd_debug_encode },
 	{ "debug echo", ACCESS_ADMIN, 1, 2, "debug echo SIZE [COUNT]", cmd_debug_echo },

@@ -20,6 +20,11 @@ struct tbuf {
 };
 
 void tb_printf(struct tbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* An empty buffer, or NULL after replying "out of memory" to req. */
+struct tbuf *tb_new(struct control_req *req);
+/* Fields of a JSON object: "" or 0 when absent. */
+const char *js(json_t *o, const char *key);
+long long ji(json_t *o, const char *key);
 
 /* Handlers in other files (one file per subsystem's commands). */
 void cmd_block_put(struct control_req *req, int argc, char **argv);
@@ -33,5 +38,10 @@ void cmd_scrub(struct control_req *req, int argc, char **argv);
 void cmd_history_ingest(struct control_req *req, int argc, char **argv);
 void cmd_history_status(struct control_req *req, int argc, char **argv);
 void cmd_history_segments(struct control_req *req, int argc, char **argv);
+void cmd_farm_add(struct control_req *req, int argc, char **argv);
+void cmd_farm_list(struct control_req *req, int argc, char **argv);
+void cmd_sectors(struct control_req *req, int argc, char **argv);
+void cmd_plot(struct control_req *req, int argc, char **argv);
+void cmd_sector_read(struct control_req *req, int argc, char **argv);
 
 #endif

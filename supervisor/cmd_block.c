@@ -335,18 +335,13 @@ cmd_scrub(struct control_req *req, int argc, char **argv)
 		control_reply_err(req, "scrub %s: %s", verb, e.msg);
 		return;
 	}
-	if ((b = malloc(sizeof(*b))) == NULL) {
-		control_reply_err(req, "out of memory");
+	if ((b = tb_new(req)) == NULL)
 		return;
-	}
-	b->len = 0;
 	st = scrub_json(req->d->scrub);
-	tb_printf(b, "scrub %s: %lld blocks checked, %lld corrupt or missing%s%s\n",
-	    json_string_value(json_object_get(st, "state")),
-	    json_integer_value(json_object_get(st, "checked")),
-	    json_integer_value(json_object_get(st, "corruptions")),
-	    json_string_length(json_object_get(st, "position")) ? ", at " : "",
-	    json_string_value(json_object_get(st, "position")));
+	tb_printf(b, "scrub %s (%s): %lld blocks checked, %lld corrupt or missing%s%s; "
+	    "%lld sectors checked, %lld corrupt\n", js(st, "state"), js(st, "phase"),
+	    ji(st, "checked"), ji(st, "corruptions"), js(st, "position")[0] ? ", at " : "",
+	    js(st, "position"), ji(st, "sectors_checked"), ji(st, "sector_corruptions"));
 	control_reply(req, st, b->s);
 	free(b);
 }

@@ -53,6 +53,25 @@ static const char *const migrations[] = {
 	"  last_height INTEGER NOT NULL);"
 	"CREATE TABLE segment_pieces (segment INTEGER NOT NULL, k INTEGER NOT NULL,"
 	"  hash BLOB NOT NULL, root BLOB NOT NULL, PRIMARY KEY (segment, k)) WITHOUT ROWID;",
+	/* 3 → 4: farms and sectors (DESIGN §3, §6).  A farm's geometry is
+	 * fixed at creation by its profile and copied here, so a later
+	 * change of the built-in profiles cannot reinterpret a plot.  A
+	 * sector row exists for every index; checksum is non-NULL only while
+	 * the sector's bytes hold the content it describes (never while
+	 * state = 'plotting'). */
+	"CREATE TABLE farms (id INTEGER PRIMARY KEY, dir TEXT NOT NULL UNIQUE,"
+	"  sectors INTEGER NOT NULL, profile TEXT NOT NULL,"
+	"  pieces_in_sector INTEGER NOT NULL, sector_size INTEGER NOT NULL,"
+	"  min_sector_lifetime INTEGER NOT NULL, recent_segments INTEGER NOT NULL,"
+	"  recent_history_fraction REAL NOT NULL, scrypt_n INTEGER NOT NULL,"
+	"  scrypt_r INTEGER NOT NULL, scrypt_p INTEGER NOT NULL,"
+	"  public_key_hash BLOB NOT NULL, created_ms INTEGER NOT NULL);"
+	"CREATE TABLE sectors (farm INTEGER NOT NULL REFERENCES farms(id),"
+	"  idx INTEGER NOT NULL, state TEXT NOT NULL, history_size INTEGER,"
+	"  pieces INTEGER NOT NULL, format INTEGER NOT NULL, checksum BLOB,"
+	"  expires_at INTEGER, plotted_at_ms INTEGER, updated_ms INTEGER NOT NULL,"
+	"  PRIMARY KEY (farm, idx)) WITHOUT ROWID;"
+	"CREATE INDEX sectors_by_state ON sectors (farm, state, expires_at, idx);",
 };
 
 #define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -3,7 +3,8 @@
  * and passed by pointer to every subsystem; nothing else is global.
  *
  * Start-up order (main.c): config → state dir lock → database → I/O pool
- * → block store → resync → scrub → history → admin socket → worker pools → READY.
+ * → block store → resync → history → plot → scrub → admin socket → worker pools
+ * → plotting starts → READY.
  * Shutdown runs it backwards.
  */
 #ifndef FARMD_FARMD_H
@@ -25,6 +26,7 @@ struct blockstore;
 struct resync;
 struct scrub;
 struct history;
+struct plot;
 
 struct farmd {
 	struct config cfg;
@@ -39,6 +41,7 @@ struct farmd {
 	struct resync *resync;
 	struct scrub *scrub;
 	struct history *history;
+	struct plot *plot;
 	struct pool *pool;
 	struct control *control;
 	struct metrics *metrics;

@@ -34,6 +34,7 @@
 #include "metrics.h"
 #include "history.h"
 #include "io.h"
+#include "plot.h"
 #include "pool.h"
 #include "resync.h"
 #include "scrub.h"
@@ -84,6 +85,8 @@ farmd_stop_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	sd_notify(0, "STOPPING=1");
 	control_close_listener(d->control);
+	/* Plotting first: its worker jobs are cancelled, not failed. */
+	plot_quiesce(d->plot);
 	pool_shutdown(d->pool, SHUTDOWN_GRACE_MS);
 }
 
@@ -170,7 +173,8 @@ farmd_tick_cb(evutil_socket_t fd, short what, void *arg)
 	/* Stopping ends when workers are reaped and in-flight disk work has
 	 * finished (its completions commit or roll back). */
 	if (d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
-	    scrub_quiesce(d->scrub) && history_quiesce(d->history) && io_pending(d->io) == 0)
+	    scrub_quiesce(d->scrub) && history_quiesce(d->history) && plot_quiesce(d->plot) &&
+	    io_pending(d->io) == 0)
 		event_base_loopbreak(d->base);
 }
 
@@ -253,15 +257,20 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if ((d->blocks = blockstore_new(d, e)) == NULL)
 		return -1;
-	if ((d->scrub = scrub_new(d, e)) == NULL)
-		return -1;
 	if ((d->history = history_new(d, &config_error, e)) == NULL)
 		return config_error ? -2 : -1;
+	if ((d->plot = plot_new(d, e)) == NULL)
+		return -1;
+	/* After plot: a scrub resumed mid-run may be checking sectors. */
+	if ((d->scrub = scrub_new(d, e)) == NULL)
+		return -1;
 	if ((d->pool = pool_new(d, e)) == NULL)
 		return -1;
 	if ((d->control = control_new(d, d->admin_path, e)) == NULL)
 		return -1;
 	if (pool_start(d->pool, e) < 0)
+		return -1;
+	if (plot_start(d->plot, e) < 0)
 		return -1;
 	ev->tick = event_new(d->base, -1, EV_PERSIST, farmd_tick_cb, d);
 	if (ev->tick == NULL || event_add(ev->tick, &tick) < 0)
@@ -290,8 +299,9 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 	io_free(d->io);
 	control_free(d->control);
 	pool_free(d->pool);
-	history_free(d->history);
 	scrub_free(d->scrub);
+	plot_free(d->plot);
+	history_free(d->history);
 	resync_free(d->resync);
 	blockstore_free(d->blocks);
 	db_close(d->db);

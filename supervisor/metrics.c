@@ -15,6 +15,7 @@
 #include "blockstore.h"
 #include "clock.h"
 #include "history.h"
+#include "plot.h"
 #include "resync.h"
 #include "scrub.h"
 #include "control.h"
@@ -169,6 +170,69 @@ metrics_blocks(struct mbuf *b, struct farmd *d)
 	metrics_scrub(b, d);
 }
 
+/* One family per farm value, labelled by farm (and state or phase). */
+static void
+metrics_farms(struct mbuf *b, struct farmd *d)
+{
+	json_t *farms = plot_json_metrics(d->plot), *f, *v;
+	const char *key;
+	size_t i;
+
+#define FARM_EACH for (i = 0; i < json_array_size(farms) && \
+	(f = json_array_get(farms, i)) != NULL; i++)
+	mb_head(b, "farmd_farm_sectors", "gauge", "Sectors by state, per farm.");
+	FARM_EACH
+		json_object_foreach(json_object_get(f, "states"), key, v)
+			mb_printf(b, "farmd_farm_sectors{farm=\"%lld\",state=\"%s\"} %lld\n",
+			    (long long)json_integer_value(json_object_get(f, "farm")), key,
+			    (long long)json_integer_value(v));
+	mb_head(b, "farmd_farm_sectors_in_flight", "gauge", "Sectors being plotted, per farm.");
+	FARM_EACH
+		mb_printf(b, "farmd_farm_sectors_in_flight{farm=\"%lld\"} %lld\n",
+		    (long long)json_integer_value(json_object_get(f, "farm")),
+		    (long long)json_integer_value(json_object_get(f, "in_flight")));
+	mb_head(b, "farmd_farm_usable", "gauge", "1 when the farm's files are usable.");
+	FARM_EACH
+		mb_printf(b, "farmd_farm_usable{farm=\"%lld\"} %d\n",
+		    (long long)json_integer_value(json_object_get(f, "farm")),
+		    json_is_true(json_object_get(f, "usable")));
+	mb_head(b, "farmd_farm_sectors_plotted_total", "counter",
+	    "Sectors plotted (or replotted) since start, per farm.");
+	FARM_EACH
+		mb_printf(b, "farmd_farm_sectors_plotted_total{farm=\"%lld\"} %lld\n",
+		    (long long)json_integer_value(json_object_get(f, "farm")),
+		    (long long)json_integer_value(json_object_get(f, "plotted_total")));
+	mb_head(b, "farmd_farm_plot_errors_total", "counter",
+	    "Sector pipeline failures (each retried), per farm.");
+	FARM_EACH
+		mb_printf(b, "farmd_farm_plot_errors_total{farm=\"%lld\"} %lld\n",
+		    (long long)json_integer_value(json_object_get(f, "farm")),
+		    (long long)json_integer_value(json_object_get(f, "errors_total")));
+	mb_head(b, "farmd_farm_plot_seconds", "histogram",
+	    "Time per plotted sector: total and its read, encode and write phases.");
+	FARM_EACH
+		json_object_foreach(json_object_get(f, "hist"), key, v) {
+			long long farm = (long long)json_integer_value(json_object_get(f, "farm"));
+			json_t *bk = json_object_get(v, "buckets");
+			long long cum = 0;
+
+			for (int k = 0; k < PLOT_HIST_BUCKETS; k++) {
+				cum += (long long)json_integer_value(json_array_get(bk, (size_t)k));
+				mb_printf(b, "farmd_farm_plot_seconds_bucket{farm=\"%lld\",phase=\"%s\","
+				    "le=\"%g\"} %lld\n", farm, key, plot_hist_bounds[k], cum);
+			}
+			mb_printf(b, "farmd_farm_plot_seconds_bucket{farm=\"%lld\",phase=\"%s\","
+			    "le=\"+Inf\"} %lld\n", farm, key,
+			    (long long)json_integer_value(json_object_get(v, "count")));
+			mb_printf(b, "farmd_farm_plot_seconds_sum{farm=\"%lld\",phase=\"%s\"} %.6f\n",
+			    farm, key, json_real_value(json_object_get(v, "sum")));
+			mb_printf(b, "farmd_farm_plot_seconds_count{farm=\"%lld\",phase=\"%s\"} %lld\n",
+			    farm, key, (long long)json_integer_value(json_object_get(v, "count")));
+		}
+#undef FARM_EACH
+	json_decref(farms);
+}
+
 static void
 metrics_history(struct mbuf *b, struct farmd *d)
 {
@@ -221,6 +285,7 @@ metrics_render(struct farmd *d)
 	    m->admin_denied);
 	metrics_blocks(&b, d);
 	metrics_history(&b, d);
+	metrics_farms(&b, d);
 	mb_head(&b, "farmd_admin_clients", "gauge", "Admin connections open.");
 	mb_printf(&b, "farmd_admin_clients %zu\n", control_clients(d->control));
 	return b.s;

@@ -5,9 +5,12 @@
  *                           ▲                  │
  *                 resume    │   PAUSED ◄─pause─┘ (after the block in hand)
  *
- * NEXT picks the first block after the saved position; VERIFY reads it
+ * A run has two phases: blocks, then plotted sectors.  NEXT picks the
+ * first block (or sector) after the saved position; VERIFY reads a block
  * through the block store (which reports corrupt or missing blocks to
- * resync); SLEEP waits tranquility × the time the block took.  The run's
+ * resync) or rehashes a sector against its checksum (plot.c marks a
+ * mismatch expired, so it is replotted); SLEEP waits tranquility × the
+ * time the item took.  The run's
  * state, position and counters live in the meta table and are saved at
  * most every SCRUB_SAVE_MS, so a crash re-checks at most a few blocks.
  */
@@ -25,6 +28,7 @@
 #include "db.h"
 #include "farmd.h"
 #include "log.h"
+#include "plot.h"
 
 #define SCRUB_SAVE_MS 500
 #define SCRUB_SCHEDULE_CHECK_MS 60000
@@ -43,7 +47,12 @@ struct scrub {
 	int stopping;
 	uint8_t position[HASH_LEN];
 	int have_position;
+	int sectors;                    /* phase 2: plotted sectors */
+	int have_spos;
+	uint32_t spos_farm, spos_idx;   /* last sector checked */
+	uint32_t cur_farm, cur_idx;
 	uint64_t checked, corruptions;
+	uint64_t sectors_checked, sector_corruptions;
 	uint64_t started_ms, last_done_ms, next_run_ms;
 	uint64_t verify_started_us, last_saved_ms;
 	uint8_t current[HASH_LEN];
@@ -87,6 +96,12 @@ scrub_save(struct scrub *s)
 	SAVE("scrub.started_ms", "%" PRIu64, s->started_ms);
 	SAVE("scrub.last_done_ms", "%" PRIu64, s->last_done_ms);
 	SAVE("scrub.next_run_ms", "%" PRIu64, s->next_run_ms);
+	SAVE("scrub.phase", "%s", s->sectors ? "sectors" : "blocks");
+	SAVE("scrub.sectors_checked", "%" PRIu64, s->sectors_checked);
+	SAVE("scrub.sector_corruptions", "%" PRIu64, s->sector_corruptions);
+	snprintf(v, sizeof(v), "%" PRIu32 ":%" PRIu32, s->spos_farm, s->spos_idx);
+	if (db_meta_set(s->d->db, "scrub.sector_position", s->have_spos ? v : "", &e) < 0)
+		goto rollback;
 #undef SAVE
 	if (db_meta_set(s->d->db, "scrub.position", pos, &e) < 0)
 		goto rollback;
@@ -140,35 +155,32 @@ scrub_arm_schedule(struct scrub *s)
 	scrub_arm(s, wait < SCRUB_SCHEDULE_CHECK_MS ? wait : SCRUB_SCHEDULE_CHECK_MS);
 }
 
+/* An item (block or sector) answered: move the position, count, save
+ * now and then, sleep. */
 static void
-scrub_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
-    const char *error)
+scrub_item_done(struct scrub *s, uint64_t took_us, int corrupt)
 {
-	struct scrub_ticket *t = arg;
-	struct scrub *s = t->s;
-	uint64_t took_us = clock_mono_us() - s->verify_started_us;
 	double tranq = s->d->cfg.blocks.scrub_tranquility;
-	int stale = t->gen != s->gen || s->state != SC_VERIFY;
 
-	(void)len;
-	free(data);
-	free(t);
-	s->inflight--;
-	if (stale)
-		return;
-	memcpy(s->position, s->current, HASH_LEN);
-	s->have_position = 1;
-	s->checked++;
-	/* A row deleted meanwhile is not a corruption. */
-	if (st == BLOCK_CORRUPT || (st == BLOCK_MISSING && error != NULL &&
-	    strstr(error, "no such block") == NULL))
-		s->corruptions++;
+	if (s->sectors) {
+		s->spos_farm = s->cur_farm;
+		s->spos_idx = s->cur_idx;
+		s->have_spos = 1;
+		s->sectors_checked++;
+		s->sector_corruptions += corrupt;
+	} else {
+		memcpy(s->position, s->current, HASH_LEN);
+		s->have_position = 1;
+		s->checked++;
+		s->corruptions += corrupt;
+	}
 	if (s->stopping) {
 		s->state = SC_SLEEP;    /* saved as running: continues at start */
 		scrub_save(s);
 		return;
 	}
-	if (s->checked == 1 || clock_mono_ms() - s->last_saved_ms >= SCRUB_SAVE_MS)
+	if (s->checked + s->sectors_checked == 1 ||
+	    clock_mono_ms() - s->last_saved_ms >= SCRUB_SAVE_MS)
 		scrub_save(s);
 	if (s->want_pause) {
 		scrub_enter(s, SC_PAUSED);
@@ -178,9 +190,52 @@ scrub_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
 	scrub_arm(s, (uint64_t)((double)took_us * tranq / 1000.0));
 }
 
-/* NEXT: the first block after the position, or the end of the run. */
+static void
+scrub_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
+    const char *error)
+{
+	struct scrub_ticket *t = arg;
+	struct scrub *s = t->s;
+	int stale = t->gen != s->gen || s->state != SC_VERIFY;
+
+	(void)len;
+	free(data);
+	free(t);
+	s->inflight--;
+	if (stale)
+		return;
+	/* A row deleted meanwhile is not a corruption. */
+	scrub_item_done(s, clock_mono_us() - s->verify_started_us, st == BLOCK_CORRUPT ||
+	    (st == BLOCK_MISSING && error != NULL && strstr(error, "no such block") == NULL));
+}
+
+static void
+scrub_sector_done(void *arg, int result)
+{
+	struct scrub_ticket *t = arg;
+	struct scrub *s = t->s;
+	int stale = t->gen != s->gen || s->state != SC_VERIFY;
+
+	free(t);
+	s->inflight--;
+	if (stale)
+		return;
+	scrub_item_done(s, clock_mono_us() - s->verify_started_us, result == 1);
+}
+
+/* NEXT, second phase: the first plotted sector after the position. */
 static enum scrub_state
-scrub_next(struct scrub *s)
+scrub_next_sector(struct scrub *s)
+{
+	if (!plot_scrub_next(s->d->plot, s->have_spos, s->spos_farm, s->spos_idx,
+	    &s->cur_farm, &s->cur_idx))
+		return SC_IDLE;
+	return SC_VERIFY;
+}
+
+/* The first block after the position; IDLE at the end of the blocks. */
+static enum scrub_state
+scrub_next_block(struct scrub *s)
 {
 	sqlite3_stmt *st;
 	struct err e;
@@ -202,10 +257,25 @@ scrub_next(struct scrub *s)
 		return SC_VERIFY;
 	}
 	sqlite3_finalize(st);
+	return SC_IDLE;
+}
+
+/* NEXT: blocks, then sectors; at the end of both the run is over. */
+static enum scrub_state
+scrub_next(struct scrub *s)
+{
+	enum scrub_state next = s->sectors ? SC_IDLE : scrub_next_block(s);
+
+	if (next == SC_VERIFY || next == SC_PAUSED)
+		return next;
+	s->sectors = 1;
+	if ((next = scrub_next_sector(s)) == SC_VERIFY)
+		return next;
 	s->last_done_ms = clock_real_ms();
 	s->next_run_ms = scrub_next_run(s, s->last_done_ms);
-	log_info("scrub finished: %" PRIu64 " blocks checked, %" PRIu64 " corrupt or missing",
-	    s->checked, s->corruptions);
+	log_info("scrub finished: %" PRIu64 " blocks checked, %" PRIu64 " corrupt or missing; "
+	    "%" PRIu64 " sectors checked, %" PRIu64 " corrupt", s->checked, s->corruptions,
+	    s->sectors_checked, s->sector_corruptions);
 	return SC_IDLE;
 }
 
@@ -231,7 +301,11 @@ scrub_enter(struct scrub *s, enum scrub_state next)
 			t->gen = s->gen;
 			s->inflight++;
 			s->verify_started_us = clock_mono_us();
-			blockstore_get(s->d->blocks, s->current, scrub_verify_done, t);
+			if (s->sectors)
+				plot_scrub_sector(s->d->plot, s->cur_farm, s->cur_idx,
+				    scrub_sector_done, t);
+			else
+				blockstore_get(s->d->blocks, s->current, scrub_verify_done, t);
 			return;
 		}
 		case SC_SLEEP:
@@ -242,6 +316,8 @@ scrub_enter(struct scrub *s, enum scrub_state next)
 			return;
 		case SC_IDLE:
 			s->have_position = 0;
+			s->have_spos = 0;
+			s->sectors = 0;
 			scrub_save(s);
 			scrub_arm_schedule(s);
 			return;
@@ -280,8 +356,12 @@ scrub_start(struct scrub *s, struct err *e)
 		return err_set(e, "scrub is %s already%s", scrub_public_state(s),
 		    s->state == SC_PAUSED ? " (resume or cancel it)" : "");
 	s->have_position = 0;
+	s->have_spos = 0;
+	s->sectors = 0;
 	s->checked = 0;
 	s->corruptions = 0;
+	s->sectors_checked = 0;
+	s->sector_corruptions = 0;
 	s->gen++;
 	s->started_ms = clock_real_ms();
 	evtimer_del(s->timer);
@@ -340,8 +420,11 @@ scrub_json(struct scrub *s)
 		block_hex(s->position, pos);
 	else
 		pos[0] = '\0';
-	return json_pack("{s:s, s:I, s:I, s:s, s:I, s:I, s:I, s:f}",
-	    "state", scrub_public_state(s), "checked", (json_int_t)s->checked,
+	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:f}",
+	    "state", scrub_public_state(s), "phase", s->sectors ? "sectors" : "blocks",
+	    "sectors_checked", (json_int_t)s->sectors_checked,
+	    "sector_corruptions", (json_int_t)s->sector_corruptions,
+	    "checked", (json_int_t)s->checked,
 	    "corruptions", (json_int_t)s->corruptions, "position", pos,
 	    "started_ms", (json_int_t)s->started_ms,
 	    "last_done_ms", (json_int_t)s->last_done_ms,
@@ -353,7 +436,7 @@ struct scrub *
 scrub_new(struct farmd *d, struct err *e)
 {
 	struct scrub *s = calloc(1, sizeof(*s));
-	char state[32] = "", pos[HASH_HEX_LEN + 1] = "";
+	char state[32] = "", pos[HASH_HEX_LEN + 1] = "", phase[16] = "", spos[64] = "";
 
 	if (s == NULL || (s->timer = evtimer_new(d->base, scrub_timer_cb, s)) == NULL) {
 		free(s);
@@ -369,6 +452,12 @@ scrub_new(struct farmd *d, struct err *e)
 	db_meta_get(d->db, "scrub.state", state, sizeof(state), NULL);
 	db_meta_get(d->db, "scrub.position", pos, sizeof(pos), NULL);
 	s->have_position = hex_decode(pos, s->position, HASH_LEN) == 0;
+	s->sectors_checked = scrub_meta_u64(s, "scrub.sectors_checked");
+	s->sector_corruptions = scrub_meta_u64(s, "scrub.sector_corruptions");
+	db_meta_get(d->db, "scrub.phase", phase, sizeof(phase), NULL);
+	db_meta_get(d->db, "scrub.sector_position", spos, sizeof(spos), NULL);
+	s->sectors = strcmp(phase, "sectors") == 0;
+	s->have_spos = sscanf(spos, "%" SCNu32 ":%" SCNu32, &s->spos_farm, &s->spos_idx) == 2;
 	if (s->next_run_ms == 0)
 		s->next_run_ms = scrub_next_run(s, clock_real_ms());
 	if (strcmp(state, "running") == 0) {

@@ -10,6 +10,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,8 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#include <jansson.h>
 
 #include "admin.pb-c.h"
 #include "chain.h"
@@ -60,10 +63,13 @@ usage(void)
 	    "  block list-errors | retry-now (HASH | --all)\n"
 	    "  scrub start | pause | resume | cancel | status\n"
 	    "  history ingest HEIGHT FILE | PATH... | status | segments\n"
+	    "  farm add DIR --sectors N [--profile demo|production] | list\n"
+	    "  sectors [FARM] | plot [--follow]\n"
+	    "  sector read FARM SECTOR PIECE_OFFSET [-o FILE]\n"
 	    "  chain generate --blocks N [--body-size BYTES] [--code FILE@HEIGHT] [--seed S] --out DIR\n"
 	    "  debug encode SECTOR_ID OFFSET FILE [N R P] [-o FILE]\n"
 	    "  debug echo SIZE [COUNT]\n"
-	    "  debug fault KIND FAULT            (fault-injection builds)\n"
+	    "  debug fault KIND FAULT | plot write  (fault-injection builds)\n"
 	    "the socket is -s, else $FARMD_SOCKET, else %s\n", CTL_DEFAULT_SOCKET);
 	exit(EXIT_USAGE);
 }
@@ -256,6 +262,37 @@ ctl_request(struct ctl *c, int argc, char **argv, int *fds, int nfds, int output
 	return rc;
 }
 
+/* A request whose JSON answer farmctl uses itself: the JSON text
+ * (caller frees), or NULL after printing farmd's error. */
+static char *
+ctl_request_json(struct ctl *c, int argc, char **argv)
+{
+	Farmd__AdminMsg msg = FARMD__ADMIN_MSG__INIT, *in;
+	Farmd__AdminRequest req = FARMD__ADMIN_REQUEST__INIT;
+	struct frame_alloc fa;
+	struct err e;
+	uint8_t *body;
+	char *out = NULL;
+
+	req.n_argv = (size_t)argc;
+	req.argv = argv;
+	req.json = 1;
+	msg.m_case = FARMD__ADMIN_MSG__M_REQUEST;
+	msg.request = &req;
+	if (frame_send_msg(c->fd, &msg.base, NULL, 0, &e) < 0)
+		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
+	in = ctl_recv(c, &fa, &body);
+	if (in->m_case != FARMD__ADMIN_MSG__M_RESPONSE)
+		die(EXIT_USAGE, "%s: farmd answered with an unexpected message", c->socket);
+	if (!in->response->ok)
+		fprintf(stderr, "farmctl: %s\n", in->response->error);
+	else if ((out = strdup(in->response->json)) == NULL)
+		die(EXIT_USAGE, "out of memory");
+	protobuf_c_message_free_unpacked(&in->base, &fa.pb);
+	free(body);
+	return out;
+}
+
 static int
 ctl_run(struct ctl *c, int argc, char **argv)
 {
@@ -364,6 +401,109 @@ ctl_history_ingest(struct ctl *c, int argc, char **argv)
 	return rc;
 }
 
+/* farm add DIR …: farmd runs elsewhere, so DIR goes as an absolute path
+ * (the caller's working directory means nothing to it). */
+static int
+ctl_farm_add(struct ctl *c, int argc, char **argv)
+{
+	char cwd[PATH_MAX], *abs = NULL;
+	int rc;
+
+	for (int i = 2; i < argc; i++) {
+		if (argv[i][0] == '-') {
+			i++;                    /* an option's value */
+			continue;
+		}
+		if (argv[i][0] != '/') {
+			if (getcwd(cwd, sizeof(cwd)) == NULL)
+				die(EXIT_USAGE, "getcwd: %s", strerror(errno));
+			if (asprintf(&abs, "%s/%s", cwd, argv[i]) < 0)
+				die(EXIT_USAGE, "out of memory");
+			argv[i] = abs;
+		}
+		break;
+	}
+	rc = ctl_run(c, argc, argv);
+	free(abs);
+	return rc;
+}
+
+/* One line per farm: a bar on a terminal, plain text otherwise. */
+static void
+ctl_plot_render(json_t *o, int tty)
+{
+	json_t *f, *s;
+	size_t i, k;
+
+	json_array_foreach(json_object_get(o, "farms"), i, f) {
+		long long total = json_integer_value(json_object_get(f, "sectors"));
+		long long done = json_integer_value(json_object_get(f, "plotted"));
+		char bar[41], flight[256] = "";
+		size_t fl = 0;
+		int w = total > 0 ? (int)(done * 40 / total) : 40;
+
+		memset(bar, '#', (size_t)w);
+		memset(bar + w, '.', (size_t)(40 - w));
+		bar[40] = '\0';
+		json_array_foreach(json_object_get(f, "in_flight"), k, s)
+			if (fl < sizeof(flight) - 64)
+				fl += (size_t)snprintf(flight + fl, sizeof(flight) - fl, " [%lld %s %lld/%lld]",
+				    (long long)json_integer_value(json_object_get(s, "index")),
+				    json_string_value(json_object_get(s, "phase")),
+				    (long long)json_integer_value(json_object_get(s, "pieces_done")),
+				    (long long)json_integer_value(json_object_get(s, "pieces_total")));
+		if (tty)
+			printf("\r\033[Kfarm %lld [%s] %lld/%lld%s", (long long)json_integer_value(
+			    json_object_get(f, "id")), bar, done, total, flight);
+		else
+			printf("farm %lld: %lld/%lld sectors plotted, %lld queued%s\n",
+			    (long long)json_integer_value(json_object_get(f, "id")), done, total,
+			    (long long)json_integer_value(json_object_get(f, "queued")), flight);
+		if (tty && i + 1 < json_array_size(json_object_get(o, "farms")))
+			printf("\n");
+	}
+	fflush(stdout);
+}
+
+/* plot --follow: polls `plot` until farmd says plotting is idle. */
+static int
+ctl_plot_follow(struct ctl *c)
+{
+	char *argv[1] = { "plot" };
+	int tty = isatty(STDOUT_FILENO), nfarms = 0;
+	char *last = NULL;
+
+	ctl_connect(c);
+	for (;;) {
+		json_t *o;
+		json_error_t je;
+		char *text;
+
+		if ((text = ctl_request_json(c, 1, argv)) == NULL)
+			return EXIT_FARMD;
+		if ((o = json_loads(text, 0, &je)) == NULL)
+			die(EXIT_USAGE, "farmd sent bad JSON: %s", je.text);
+		if (tty && nfarms > 1)
+			printf("\033[%dA", nfarms - 1);
+		nfarms = (int)json_array_size(json_object_get(o, "farms"));
+		/* Plain output: a line when something changed. */
+		if (tty || last == NULL || strcmp(last, text) != 0)
+			ctl_plot_render(o, tty);
+		free(last);
+		last = text;
+		if (json_is_true(json_object_get(o, "idle"))) {
+			printf("%splotting is idle\n", tty ? "\n" : "");
+			json_decref(o);
+			break;
+		}
+		json_decref(o);
+		usleep(tty ? 200000 : 1000000);
+	}
+	free(last);
+	close(c->fd);
+	return EXIT_OK;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -406,6 +546,10 @@ main(int argc, char **argv)
 		c.socket = CTL_DEFAULT_SOCKET;
 	if (n >= 2 && strcmp(args[0], "history") == 0 && strcmp(args[1], "ingest") == 0)
 		n = ctl_history_ingest(&c, n - 2, args + 2);
+	else if (n >= 2 && strcmp(args[0], "farm") == 0 && strcmp(args[1], "add") == 0)
+		n = ctl_farm_add(&c, n, args);
+	else if (n == 2 && strcmp(args[0], "plot") == 0 && strcmp(args[1], "--follow") == 0)
+		n = ctl_plot_follow(&c);
 	else
 		n = ctl_run(&c, n, args);
 	free(args);

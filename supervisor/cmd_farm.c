@@ -1,0 +1,194 @@
+/*
+ * cmd_farm.c: farmctl farm …, sectors, plot and sector read.  farmctl
+ * sends DIR as an absolute path and turns `plot --follow` into repeated
+ * `plot` requests.
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cmd.h"
+#include "farmd.h"
+#include "plot.h"
+
+#define SECTORS_TEXT_MAX 500            /* rows shown as text; --json has all */
+
+static void
+cmd_json_done(void *arg, json_t *json, const char *error)
+{
+	struct control_req *req = arg;
+	char text[1024];
+
+	if (error != NULL) {
+		control_reply_err(req, "%s", error);
+		return;
+	}
+	snprintf(text, sizeof(text), "farm %lld added: %s, %lld %s sectors of %lld bytes\n"
+	    "public key hash %s\n",
+	    (long long)json_integer_value(json_object_get(json, "id")),
+	    json_string_value(json_object_get(json, "dir")),
+	    (long long)json_integer_value(json_object_get(json, "sectors")),
+	    json_string_value(json_object_get(json, "profile")),
+	    (long long)json_integer_value(json_object_get(json, "sector_size")),
+	    json_string_value(json_object_get(json, "public_key_hash")));
+	control_reply(req, json, text);
+}
+
+/* farm add DIR --sectors N [--profile demo|production] */
+void
+cmd_farm_add(struct control_req *req, int argc, char **argv)
+{
+	const char *dir = NULL, *profile = "demo";
+	unsigned long long n = 0;
+	int have_n = 0;
+
+	for (int i = 0; i < argc; i++) {
+		if (strcmp(argv[i], "--sectors") == 0 && i + 1 < argc) {
+			char *end;
+
+			errno = 0;
+			n = strtoull(argv[++i], &end, 10);
+			if (errno || *end || argv[i][0] < '0' || argv[i][0] > '9' || n == 0 ||
+			    n > UINT32_MAX) {
+				control_reply_err(req, "farm add: --sectors '%s' is not a number from 1 "
+				    "to %u", argv[i], UINT32_MAX);
+				return;
+			}
+			have_n = 1;
+		} else if (strcmp(argv[i], "--profile") == 0 && i + 1 < argc) {
+			profile = argv[++i];
+		} else if (argv[i][0] != '-' && dir == NULL) {
+			dir = argv[i];
+		} else {
+			control_reply_err(req, "farm add: unexpected '%s' (usage: farm add DIR "
+			    "--sectors N [--profile demo|production])", argv[i]);
+			return;
+		}
+	}
+	if (dir == NULL || !have_n) {
+		control_reply_err(req, "usage: farm add DIR --sectors N [--profile demo|production]");
+		return;
+	}
+	plot_farm_add(req->d->plot, dir, (uint32_t)n, profile, cmd_json_done, req);
+}
+
+void
+cmd_farm_list(struct control_req *req, int argc, char **argv)
+{
+	json_t *a = plot_json_farms(req->d->plot), *f;
+	struct tbuf *b;
+	size_t i;
+
+	(void)argc;
+	(void)argv;
+	if ((b = tb_new(req)) == NULL) {
+		json_decref(a);
+		return;
+	}
+	tb_printf(b, "%-4s %-10s %8s %12s %8s %-8s %s\n", "ID", "PROFILE", "SECTORS",
+	    "SECTOR_SIZE", "PLOTTED", "STATE", "DIR");
+	json_array_foreach(a, i, f) {
+		tb_printf(b, "%-4lld %-10s %8lld %12lld %8lld %-8s %s\n", ji(f, "id"),
+		    js(f, "profile"), ji(f, "sectors"), ji(f, "sector_size"), ji(f, "plotted"),
+		    js(f, "state"), js(f, "dir"));
+		if (js(f, "error")[0])
+			tb_printf(b, "     error: %s\n", js(f, "error"));
+	}
+	control_reply(req, a, b->s);
+	free(b);
+}
+
+void
+cmd_sectors(struct control_req *req, int argc, char **argv)
+{
+	struct err e;
+	json_t *a = plot_json_sectors(req->d->plot, argc > 0 ? argv[0] : NULL, &e), *s;
+	struct tbuf *b;
+	size_t i;
+
+	if (a == NULL) {
+		control_reply_err(req, "%s", e.msg);
+		return;
+	}
+	if ((b = tb_new(req)) == NULL) {
+		json_decref(a);
+		return;
+	}
+	tb_printf(b, "%-4s %6s %-15s %7s %7s %-16s %s\n", "FARM", "INDEX", "STATE", "HISTORY",
+	    "EXPIRES", "CHECKSUM", "PLOTTED_AT_MS");
+	json_array_foreach(a, i, s) {
+		json_t *hs = json_object_get(s, "history_size"), *ex = json_object_get(s, "expires_at");
+		json_t *pa = json_object_get(s, "plotted_at");
+		char hsb[24] = "-", exb[24] = "-", pab[24] = "-";
+
+		if (i == SECTORS_TEXT_MAX) {
+			tb_printf(b, "… %zu more (use --json)\n", json_array_size(a) - i);
+			break;
+		}
+		if (json_is_integer(hs))
+			snprintf(hsb, sizeof(hsb), "%lld", (long long)json_integer_value(hs));
+		if (json_is_integer(ex))
+			snprintf(exb, sizeof(exb), "%lld", (long long)json_integer_value(ex));
+		if (json_is_integer(pa))
+			snprintf(pab, sizeof(pab), "%lld", (long long)json_integer_value(pa));
+		tb_printf(b, "%-4lld %6lld %-15s %7s %7s %-16.16s %s\n", ji(s, "farm"),
+		    ji(s, "index"), js(s, "state"), hsb, exb,
+		    json_is_string(json_object_get(s, "checksum")) ? js(s, "checksum") : "-", pab);
+	}
+	control_reply(req, a, b->s);
+	free(b);
+}
+
+void
+cmd_plot(struct control_req *req, int argc, char **argv)
+{
+	json_t *o = plot_json_progress(req->d->plot), *f, *s;
+	struct tbuf *b;
+	size_t i, k;
+
+	(void)argc;
+	(void)argv;
+	if ((b = tb_new(req)) == NULL) {
+		json_decref(o);
+		return;
+	}
+	tb_printf(b, "history size %lld; plotting is %s\n", ji(o, "history_size"),
+	    json_is_true(json_object_get(o, "idle")) ? "idle" : "busy");
+	json_array_foreach(json_object_get(o, "farms"), i, f) {
+		tb_printf(b, "farm %lld %s: %lld/%lld plotted, %zu in flight, %lld queued, %lld "
+		    "plotted since start, %lld errors%s%s\n", ji(f, "id"), js(f, "state"),
+		    ji(f, "plotted"), ji(f, "sectors"), json_array_size(json_object_get(f,
+		    "in_flight")), ji(f, "queued"), ji(f, "sectors_plotted_total"), ji(f, "errors"),
+		    js(f, "last_error")[0] ? "; last: " : "", js(f, "last_error"));
+		json_array_foreach(json_object_get(f, "in_flight"), k, s)
+			tb_printf(b, "  sector %lld %s %lld/%lld pieces encoded at history size "
+			    "%lld%s%s\n", ji(s, "index"), js(s, "phase"), ji(s, "pieces_done"),
+			    ji(s, "pieces_total"), ji(s, "history_size"),
+			    js(s, "error")[0] ? ": " : "", js(s, "error"));
+	}
+	control_reply(req, o, b->s);
+	free(b);
+}
+
+static void
+cmd_sector_read_done(void *arg, uint8_t *data, size_t len, const char *error)
+{
+	struct control_req *req = arg;
+
+	if (error != NULL) {
+		control_reply_err(req, "%s", error);
+		return;
+	}
+	control_reply_data(req, json_pack("{s:I}", "bytes", (json_int_t)len), "", data, len,
+	    NULL);
+	free(data);
+}
+
+void
+cmd_sector_read(struct control_req *req, int argc, char **argv)
+{
+	(void)argc;
+	plot_sector_read(req->d->plot, argv[0], argv[1], argv[2], cmd_sector_read_done, req);
+}

@@ -1,0 +1,77 @@
+/*
+ * plot.h: farms' sectors, the plotting scheduler and the per-sector
+ * pipeline (DESIGN §6, §9).
+ *
+ * Scheduler: every farm has at most [plotting] max_sectors_per_farm
+ * sectors in flight.  The queue is the sectors table itself, read in
+ * priority order when a slot frees (interrupted, never plotted, expired,
+ * about to expire; the last two earliest expiry first), so nothing is
+ * queued in memory and a sector cannot be picked twice.
+ *
+ * Pipeline per sector: MARK (state 'plotting' committed before a byte
+ * changes) → READ pieces from the block store → ENCODE in encode workers
+ * → WRITE at index × sector_size (I/O pool) → … per batch … → SYNC
+ * (fdatasync, checksum) → COMMIT (history size, checksum, expiry, state).
+ * Any failure → ERROR → retried from MARK after [plotting] retry_delay.
+ */
+#ifndef FARMD_PLOT_H
+#define FARMD_PLOT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "err.h"
+
+struct farmd;
+struct plot;
+
+/* Histogram buckets (seconds) of the plotting time metrics. */
+#define PLOT_HIST_BUCKETS 12
+extern const double plot_hist_bounds[PLOT_HIST_BUCKETS];
+
+/* Loads and opens the farms (a farm whose files are unusable is kept,
+ * in state "error", and not plotted). */
+struct plot *plot_new(struct farmd *d, struct err *e);
+/* Subscribes to new segments, checks expiries and starts plotting. */
+int plot_start(struct plot *p, struct err *e);
+void plot_free(struct plot *p);
+/* Stops starting work and cancels worker jobs; true when nothing of
+ * plotting is in flight any more. */
+int plot_quiesce(struct plot *p);
+
+/* Replies: exactly one call, json stolen, or error set. */
+typedef void (*plot_reply_cb)(void *arg, json_t *json, const char *error);
+
+/* farm add: dir must be absolute. */
+void plot_farm_add(struct plot *p, const char *dir, uint32_t sectors,
+    const char *profile, plot_reply_cb cb, void *arg);
+json_t *plot_json_farms(struct plot *p);
+/* farm: id or directory, NULL for all. */
+json_t *plot_json_sectors(struct plot *p, const char *farm, struct err *e);
+json_t *plot_json_progress(struct plot *p);
+json_t *plot_json_summary(struct plot *p);
+json_t *plot_json_metrics(struct plot *p);
+
+/* sector read: the decoded piece, checked against its piece root. */
+typedef void (*plot_read_cb)(void *arg, uint8_t *data, size_t len, const char *error);
+void plot_sector_read(struct plot *p, const char *farm, const char *sector,
+    const char *offset, plot_read_cb cb, void *arg);
+
+/* Plot scrub, driven by scrub.c.  next: the first sector holding content
+ * after (farm, idx) (or the first of all when !have), 1 found / 0 end. */
+int plot_scrub_next(struct plot *p, int have, uint32_t farm, uint32_t idx,
+    uint32_t *nfarm, uint32_t *nidx);
+/* result: 0 verified, 1 corrupt (marked expired, to be replotted),
+ * -1 skipped (in flight, changed meanwhile, or unreadable). */
+typedef void (*plot_scrub_cb)(void *arg, int result);
+void plot_scrub_sector(struct plot *p, uint32_t farm, uint32_t idx,
+    plot_scrub_cb cb, void *arg);
+
+#ifdef FAULT_INJECTION
+/* The next sector write fails with EIO. */
+void plot_arm_write_fault(struct plot *p);
+#endif
+
+#endif
