@@ -3,7 +3,7 @@
  *
  * Creation order is chosen so a crash at any point leaves either nothing
  * the database knows about, or a complete farm: the directory, the
- * identity (temp file, fsync, rename) and plot.bin (fallocate, fsync) are
+ * identity (temp file, fsync, link) and plot.bin (fallocate, fsync) are
  * made and fsynced, with their directory, before the farm's row commits.
  * A crash before the commit leaves files that a later `farm add` of the
  * same DIR reports as "in use" (plot.bin exists); the operator removes
@@ -52,26 +52,43 @@ farm_pkh(EVP_PKEY *key, uint8_t pkh[HASH_LEN], struct err *e)
 	return 0;
 }
 
+/* An encrypted key would make OpenSSL ask for a passphrase on a
+ * terminal; refuse instead. */
+static int
+farm_no_passphrase(char *buf, int size, int rwflag, void *u)
+{
+	(void)buf;
+	(void)size;
+	(void)rwflag;
+	(void)u;
+	return 0;
+}
+
 int
 farm_identity_load(const char *path, uint8_t pkh[HASH_LEN], struct err *e)
 {
 	struct stat st;
 	EVP_PKEY *key;
 	FILE *f;
-	int rc;
+	int fd, rc;
 
-	if ((f = fopen(path, "re")) == NULL)
+	/* Untrusted file: no symlink, no blocking open of a FIFO. */
+	if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
 		return err_sys(e, "%s", path);
-	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode)) {
-		fclose(f);
-		return err_set(e, "%s: not a regular file", path);
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > 64 * 1024) {
+		close(fd);
+		return err_set(e, "%s: not a regular file of at most 64 KiB", path);
+	}
+	if ((f = fdopen(fd, "r")) == NULL) {
+		close(fd);
+		return err_sys(e, "%s", path);
 	}
 	if (st.st_mode & 077) {
 		fclose(f);
 		return err_set(e, "%s: private key is accessible by others (mode %04o); "
 		    "chmod 600 it", path, (unsigned)(st.st_mode & 07777));
 	}
-	key = PEM_read_PrivateKey(f, NULL, NULL, NULL);
+	key = PEM_read_PrivateKey(f, NULL, farm_no_passphrase, NULL);
 	fclose(f);
 	if (key == NULL)
 		return err_set(e, "%s: not a PEM private key", path);
@@ -98,7 +115,8 @@ farm_fsync_path(const char *path, struct err *e)
 	return 0;
 }
 
-/* A new key: temp file (0600, exclusive), fsync, rename. */
+/* A new key: a unique temp file (0600), fsync, then link() to its name,
+ * which fails rather than replace a key that appeared meanwhile. */
 static int
 farm_identity_create(const char *dir, uint8_t pkh[HASH_LEN], struct err *e)
 {
@@ -107,15 +125,19 @@ farm_identity_create(const char *dir, uint8_t pkh[HASH_LEN], struct err *e)
 	FILE *f = NULL;
 	int fd = -1;
 
-	snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, FARM_IDENTITY);
+	snprintf(tmp, sizeof(tmp), "%s/.%s.XXXXXX", dir, FARM_IDENTITY);
 	snprintf(path, sizeof(path), "%s/%s", dir, FARM_IDENTITY);
 	if (key == NULL) {
 		err_set(e, "cannot generate an Ed25519 key");
+		tmp[0] = '\0';
 		goto fail;
 	}
-	unlink(tmp);
-	if ((fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600)) < 0 ||
-	    (f = fdopen(fd, "w")) == NULL) {
+	if ((fd = mkostemp(tmp, O_CLOEXEC)) < 0) {
+		err_sys(e, "%s", tmp);
+		tmp[0] = '\0';
+		goto fail;
+	}
+	if (fchmod(fd, 0600) < 0 || (f = fdopen(fd, "w")) == NULL) {
 		err_sys(e, "%s", tmp);
 		goto fail;
 	}
@@ -131,14 +153,13 @@ farm_identity_create(const char *dir, uint8_t pkh[HASH_LEN], struct err *e)
 		goto fail;
 	}
 	f = NULL;
-	if (rename(tmp, path) < 0) {
-		err_sys(e, "rename %s", tmp);
+	if (farm_pkh(key, pkh, e) < 0)
+		goto fail;
+	if (link(tmp, path) < 0) {
+		err_sys(e, "%s", path);
 		goto fail;
 	}
-	if (farm_pkh(key, pkh, e) < 0) {
-		unlink(path);
-		goto fail;
-	}
+	unlink(tmp);
 	EVP_PKEY_free(key);
 	return 0;
 fail:
@@ -146,7 +167,8 @@ fail:
 		fclose(f);
 	if (fd >= 0)
 		close(fd);
-	unlink(tmp);
+	if (tmp[0] != '\0')
+		unlink(tmp);
 	EVP_PKEY_free(key);
 	return -1;
 }

@@ -87,6 +87,7 @@ farmd_stop_cb(evutil_socket_t fd, short what, void *arg)
 	control_close_listener(d->control);
 	/* Plotting first: its worker jobs are cancelled, not failed. */
 	plot_quiesce(d->plot);
+	scrub_quiesce(d->scrub);
 	pool_shutdown(d->pool, SHUTDOWN_GRACE_MS);
 }
 

@@ -51,6 +51,10 @@
 #define PLOT_JOB_ATTEMPTS 3
 #define PLOT_EVENTS 64
 #define PLOT_SCRUB_CHUNK (1u << 20)
+/* Rows are created in one transaction on the loop (about 1 s per
+ * million); a farm is one disk, and a million sectors is already a
+ * petabyte of production sectors. */
+#define FARM_SECTORS_MAX 1000000
 
 const double plot_hist_bounds[PLOT_HIST_BUCKETS] = {
 	0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120,
@@ -128,6 +132,9 @@ struct sjob {
 	uint32_t pieces_done;
 	int failed;
 	int write_fault;
+	/* A descriptor of its own: a writeback error is reported to one
+	 * fdatasync per open file, and it must be this sector's. */
+	int fd;
 	EVP_MD_CTX *sha;                /* sector checksum, batches in order */
 	uint8_t checksum[HASH_LEN];
 	uint64_t t_start_us, t_phase_us, phase_us[PH_COUNT];
@@ -153,8 +160,9 @@ struct plot {
 	TAILQ_HEAD(, farm) farms;
 	TAILQ_HEAD(, sjob) jobs;
 	TAILQ_HEAD(, sread) reads;
+	TAILQ_HEAD(, plot_add) adding;  /* farm adds on the I/O pool */
 	int started, stopping;
-	int adds;                       /* farm adds on the I/O pool */
+	int cancel;                     /* read by I/O threads: stop long checks */
 	int checks;                     /* scrub checks on the I/O pool */
 	struct plot_event events[PLOT_EVENTS];
 	uint64_t nevents;
@@ -555,6 +563,8 @@ sjob_free(struct sjob *j)
 
 	TAILQ_REMOVE(&p->jobs, j, link);
 	j->f->in_flight--;
+	if (j->fd >= 0)
+		close(j->fd);
 	if (j->timer != NULL)
 		event_free(j->timer);
 	EVP_MD_CTX_free(j->sha);
@@ -581,6 +591,7 @@ static enum sj_state
 sj_mark(struct sjob *j)
 {
 	struct plot *p = j->p;
+	char path[PATH_MAX + 16];
 	struct err e;
 
 	j->failed = 0;
@@ -591,6 +602,15 @@ sj_mark(struct sjob *j)
 		return SJ_ERROR;
 	}
 	encode_v1_sector_id(j->f->pkh, j->index, j->history_size, j->sector_id);
+	/* Fresh for each attempt, so an earlier attempt's error is not
+	 * reported to (or hidden from) this one. */
+	if (j->fd >= 0)
+		close(j->fd);
+	snprintf(path, sizeof(path), "%s/%s", j->f->dir, FARM_PLOT);
+	if ((j->fd = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+		sj_fail(j, "%s: %s", path, strerror(errno));
+		return SJ_ERROR;
+	}
 	if (sector_move(p, j->f, j->index, SECTOR_PLOTTING, j->history_size, NULL, -1,
 	    AT_CLEAR, &e) < 0) {
 		sj_fail(j, "%s", e.msg);
@@ -791,7 +811,7 @@ sj_write_work(void *arg)
 		return;
 	}
 	while (len > 0) {
-		ssize_t n = pwrite(j->f->fd, b, len, off);
+		ssize_t n = pwrite(j->fd, b, len, off);
 
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -846,7 +866,7 @@ sj_sync_work(void *arg)
 	unsigned int len = 0;
 
 	j->io_err = 0;
-	if (fdatasync(j->f->fd) < 0)
+	if (fdatasync(j->fd) < 0)
 		j->io_err = errno;
 	else if (EVP_DigestFinal_ex(j->sha, j->checksum, &len) != 1 || len != HASH_LEN)
 		j->io_err = EINVAL;
@@ -1002,6 +1022,7 @@ sjob_start(struct plot *p, struct farm *f, uint32_t idx)
 	j->p = p;
 	j->f = f;
 	j->index = idx;
+	j->fd = -1;
 	j->buf = malloc(batch * f->g.piece_size);
 	j->parts = calloc(j->batch_max, sizeof(*j->parts));   /* ≥ 1 piece each */
 	j->sha = EVP_MD_CTX_new();
@@ -1114,10 +1135,11 @@ plot_load(struct plot *p, struct err *e)
 			memcpy(f->pkh, sqlite3_column_blob(st, 12), HASH_LEN);
 		TAILQ_INSERT_TAIL(&p->farms, f, link);
 		f->fd = -1;
-		if (f->g.sector_size != (uint64_t)f->g.pieces_in_sector * f->g.piece_size) {
-			snprintf(f->error, sizeof(f->error), "sector size %" PRIu64 " does not match "
-			    "%" PRIu32 " pieces of %" PRIu64, f->g.sector_size,
-			    f->g.pieces_in_sector, f->g.piece_size);
+		if (f->g.sector_size != (uint64_t)f->g.pieces_in_sector * f->g.piece_size ||
+		    f->g.sectors == 0 || f->g.sectors > FARM_SECTORS_MAX) {
+			snprintf(f->error, sizeof(f->error), "geometry in state.db is inconsistent: "
+			    "%" PRIu32 " sectors of %" PRIu64 " bytes, %" PRIu32 " pieces of %" PRIu64,
+			    f->g.sectors, f->g.sector_size, f->g.pieces_in_sector, f->g.piece_size);
 		} else if ((f->fd = farm_open(f->dir, &f->g, f->pkh, e)) < 0) {
 			snprintf(f->error, sizeof(f->error), "%s", e->msg);
 		}
@@ -1148,6 +1170,7 @@ plot_new(struct farmd *d, struct err *e)
 	TAILQ_INIT(&p->farms);
 	TAILQ_INIT(&p->jobs);
 	TAILQ_INIT(&p->reads);
+	TAILQ_INIT(&p->adding);
 	if (plot_load(p, e) < 0) {
 		plot_free(p);
 		return NULL;
@@ -1261,7 +1284,7 @@ plot_add_done(void *arg)
 	char hex[HASH_HEX_LEN + 1];
 	struct err e;
 
-	p->adds--;
+	TAILQ_REMOVE(&p->adding, a, link);
 	if (a->c.fd < 0) {              /* farm_create failed and cleaned up */
 		a->cb(a->arg, NULL, a->c.e.msg);
 		free(a);
@@ -1298,7 +1321,8 @@ plot_farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *pro
     plot_reply_cb cb, void *arg)
 {
 	const struct farm_profile *prof = farm_profile_find(profile);
-	struct plot_add *a;
+	uint64_t sector_size, total;
+	struct plot_add *a, *o;
 	struct farm *f;
 	size_t n;
 
@@ -1310,8 +1334,15 @@ plot_farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *pro
 		cb(arg, NULL, "farm add: DIR must be an absolute path");
 		return;
 	}
-	if (sectors == 0) {
-		cb(arg, NULL, "farm add: --sectors must be at least 1");
+	if (sectors == 0 || sectors > FARM_SECTORS_MAX) {
+		cb(arg, NULL, "farm add: --sectors must be from 1 to 1000000");
+		return;
+	}
+	if (__builtin_mul_overflow((uint64_t)prof->pieces_in_sector,
+	    p->d->cfg.history.piece_size, &sector_size) ||
+	    __builtin_mul_overflow(sector_size, (uint64_t)sectors, &total) ||
+	    total > INT64_MAX) {
+		cb(arg, NULL, "farm add: sectors × sector size does not fit in a file");
 		return;
 	}
 	if ((a = calloc(1, sizeof(*a))) == NULL) {
@@ -1319,8 +1350,20 @@ plot_farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *pro
 		return;
 	}
 	n = (size_t)snprintf(a->c.dir, sizeof(a->c.dir), "%s", dir);
+	if (n >= sizeof(a->c.dir)) {
+		cb(arg, NULL, "farm add: DIR is longer than PATH_MAX");
+		free(a);
+		return;
+	}
 	while (n > 1 && a->c.dir[n - 1] == '/')
 		a->c.dir[--n] = '\0';
+	/* Two adds of one DIR at once would race for its identity. */
+	TAILQ_FOREACH(o, &p->adding, link)
+		if (strcmp(o->c.dir, a->c.dir) == 0) {
+			cb(arg, NULL, "farm add: DIR is in use: another farm add of it is under way");
+			free(a);
+			return;
+		}
 	TAILQ_FOREACH(f, &p->farms, link)
 		if (strcmp(f->dir, a->c.dir) == 0) {
 			char msg[PATH_MAX + 64];
@@ -1338,7 +1381,7 @@ plot_farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *pro
 	a->c.geom.sectors = sectors;
 	a->c.geom.pieces_in_sector = prof->pieces_in_sector;
 	a->c.geom.piece_size = p->d->cfg.history.piece_size;
-	a->c.geom.sector_size = prof->pieces_in_sector * p->d->cfg.history.piece_size;
+	a->c.geom.sector_size = sector_size;
 	a->c.geom.pieces_per_segment = p->d->cfg.history.pieces_per_segment;
 	a->c.geom.min_sector_lifetime = prof->min_sector_lifetime;
 	a->c.geom.recent_segments = prof->recent_segments;
@@ -1350,7 +1393,7 @@ plot_farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *pro
 		free(a);
 		return;
 	}
-	p->adds++;
+	TAILQ_INSERT_TAIL(&p->adding, a, link);
 }
 
 /* ---------------------------------------------------------------- JSON */
@@ -1819,22 +1862,26 @@ plot_scrub_next(struct plot *p, int have, uint32_t farm, uint32_t idx, uint32_t 
 {
 	sqlite3_stmt *st;
 	struct err e;
-	int found;
+	int found, rc;
 
-	st = db_prepare(p->d->db, "SELECT farm, idx FROM sectors WHERE checksum IS NOT NULL "
-	    "AND (? = 0 OR farm > ? OR (farm = ? AND idx > ?)) ORDER BY farm, idx LIMIT 1", &e);
+	/* A row-value comparison, so the primary key is searched, not
+	 * scanned: a scrub is n lookups, not n scans. */
+	st = db_prepare(p->d->db, "SELECT farm, idx FROM sectors WHERE (farm, idx) > (?, ?) "
+	    "AND checksum IS NOT NULL ORDER BY farm, idx LIMIT 1", &e);
 	if (st == NULL) {
 		log_err("plot scrub: %s", e.msg);
-		return 0;
+		return -1;
 	}
-	sqlite3_bind_int(st, 1, have);
-	sqlite3_bind_int64(st, 2, farm);
-	sqlite3_bind_int64(st, 3, farm);
-	sqlite3_bind_int64(st, 4, idx);
-	found = sqlite3_step(st) == SQLITE_ROW;
+	sqlite3_bind_int64(st, 1, have ? (int64_t)farm : -1);
+	sqlite3_bind_int64(st, 2, have ? (int64_t)idx : -1);
+	rc = sqlite3_step(st);
+	found = rc == SQLITE_ROW;
 	if (found) {
 		*nfarm = (uint32_t)sqlite3_column_int64(st, 0);
 		*nidx = (uint32_t)sqlite3_column_int64(st, 1);
+	} else if (rc != SQLITE_DONE) {
+		log_err("plot scrub: %s", sqlite3_errmsg(db_handle(p->d->db)));
+		found = -1;
 	}
 	sqlite3_finalize(st);
 	return found;
@@ -1865,6 +1912,10 @@ pcheck_work(void *arg)
 	if (!c->io_err && EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1)
 		c->io_err = EINVAL;
 	while (!c->io_err && left > 0) {
+		if (__atomic_load_n(&c->p->cancel, __ATOMIC_RELAXED)) {
+			c->io_err = ECANCELED;
+			break;
+		}
 		size_t want = left < PLOT_SCRUB_CHUNK ? (size_t)left : PLOT_SCRUB_CHUNK;
 		ssize_t n = pread(c->f->fd, buf, want, off);
 
@@ -1874,7 +1925,10 @@ pcheck_work(void *arg)
 			c->io_err = n < 0 ? errno : EIO;
 			break;
 		}
-		EVP_DigestUpdate(md, buf, (size_t)n);
+		if (EVP_DigestUpdate(md, buf, (size_t)n) != 1) {
+			c->io_err = EINVAL;
+			break;
+		}
 		left -= (uint64_t)n;
 		off += n;
 	}
@@ -1892,10 +1946,17 @@ pcheck_done(void *arg)
 	int result = -1;
 
 	p->checks--;
-	if (c->io_err) {
+	if (p->stopping || c->io_err == ECANCELED) {
+		result = -1;
+	} else if (c->io_err == EIO && sread_unchanged(p, c->f, c->idx, &c->row)) {
+		/* Unreadable bytes are damaged bytes: replot them. */
+		result = 1;
+		plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: read failed: "
+		    "Input/output error");
+	} else if (c->io_err) {
 		log_warn("plot scrub: sector %" PRIu32 "/%" PRIu32 ": %s", c->f->id, c->idx,
 		    strerror(c->io_err));
-	} else if (!p->stopping && sread_unchanged(p, c->f, c->idx, &c->row)) {
+	} else if (sread_unchanged(p, c->f, c->idx, &c->row)) {
 		result = memcmp(c->sum, c->row.checksum, HASH_LEN) != 0;
 		if (result == 1)
 			plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: bytes do not "
@@ -1912,7 +1973,8 @@ plot_scrub_sector(struct plot *p, uint32_t farm, uint32_t idx, plot_scrub_cb cb,
 	struct pcheck *c;
 	struct err e;
 
-	if (f == NULL || f->fd < 0 || idx >= f->g.sectors || sjob_find(p, f, idx) != NULL ||
+	if (p->stopping || f == NULL || f->fd < 0 || idx >= f->g.sectors ||
+	    sjob_find(p, f, idx) != NULL ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {
 		cb(arg, -1);
 		return;
@@ -1949,6 +2011,7 @@ plot_quiesce(struct plot *p)
 
 	if (!p->stopping) {
 		p->stopping = 1;
+		__atomic_store_n(&p->cancel, 1, __ATOMIC_RELAXED);
 		/* Worker jobs are cancelled (their callbacks will not run);
 		 * disk work in flight finishes and its completion frees the
 		 * job.  Interrupted sectors stay 'plotting' and are
@@ -1972,7 +2035,7 @@ plot_quiesce(struct plot *p)
 			}
 		}
 	}
-	return TAILQ_EMPTY(&p->jobs) && TAILQ_EMPTY(&p->reads) && p->adds == 0 &&
+	return TAILQ_EMPTY(&p->jobs) && TAILQ_EMPTY(&p->reads) && TAILQ_EMPTY(&p->adding) &&
 	    p->checks == 0;
 }
 

@@ -60,7 +60,8 @@ void plot_sector_read(struct plot *p, const char *farm, const char *sector,
     const char *offset, plot_read_cb cb, void *arg);
 
 /* Plot scrub, driven by scrub.c.  next: the first sector holding content
- * after (farm, idx) (or the first of all when !have), 1 found / 0 end. */
+ * after (farm, idx) (or the first of all when !have): 1 found, 0 end,
+ * -1 database error (logged). */
 int plot_scrub_next(struct plot *p, int have, uint32_t farm, uint32_t idx,
     uint32_t *nfarm, uint32_t *nidx);
 /* result: 0 verified, 1 corrupt (marked expired, to be replotted),

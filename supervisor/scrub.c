@@ -156,7 +156,8 @@ scrub_arm_schedule(struct scrub *s)
 }
 
 /* An item (block or sector) answered: move the position, count, save
- * now and then, sleep. */
+ * now and then, sleep.  corrupt < 0: a sector skipped (in flight or
+ * changed meanwhile), not counted as checked. */
 static void
 scrub_item_done(struct scrub *s, uint64_t took_us, int corrupt)
 {
@@ -166,8 +167,8 @@ scrub_item_done(struct scrub *s, uint64_t took_us, int corrupt)
 		s->spos_farm = s->cur_farm;
 		s->spos_idx = s->cur_idx;
 		s->have_spos = 1;
-		s->sectors_checked++;
-		s->sector_corruptions += corrupt;
+		s->sectors_checked += corrupt >= 0;
+		s->sector_corruptions += corrupt == 1;
 	} else {
 		memcpy(s->position, s->current, HASH_LEN);
 		s->have_position = 1;
@@ -220,17 +221,22 @@ scrub_sector_done(void *arg, int result)
 	s->inflight--;
 	if (stale)
 		return;
-	scrub_item_done(s, clock_mono_us() - s->verify_started_us, result == 1);
+	scrub_item_done(s, clock_mono_us() - s->verify_started_us, result);
 }
 
 /* NEXT, second phase: the first plotted sector after the position. */
 static enum scrub_state
 scrub_next_sector(struct scrub *s)
 {
-	if (!plot_scrub_next(s->d->plot, s->have_spos, s->spos_farm, s->spos_idx,
-	    &s->cur_farm, &s->cur_idx))
+	switch (plot_scrub_next(s->d->plot, s->have_spos, s->spos_farm, s->spos_idx,
+	    &s->cur_farm, &s->cur_idx)) {
+	case 1:
+		return SC_VERIFY;
+	case 0:
 		return SC_IDLE;
-	return SC_VERIFY;
+	default:
+		return SC_PAUSED;       /* logged; resume retries */
+	}
 }
 
 /* The first block after the position; IDLE at the end of the blocks. */
@@ -269,7 +275,7 @@ scrub_next(struct scrub *s)
 	if (next == SC_VERIFY || next == SC_PAUSED)
 		return next;
 	s->sectors = 1;
-	if ((next = scrub_next_sector(s)) == SC_VERIFY)
+	if ((next = scrub_next_sector(s)) != SC_IDLE)
 		return next;
 	s->last_done_ms = clock_real_ms();
 	s->next_run_ms = scrub_next_run(s, s->last_done_ms);

@@ -780,6 +780,42 @@ def test_farm_add_in_use(tmp):
     assert [s["index"] for s in sectors(f, b["id"])] == [0] == [s["index"] for s in sectors(f, db)]
 
 
+def test_farm_add_bad_input(tmp):
+    """Untrusted arguments get one-line errors and change nothing; two adds
+    of one DIR at once yield one farm whose identity survives."""
+    f = farmd(tmp, config=cfg())
+    long_dir = "/" + "a" * 4090 + "/" * 100
+    for args, words in ((["farm", "add", long_dir, "--sectors", "1"], "PATH_MAX"),
+                        (["farm", "add", os.path.join(tmp, "x"), "--sectors", "0"], "sectors"),
+                        (["farm", "add", os.path.join(tmp, "x"), "--sectors", "99999999"],
+                         "sectors"),
+                        (["farm", "add", os.path.join(tmp, "x"), "--sectors", "2",
+                          "--profile", "turbo"], "profile"),
+                        (["farm", "add", os.path.join(tmp, "x")], "usage")):
+        p = f.ctl_raw(*args)
+        assert p.returncode == 1 and words in p.stderr, (args, p.returncode, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert farm_list(f) == [] and not os.path.exists(os.path.join(tmp, "x"))
+    fifo_dir = os.path.join(tmp, "fifo")
+    os.mkdir(fifo_dir)
+    os.mkfifo(os.path.join(fifo_dir, "identity.key"), 0o600)
+    assert "regular file" in farm_add_refused(f, fifo_dir, 1)
+
+    d = os.path.join(tmp, "race")
+    procs = [subprocess.Popen([FARMCTL, "-s", f.socket, "--json", "farm", "add", d,
+                               "--sectors", "1"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [(p.wait(30 * SLOW), p.stdout.read(), p.stderr.read()) for p in procs]
+    ok = [json.loads(o) for rc, o, _ in outs if rc == 0]
+    assert len(ok) == 1, outs
+    assert all("in use" in e for rc, _, e in outs if rc != 0), outs
+    check_identity(d, ok[0]["public_key_hash"])
+    assert f.stop() == 0
+    f.start()
+    (fl,) = farm_list(f)
+    assert fl["state"] != "error" and not fl["error"], fl
+
+
 # ---- progress and SIGTERM -------------------------------------------------------------
 
 def test_plot_follow(tmp):
