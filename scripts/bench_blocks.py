@@ -16,7 +16,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "integration"))
-from adminwire import Client  # noqa: E402
+from adminwire import Client, StatusSampler  # noqa: E402
 
 
 def put_files(sock, files, conns):
@@ -75,25 +75,11 @@ def main():
 
     # status latency while 1 MiB puts stream in (fresh content each time).
     stream = make_files(os.path.join(work, "stream"), 400, 1 << 20)
-    lat = []
-    done = threading.Event()
-
-    def poll():
-        c = Client(sock)
-        while not done.is_set():
-            t = time.monotonic()
-            c.request(["status"])
-            lat.append(time.monotonic() - t)
-            time.sleep(0.002)
-    t = threading.Thread(target=poll)
-    t.start()
+    sampler = StatusSampler(sock, 0.002).start()
     dt = put_files(sock, stream, 4)
-    done.set()
-    t.join()
-    lat.sort()
-    print("status during a put stream (%.0f MB/s of 1 MiB puts): p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d samples)"
-          % (len(stream) * (1 << 20) / dt / 1e6, lat[len(lat) // 2] * 1e3,
-             lat[len(lat) * 99 // 100] * 1e3, lat[-1] * 1e3, len(lat)))
+    sampler.stop()
+    print("status during a put stream (%.0f MB/s of 1 MiB puts): %s"
+          % (len(stream) * (1 << 20) / dt / 1e6, sampler.summary()))
 
 
 if __name__ == "__main__":

@@ -14,12 +14,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "integration"))
-from adminwire import Client  # noqa: E402
+from adminwire import Client, StatusSampler  # noqa: E402
 
 SECTORS = 24
 PIECES = 64                      # demo profile
@@ -59,30 +58,19 @@ def run(build, workers, kernel, measure_status):
                     os.path.join(tmp, "chain")], check=True, capture_output=True)
     wait(lambda: ctl(build, sock, "history", "status")["history_size"] >= 1)
 
-    lat, done = [], threading.Event()
-
-    def poll_status():
-        c = Client(sock)
-        while not done.is_set():
-            t = time.monotonic()
-            c.request(["status"])
-            lat.append(time.monotonic() - t)
-            time.sleep(0.01)
-
-    poller = threading.Thread(target=poll_status)
+    sampler = StatusSampler(sock)
     t0 = time.monotonic()
     ctl(build, sock, "farm", "add", os.path.join(tmp, "farm"), "--sectors", str(SECTORS))
     if measure_status:
-        poller.start()
+        sampler.start()
     # One connection, 10 polls a second: the bench must not eat the cores
     # it measures.
     c = Client(sock)
     wait(lambda: json.loads(c.request(["farm", "list"])[4])[0]["plotted"] == SECTORS,
          timeout=600, step=0.1)
     dt = time.monotonic() - t0
-    done.set()
     if measure_status:
-        poller.join()
+        sampler.stop()
     with open("/proc/%d/stat" % proc.pid) as f:
         st = f.read().rsplit(")", 1)[1].split()
     cpu = (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
@@ -93,10 +81,7 @@ def run(build, workers, kernel, measure_status):
              SECTORS, SECTOR_MIB, dt, workers, kernel, pieces_s / (workers * kernel)))
     print("  supervisor CPU meanwhile: %.2f s (%.0f%% of one core)" % (cpu, cpu / dt * 100))
     if measure_status:
-        lat.sort()
-        print("status while plotting: p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d samples)"
-              % (lat[len(lat) // 2] * 1e3, lat[len(lat) * 99 // 100] * 1e3, lat[-1] * 1e3,
-                 len(lat)))
+        print("status while plotting: " + sampler.summary())
         # SIGTERM mid-plot.
         ctl(build, sock, "farm", "add", os.path.join(tmp, "farm2"), "--sectors", str(SECTORS))
         wait(lambda: any(f["in_flight"] for f in ctl(build, sock, "plot")["farms"]))

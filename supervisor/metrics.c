@@ -170,6 +170,24 @@ metrics_blocks(struct mbuf *b, struct farmd *d)
 	metrics_scrub(b, d);
 }
 
+/* One family from a per-farm integer (or boolean) field. */
+static void
+mb_farm_value(struct mbuf *b, json_t *farms, const char *name, const char *type,
+    const char *help, const char *key)
+{
+	json_t *f;
+	size_t i;
+
+	mb_head(b, name, type, help);
+	json_array_foreach(farms, i, f) {
+		json_t *v = json_object_get(f, key);
+
+		mb_printf(b, "%s{farm=\"%lld\"} %lld\n", name,
+		    (long long)json_integer_value(json_object_get(f, "farm")),
+		    json_is_boolean(v) ? (long long)json_is_true(v) : (long long)json_integer_value(v));
+	}
+}
+
 /* One family per farm value, labelled by farm (and state or phase). */
 static void
 metrics_farms(struct mbuf *b, struct farmd *d)
@@ -178,39 +196,23 @@ metrics_farms(struct mbuf *b, struct farmd *d)
 	const char *key;
 	size_t i;
 
-#define FARM_EACH for (i = 0; i < json_array_size(farms) && \
-	(f = json_array_get(farms, i)) != NULL; i++)
 	mb_head(b, "farmd_farm_sectors", "gauge", "Sectors by state, per farm.");
-	FARM_EACH
+	json_array_foreach(farms, i, f)
 		json_object_foreach(json_object_get(f, "states"), key, v)
 			mb_printf(b, "farmd_farm_sectors{farm=\"%lld\",state=\"%s\"} %lld\n",
 			    (long long)json_integer_value(json_object_get(f, "farm")), key,
 			    (long long)json_integer_value(v));
-	mb_head(b, "farmd_farm_sectors_in_flight", "gauge", "Sectors being plotted, per farm.");
-	FARM_EACH
-		mb_printf(b, "farmd_farm_sectors_in_flight{farm=\"%lld\"} %lld\n",
-		    (long long)json_integer_value(json_object_get(f, "farm")),
-		    (long long)json_integer_value(json_object_get(f, "in_flight")));
-	mb_head(b, "farmd_farm_usable", "gauge", "1 when the farm's files are usable.");
-	FARM_EACH
-		mb_printf(b, "farmd_farm_usable{farm=\"%lld\"} %d\n",
-		    (long long)json_integer_value(json_object_get(f, "farm")),
-		    json_is_true(json_object_get(f, "usable")));
-	mb_head(b, "farmd_farm_sectors_plotted_total", "counter",
-	    "Sectors plotted (or replotted) since start, per farm.");
-	FARM_EACH
-		mb_printf(b, "farmd_farm_sectors_plotted_total{farm=\"%lld\"} %lld\n",
-		    (long long)json_integer_value(json_object_get(f, "farm")),
-		    (long long)json_integer_value(json_object_get(f, "plotted_total")));
-	mb_head(b, "farmd_farm_plot_errors_total", "counter",
-	    "Sector pipeline failures (each retried), per farm.");
-	FARM_EACH
-		mb_printf(b, "farmd_farm_plot_errors_total{farm=\"%lld\"} %lld\n",
-		    (long long)json_integer_value(json_object_get(f, "farm")),
-		    (long long)json_integer_value(json_object_get(f, "errors_total")));
+	mb_farm_value(b, farms, "farmd_farm_sectors_in_flight", "gauge",
+	    "Sectors being plotted, per farm.", "in_flight");
+	mb_farm_value(b, farms, "farmd_farm_usable", "gauge",
+	    "1 when the farm's files are usable.", "usable");
+	mb_farm_value(b, farms, "farmd_farm_sectors_plotted_total", "counter",
+	    "Sectors plotted (or replotted) since start, per farm.", "plotted_total");
+	mb_farm_value(b, farms, "farmd_farm_plot_errors_total", "counter",
+	    "Sector pipeline failures (each retried), per farm.", "errors_total");
 	mb_head(b, "farmd_farm_plot_seconds", "histogram",
 	    "Time per plotted sector: total and its read, encode and write phases.");
-	FARM_EACH
+	json_array_foreach(farms, i, f)
 		json_object_foreach(json_object_get(f, "hist"), key, v) {
 			long long farm = (long long)json_integer_value(json_object_get(f, "farm"));
 			json_t *bk = json_object_get(v, "buckets");
@@ -229,7 +231,6 @@ metrics_farms(struct mbuf *b, struct farmd *d)
 			mb_printf(b, "farmd_farm_plot_seconds_count{farm=\"%lld\",phase=\"%s\"} %lld\n",
 			    farm, key, (long long)json_integer_value(json_object_get(v, "count")));
 		}
-#undef FARM_EACH
 	json_decref(farms);
 }
 

@@ -4,6 +4,8 @@ would, and for the block benchmark, which must not pay for process start-up.
 """
 import socket
 import struct
+import threading
+import time
 
 
 def varint(n):
@@ -105,3 +107,36 @@ class Client:
         if not resp.get(1):
             raise RuntimeError(resp.get(2, b"").decode())
         return resp
+
+
+class StatusSampler:
+    """Times `status` on its own connection, in a thread, until stop():
+    the admin latency figure of the benches and tests."""
+
+    def __init__(self, path, interval=0.01):
+        self.lat = []
+        self._done = threading.Event()
+        self._t = threading.Thread(target=self._run, args=(path, interval))
+
+    def _run(self, path, interval):
+        c = Client(path)
+        while not self._done.is_set():
+            t = time.monotonic()
+            c.request(["status"])
+            self.lat.append(time.monotonic() - t)
+            time.sleep(interval)
+
+    def start(self):
+        self._t.start()
+        return self
+
+    def stop(self):
+        self._done.set()
+        self._t.join()
+        self.lat.sort()
+        return self.lat
+
+    def summary(self):
+        lat = self.lat
+        return "p50 %.2f ms, p99 %.2f ms, max %.2f ms (%d samples)" % (
+            lat[len(lat) // 2] * 1e3, lat[len(lat) * 99 // 100] * 1e3, lat[-1] * 1e3, len(lat))
