@@ -71,7 +71,11 @@ static const char *const migrations[] = {
 	"  pieces INTEGER NOT NULL, format INTEGER NOT NULL, checksum BLOB,"
 	"  expires_at INTEGER, plotted_at_ms INTEGER, updated_ms INTEGER NOT NULL,"
 	"  PRIMARY KEY (farm, idx)) WITHOUT ROWID;"
-	"CREATE INDEX sectors_by_state ON sectors (farm, state, expires_at, idx);",
+	"CREATE INDEX sectors_by_state ON sectors (farm, state, expires_at, idx);"
+	/* The plotted sectors whose expiry is not known yet: what each new
+	 * segment's expiry check looks for, without walking the others. */
+	"CREATE INDEX sectors_expiry_unknown ON sectors (farm, history_size)"
+	"  WHERE state = 'plotted' AND expires_at IS NULL;",
 };
 
 #define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

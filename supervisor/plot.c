@@ -55,6 +55,9 @@
  * million); a farm is one disk, and a million sectors is already a
  * petabyte of production sectors. */
 #define FARM_SECTORS_MAX 1000000
+/* Sectors per expiry step: about 15 ms of loop time, measured with a
+ * million-sector farm (see plot_expiry_step). */
+#define EXPIRY_STEP 2048
 
 const double plot_hist_bounds[PLOT_HIST_BUCKETS] = {
 	0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120,
@@ -163,6 +166,9 @@ struct plot {
 	TAILQ_HEAD(, plot_add) adding;  /* farm adds on the I/O pool */
 	int started, stopping;
 	int cancel;                     /* read by I/O threads: stop long checks */
+	struct event *expiry_ev;        /* the next expiry step */
+	uint64_t expiry_us;             /* loop time of the check under way */
+	uint64_t expiry_moved;          /* sectors it marked */
 	int checks;                     /* scrub checks on the I/O pool */
 	struct plot_event events[PLOT_EVENTS];
 	uint64_t nevents;
@@ -397,117 +403,189 @@ sjob_find(struct plot *p, const struct farm *f, uint32_t idx)
 /* -------------------------------------------------------------- expiry */
 
 /* On each new segment (and at start): learn the expiries that became
- * known, then mark what expires.  One transaction per farm; the
- * queries walk the (farm, state, expires_at) index. */
+ * known, then mark what expires.  The work is cut into steps of at most
+ * EXPIRY_STEP sectors, each one transaction, with the loop free between
+ * them: a farm plotted at one history size learns all its expiries at
+ * the same segment, and a million of them at once would stall the loop
+ * for seconds.  The sectors whose expiry is unknown are found through a
+ * partial index; the state changes through (farm, state, expires_at). */
 static int
-plot_expiry_farm(struct plot *p, struct farm *f, uint64_t now, struct err *e)
+plot_expiry_learn(struct plot *p, struct farm *f, uint64_t now, struct err *e)
 {
-	struct { uint32_t idx; uint64_t hs; } *todo = NULL;
-	size_t n = 0, cap = 0;
-	sqlite3_stmt *st = NULL;
-	int64_t changed = 0;
-	int rc;
+	struct { uint32_t idx; uint64_t hs; } todo[EXPIRY_STEP];
+	sqlite3_stmt *st;
+	int n = 0, rc;
 
-	if (now < f->g.min_sector_lifetime)
-		return 0;
-	if (db_begin(p->d->db, e) < 0)
-		return -1;
 	/* Collected first: updating expires_at moves rows within the index
 	 * the query walks. */
 	st = db_prepare(p->d->db, "SELECT idx, history_size FROM sectors WHERE farm = ? AND "
-	    "state = 'plotted' AND expires_at IS NULL AND history_size <= ?", e);
+	    "state = 'plotted' AND expires_at IS NULL AND history_size <= ? LIMIT ?", e);
 	if (st == NULL)
-		goto fail;
+		return -1;
 	sqlite3_bind_int64(st, 1, f->id);
 	sqlite3_bind_int64(st, 2, (int64_t)(now - f->g.min_sector_lifetime));
+	sqlite3_bind_int(st, 3, EXPIRY_STEP);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (n == cap) {
-			void *t = realloc(todo, (cap = cap ? cap * 2 : 256) * sizeof(*todo));
-
-			if (t == NULL) {
-				err_set(e, "out of memory");
-				goto fail;
-			}
-			todo = t;
-		}
 		todo[n].idx = (uint32_t)sqlite3_column_int64(st, 0);
 		todo[n++].hs = (uint64_t)sqlite3_column_int64(st, 1);
 	}
-	if (rc != SQLITE_DONE)
-		goto sqlfail;
 	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return err_set(e, "expiry check: %s", sqlite3_errmsg(db_handle(p->d->db)));
 	if ((st = db_prepare(p->d->db, "UPDATE sectors SET expires_at = ? WHERE farm = ? AND "
 	    "idx = ?", e)) == NULL)
-		goto fail;
-	for (size_t i = 0; i < n; i++) {
+		return -1;
+	for (int i = 0; i < n; i++) {
 		int64_t exp = sector_expiry(p, f, todo[i].idx, todo[i].hs, now, e);
 
-		if (exp < -1)
-			goto fail;
+		if (exp < -1) {
+			sqlite3_finalize(st);
+			return -1;
+		}
 		sqlite3_reset(st);
 		sqlite3_bind_int64(st, 1, exp);
 		sqlite3_bind_int64(st, 2, f->id);
 		sqlite3_bind_int64(st, 3, todo[i].idx);
-		if (sqlite3_step(st) != SQLITE_DONE)
-			goto sqlfail;
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			sqlite3_finalize(st);
+			return err_set(e, "expiry check: %s", sqlite3_errmsg(db_handle(p->d->db)));
+		}
 	}
 	sqlite3_finalize(st);
-	st = NULL;
-#define EXPIRE(sql, limit) do { \
-	if ((st = db_prepare(p->d->db, sql, e)) == NULL) goto fail; \
-	sqlite3_bind_int64(st, 1, (int64_t)clock_real_ms()); \
-	sqlite3_bind_int64(st, 2, f->id); \
-	sqlite3_bind_int64(st, 3, (int64_t)(limit)); \
-	if (sqlite3_step(st) != SQLITE_DONE) goto sqlfail; \
-	changed += sqlite3_changes(db_handle(p->d->db)); \
-	sqlite3_finalize(st); st = NULL; } while (0)
-	EXPIRE("UPDATE sectors SET state = 'expired', updated_ms = ? WHERE farm = ? AND "
-	    "state IN ('plotted', 'about_to_expire') AND expires_at <= ?", now);
-	EXPIRE("UPDATE sectors SET state = 'about_to_expire', updated_ms = ? WHERE farm = ? "
-	    "AND state = 'plotted' AND expires_at <= ?", now + 1);
-#undef EXPIRE
+	return n;
+}
+
+/* Moves up to EXPIRY_STEP sectors from one state to another when
+ * expires_at <= limit; returns how many. */
+static int
+plot_expiry_move(struct plot *p, struct farm *f, int from, int to, uint64_t limit,
+    struct err *e)
+{
+	sqlite3_stmt *st = db_prepare(p->d->db, "UPDATE sectors SET state = ?, updated_ms = ? "
+	    "WHERE (farm, idx) IN (SELECT farm, idx FROM sectors WHERE farm = ? AND state = ? "
+	    "AND expires_at <= ? LIMIT ?)", e);
+	int n;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_text(st, 1, sector_names[to], -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (int64_t)clock_real_ms());
+	sqlite3_bind_int64(st, 3, f->id);
+	sqlite3_bind_text(st, 4, sector_names[from], -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, (int64_t)limit);
+	sqlite3_bind_int(st, 6, EXPIRY_STEP);
+	if (sqlite3_step(st) != SQLITE_DONE) {
+		sqlite3_finalize(st);
+		return err_set(e, "expiry check: %s", sqlite3_errmsg(db_handle(p->d->db)));
+	}
+	sqlite3_finalize(st);
+	n = sqlite3_changes(db_handle(p->d->db));
+	f->count[from] -= (uint64_t)n;
+	f->count[to] += (uint64_t)n;
+	return n;
+}
+
+/* One step for one farm: 1 if there is more to do, 0 if done, -1 error. */
+static int
+plot_expiry_step(struct plot *p, struct farm *f, uint64_t now, struct err *e)
+{
+	uint64_t before[SECTOR_NSTATES];
+	int n = 0, moved = 0, more;
+
+	if (now < f->g.min_sector_lifetime)
+		return 0;
+	memcpy(before, f->count, sizeof(before));
+	if (db_begin(p->d->db, e) < 0)
+		return -1;
+	if ((n = plot_expiry_learn(p, f, now, e)) < 0)
+		goto fail;
+	more = n == EXPIRY_STEP;
+	/* Expired first, so an about-to-expire sector that is already past
+	 * its expiry is not moved twice. */
+	if (!more) {
+		int m;
+
+		if ((m = plot_expiry_move(p, f, SECTOR_ABOUT_TO_EXPIRE, SECTOR_EXPIRED, now, e)) < 0)
+			goto fail;
+		moved += m;
+		more |= m == EXPIRY_STEP;
+		if ((m = plot_expiry_move(p, f, SECTOR_PLOTTED, SECTOR_EXPIRED, now, e)) < 0)
+			goto fail;
+		moved += m;
+		more |= m == EXPIRY_STEP;
+		if ((m = plot_expiry_move(p, f, SECTOR_PLOTTED, SECTOR_ABOUT_TO_EXPIRE, now + 1,
+		    e)) < 0)
+			goto fail;
+		moved += m;
+		more |= m == EXPIRY_STEP;
+	}
 	if (db_commit(p->d->db, e) < 0)
 		goto fail;
-	free(todo);
-	if (changed > 0) {
-		log_info("farm %" PRIu32 ": %" PRId64 " sector state changes at history size %"
-		    PRIu64 "; expiring sectors are queued for replotting", f->id, changed, now);
-		return farm_recount(p, f, e);
-	}
-	return 0;
-sqlfail:
-	err_set(e, "expiry check: %s", sqlite3_errmsg(db_handle(p->d->db)));
+	p->expiry_moved += (uint64_t)moved;
+	return more;
 fail:
-	free(todo);
-	sqlite3_finalize(st);
 	db_rollback(p->d->db);
+	memcpy(f->count, before, sizeof(before));
 	return -1;
+}
+
+/* Runs steps until every farm is done, yielding to the loop between
+ * them; replots start as soon as the first sectors are marked. */
+static void
+plot_expiry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct plot *p = arg;
+	uint64_t now = history_size(p->d->history), t0 = clock_mono_us();
+	struct timeval zero = { 0, 0 };
+	struct farm *f;
+	struct err e;
+	int more = 0;
+
+	(void)fd;
+	(void)what;
+	if (p->stopping)
+		return;
+	TAILQ_FOREACH(f, &p->farms, link) {
+		int rc = plot_expiry_step(p, f, now, &e);
+
+		if (rc < 0)
+			log_err("farm %" PRIu32 ": %s", f->id, e.msg);
+		more |= rc > 0;
+	}
+	p->expiry_us += clock_mono_us() - t0;
+	if (more) {
+		evtimer_add(p->expiry_ev, &zero);
+	} else {
+		if (p->expiry_moved > 0)
+			log_info("plot: %" PRIu64 " sector expiry state changes up to history size %"
+			    PRIu64 "; expiring sectors are queued for replotting", p->expiry_moved, now);
+		log_debug("plot: expiry check at history size %" PRIu64 " took %" PRIu64 " us "
+		    "of loop time", now, p->expiry_us);
+		p->expiry_us = 0;
+		p->expiry_moved = 0;
+	}
+	plot_pump(p);
 }
 
 static void
 plot_expiry_check(struct plot *p)
 {
-	uint64_t now = history_size(p->d->history);
-	struct farm *f;
-	struct err e;
+	struct timeval zero = { 0, 0 };
 
-	TAILQ_FOREACH(f, &p->farms, link)
-		if (plot_expiry_farm(p, f, now, &e) < 0)
-			log_err("farm %" PRIu32 ": %s", f->id, e.msg);
+	if (!evtimer_pending(p->expiry_ev, NULL))
+		evtimer_add(p->expiry_ev, &zero);
 }
 
 static void
 plot_segment_cb(void *arg, uint64_t index, const uint8_t root[HASH_LEN])
 {
 	struct plot *p = arg;
-	uint64_t t0 = clock_mono_us();
 
+	(void)index;
 	(void)root;
 	if (p->stopping)
 		return;
 	plot_expiry_check(p);
-	log_debug("plot: expiry check at segment %" PRIu64 " took %" PRIu64 " us", index,
-	    clock_mono_us() - t0);
 	plot_pump(p);
 }
 
@@ -1171,6 +1249,11 @@ plot_new(struct farmd *d, struct err *e)
 	TAILQ_INIT(&p->jobs);
 	TAILQ_INIT(&p->reads);
 	TAILQ_INIT(&p->adding);
+	if ((p->expiry_ev = evtimer_new(d->base, plot_expiry_cb, p)) == NULL) {
+		err_set(e, "out of memory");
+		plot_free(p);
+		return NULL;
+	}
 	if (plot_load(p, e) < 0) {
 		plot_free(p);
 		return NULL;
@@ -2048,6 +2131,8 @@ plot_free(struct plot *p)
 		return;
 	while (!TAILQ_EMPTY(&p->jobs))
 		sjob_free(TAILQ_FIRST(&p->jobs));
+	if (p->expiry_ev != NULL)
+		event_free(p->expiry_ev);
 	while ((f = TAILQ_FIRST(&p->farms)) != NULL) {
 		TAILQ_REMOVE(&p->farms, f, link);
 		if (f->fd >= 0)
