@@ -140,7 +140,13 @@ frame_rd_recv(struct frame_rd *rd, int fd, int *eof, struct err *e)
 				continue;
 			if (errno == EAGAIN || errno == EWOULDBLOCK)
 				return FRAME_MORE;
-			return err_sys(e, "recvmsg");
+			/* A peer that died with our data unread resets the
+			 * connection: that is its end, like EOF, and the cause
+			 * (its exit status) is told elsewhere. */
+			if (errno != ECONNRESET)
+				return err_sys(e, "recvmsg");
+			got = 0;
+			mh.msg_controllen = 0;
 		}
 		if (mh.msg_controllen > 0 && frame_rd_cmsg(rd, &mh, e) < 0)
 			return FRAME_ERROR;
