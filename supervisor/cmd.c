@@ -68,6 +68,22 @@ js(json_t *o, const char *key)
 	return s ? s : "";
 }
 
+int
+cmd_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (s[0] < '0' || s[0] > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno != 0 || *end != '\0' || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
 long long
 ji(json_t *o, const char *key)
 {
@@ -249,30 +265,16 @@ enc_read_done(void *arg)
 {
 	struct enc_cmd *c = arg;
 	struct pool_job_opts opts = { .max_attempts = 5, .retry_delay_ms = 100 };
-	Farmd__Job job = FARMD__JOB__INIT;
-	Farmd__EncodeJob ej = FARMD__ENCODE_JOB__INIT;
+	struct encode_params params = { c->n, c->r, c->p };
 	ProtobufCBinaryData piece = { c->len, c->data };
 	struct err e;
 
 	close(c->fd);
-	if (c->err[0]) {
+	if (c->err[0])
 		control_reply_err(c->req, "%s", c->err);
-	} else {
-		ej.sector_id.data = c->sector_id;
-		ej.sector_id.len = HASH_LEN;
-		ej.first_offset = c->offset;
-		ej.scrypt_n = c->n;
-		ej.scrypt_r = c->r;
-		ej.scrypt_p = c->p;
-		ej.n_pieces = 1;
-		ej.pieces = &piece;
-		job.body_case = FARMD__JOB__BODY_ENCODE;
-		job.encode = &ej;
-		/* pool_submit packs the job: the piece buffer is ours again. */
-		if (pool_submit(c->req->d->pool, WIRE_KIND_ENCODE, &job, &opts,
-		    cmd_debug_encode_done, c->req, &e) == 0)
-			control_reply_err(c->req, "%s", e.msg);
-	}
+	else if (pool_submit_encode(c->req->d->pool, c->sector_id, c->offset, &params, &piece,
+	    1, 0, &opts, cmd_debug_encode_done, c->req, &e) == 0)
+		control_reply_err(c->req, "%s", e.msg);
 	free(c->data);
 	free(c);
 }
@@ -301,24 +303,19 @@ cmd_debug_encode(struct control_req *req, int argc, char **argv)
 {
 	struct enc_cmd *c;
 	uint8_t sector_id[HASH_LEN];
-	char *end;
-	unsigned long long off, n = 1024, r = 8, p = 1;
+	uint64_t off, n = 1024, r = 8, p = 1;
 
 	if (hex_decode(argv[0], sector_id, HASH_LEN) < 0) {
 		control_reply_err(req, "sector id '%s': not 64 hex characters", argv[0]);
 		return;
 	}
-	errno = 0;
-	off = strtoull(argv[1], &end, 10);
-	if (errno || *end || off > UINT32_MAX) {
+	if (cmd_parse_uint(argv[1], 0, UINT32_MAX, &off) < 0) {
 		control_reply_err(req, "piece offset '%s': not a number below 2^32", argv[1]);
 		return;
 	}
 	if (argc == 6) {
-		n = strtoull(argv[3], NULL, 10);
-		r = strtoull(argv[4], NULL, 10);
-		p = strtoull(argv[5], NULL, 10);
-		if (n < 2 || (n & (n - 1)) || n > (1u << 20) || r < 1 || r > 32 || p < 1 || p > 16) {
+		if (cmd_parse_uint(argv[3], 2, 1u << 20, &n) < 0 || (n & (n - 1)) ||
+		    cmd_parse_uint(argv[4], 1, 32, &r) < 0 || cmd_parse_uint(argv[5], 1, 16, &p) < 0) {
 			control_reply_err(req, "scrypt parameters N=%s r=%s p=%s: N must be a power "
 			    "of two up to 2^20, r 1..32, p 1..16", argv[3], argv[4], argv[5]);
 			return;
@@ -441,10 +438,10 @@ static void
 cmd_debug_echo(struct control_req *req, int argc, char **argv)
 {
 	struct echo_run *run;
-	unsigned long long size = strtoull(argv[0], NULL, 10);
-	unsigned long long count = argc > 1 ? strtoull(argv[1], NULL, 10) : 100;
+	uint64_t size, count = 100;
 
-	if (size > req->d->cfg.daemon.max_frame / 2 || count < 1 || count > 1000000) {
+	if (cmd_parse_uint(argv[0], 0, req->d->cfg.daemon.max_frame / 2, &size) < 0 ||
+	    (argc > 1 && cmd_parse_uint(argv[1], 1, 1000000, &count) < 0)) {
 		control_reply_err(req, "debug echo: SIZE up to %llu bytes, COUNT 1..1000000",
 		    (unsigned long long)req->d->cfg.daemon.max_frame / 2);
 		return;

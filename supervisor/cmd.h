@@ -25,6 +25,8 @@ struct tbuf *tb_new(struct control_req *req);
 /* Fields of a JSON object: "" or 0 when absent. */
 const char *js(json_t *o, const char *key);
 long long ji(json_t *o, const char *key);
+/* A decimal argument: digits only, from min to max.  -1 if not. */
+int cmd_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out);
 
 /* Handlers in other files (one file per subsystem's commands). */
 void cmd_block_put(struct control_req *req, int argc, char **argv);

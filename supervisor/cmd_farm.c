@@ -16,7 +16,7 @@
 #define SECTORS_TEXT_MAX 500            /* rows shown as text; --json has all */
 
 static void
-cmd_json_done(void *arg, json_t *json, const char *error)
+cmd_farm_add_done(void *arg, json_t *json, const char *error)
 {
 	struct control_req *req = arg;
 	char text[1024];
@@ -41,17 +41,12 @@ void
 cmd_farm_add(struct control_req *req, int argc, char **argv)
 {
 	const char *dir = NULL, *profile = "demo";
-	unsigned long long n = 0;
+	uint64_t n = 0;
 	int have_n = 0;
 
 	for (int i = 0; i < argc; i++) {
 		if (strcmp(argv[i], "--sectors") == 0 && i + 1 < argc) {
-			char *end;
-
-			errno = 0;
-			n = strtoull(argv[++i], &end, 10);
-			if (errno || *end || argv[i][0] < '0' || argv[i][0] > '9' || n == 0 ||
-			    n > UINT32_MAX) {
+			if (cmd_parse_uint(argv[++i], 1, UINT32_MAX, &n) < 0) {
 				control_reply_err(req, "farm add: --sectors '%s' is not a number from 1 "
 				    "to %u", argv[i], UINT32_MAX);
 				return;
@@ -71,7 +66,7 @@ cmd_farm_add(struct control_req *req, int argc, char **argv)
 		control_reply_err(req, "usage: farm add DIR --sectors N [--profile demo|production]");
 		return;
 	}
-	plot_farm_add(req->d->plot, dir, (uint32_t)n, profile, cmd_json_done, req);
+	plot_farm_add(req->d->plot, dir, (uint32_t)n, profile, cmd_farm_add_done, req);
 }
 
 void
@@ -189,6 +184,15 @@ cmd_sector_read_done(void *arg, uint8_t *data, size_t len, const char *error)
 void
 cmd_sector_read(struct control_req *req, int argc, char **argv)
 {
+	uint64_t sector, offset;
+
 	(void)argc;
-	plot_sector_read(req->d->plot, argv[0], argv[1], argv[2], cmd_sector_read_done, req);
+	if (cmd_parse_uint(argv[1], 0, UINT32_MAX, &sector) < 0 ||
+	    cmd_parse_uint(argv[2], 0, UINT32_MAX, &offset) < 0) {
+		control_reply_err(req, "sector read: SECTOR '%s' and PIECE_OFFSET '%s' must be "
+		    "numbers", argv[1], argv[2]);
+		return;
+	}
+	plot_sector_read(req->d->plot, argv[0], (uint32_t)sector, (uint32_t)offset,
+	    cmd_sector_read_done, req);
 }

@@ -27,14 +27,11 @@ cmd_ingest_done(void *arg, const char *error, const char *text)
 void
 cmd_history_ingest(struct control_req *req, int argc, char **argv)
 {
-	unsigned long long height;
-	char *end;
+	uint64_t height;
 	int fd;
 
 	(void)argc;
-	errno = 0;
-	height = strtoull(argv[0], &end, 10);
-	if (errno || *end || argv[0][0] == '\0' || argv[0][0] == '-' || height == 0) {
+	if (cmd_parse_uint(argv[0], 1, INT64_MAX, &height) < 0) {
 		control_reply_err(req, "history ingest: height '%s' is not a number >= 1", argv[0]);
 		return;
 	}

@@ -344,6 +344,34 @@ sector_move(struct plot *p, struct farm *f, uint32_t idx, int to, uint64_t histo
 	return 0;
 }
 
+/* The piece a sector holds at offset (format v1): its global index, its
+ * block hash and its piece root. */
+static int
+sector_piece(struct plot *p, const struct farm *f, const uint8_t sector_id[HASH_LEN],
+    uint64_t history_size, uint32_t offset, uint64_t *index, uint8_t hash[HASH_LEN],
+    uint8_t root[HASH_LEN], struct err *e)
+{
+	uint64_t pi = encode_v1_piece_index(sector_id, offset, history_size,
+	    f->g.pieces_per_segment, f->g.recent_segments, f->g.recent_history_fraction);
+	sqlite3_stmt *st = db_prepare(p->d->db, "SELECT hash, root FROM segment_pieces WHERE "
+	    "segment = ? AND k = ?", e);
+	int ok;
+
+	*index = pi;
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, (int64_t)(pi / f->g.pieces_per_segment));
+	sqlite3_bind_int64(st, 2, (int64_t)(pi % f->g.pieces_per_segment));
+	ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == HASH_LEN &&
+	    sqlite3_column_bytes(st, 1) == HASH_LEN;
+	if (ok) {
+		memcpy(hash, sqlite3_column_blob(st, 0), HASH_LEN);
+		memcpy(root, sqlite3_column_blob(st, 1), HASH_LEN);
+	}
+	sqlite3_finalize(st);
+	return ok ? 0 : err_set(e, "piece %" PRIu64 " is not in segment_pieces", pi);
+}
+
 static int
 segment_root(struct plot *p, uint64_t index, uint8_t root[HASH_LEN], struct err *e)
 {
@@ -741,7 +769,6 @@ sj_read(struct sjob *j)
 {
 	struct plot *p = j->p;
 	struct farm *f = j->f;
-	sqlite3_stmt *st;
 	struct err e;
 
 	if (j->batch_n > 0)
@@ -750,28 +777,18 @@ sj_read(struct sjob *j)
 	j->batch_n = f->g.pieces_in_sector - j->batch_first;
 	if (j->batch_n > j->batch_max)
 		j->batch_n = j->batch_max;
-	if ((st = db_prepare(p->d->db, "SELECT hash FROM segment_pieces WHERE segment = ? "
-	    "AND k = ?", &e)) == NULL) {
-		sj_fail(j, "%s", e.msg);
-		return SJ_ERROR;
-	}
 	plot_event(j, "reading", 0);
 	j->pending = 1;                 /* held until every get is issued */
 	for (uint32_t i = 0; i < j->batch_n && !j->failed; i++) {
-		uint64_t pi = encode_v1_piece_index(j->sector_id, j->batch_first + i,
-		    j->history_size, f->g.pieces_per_segment, f->g.recent_segments,
-		    f->g.recent_history_fraction);
+		uint8_t hash[HASH_LEN], root[HASH_LEN];
 		struct sj_piece *t;
-		uint8_t hash[HASH_LEN];
+		uint64_t pi;
 
-		sqlite3_reset(st);
-		sqlite3_bind_int64(st, 1, (int64_t)(pi / f->g.pieces_per_segment));
-		sqlite3_bind_int64(st, 2, (int64_t)(pi % f->g.pieces_per_segment));
-		if (sqlite3_step(st) != SQLITE_ROW || sqlite3_column_bytes(st, 0) != HASH_LEN) {
-			sj_fail(j, "piece %" PRIu64 " is not in segment_pieces", pi);
+		if (sector_piece(p, f, j->sector_id, j->history_size, j->batch_first + i, &pi,
+		    hash, root, &e) < 0) {
+			sj_fail(j, "%s", e.msg);
 			break;
 		}
-		memcpy(hash, sqlite3_column_blob(st, 0), HASH_LEN);
 		if ((t = malloc(sizeof(*t))) == NULL) {
 			sj_fail(j, "out of memory");
 			break;
@@ -782,7 +799,6 @@ sj_read(struct sjob *j)
 		j->pending++;
 		blockstore_get(p->d->blocks, hash, sj_piece_cb, t);
 	}
-	sqlite3_finalize(st);
 	sj_complete(j, SJ_ENCODE);
 	return SJ_ASYNC;
 }
@@ -793,26 +809,18 @@ sj_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, vo
 	struct sj_part *part = arg;
 	struct sjob *j = part->j;
 	uint64_t ps = j->f->g.piece_size;
+	const ProtobufCBinaryData *out;
 
 	(void)job_id;
 	part->job_id = 0;
 	if (error != NULL) {
 		sj_fail(j, "encode: %s", error);
-	} else if (res->body_case != FARMD__JOB_RESULT__BODY_ENCODE ||
-	    res->encode->n_pieces != part->n) {
-		sj_fail(j, "encode worker answered with the wrong number of pieces");
+	} else if ((out = pool_encode_pieces(res, part->n, ps)) == NULL) {
+		sj_fail(j, "encode worker answered with the wrong pieces");
 	} else {
-		for (uint32_t i = 0; i < part->n; i++) {
-			if (res->encode->pieces[i].len != ps) {
-				sj_fail(j, "encode worker answered with a piece of %zu bytes",
-				    res->encode->pieces[i].len);
-				break;
-			}
-			memcpy(j->buf + (uint64_t)(part->first + i) * ps,
-			    res->encode->pieces[i].data, ps);
-		}
-		if (!j->failed)
-			j->pieces_done += part->n;
+		for (uint32_t i = 0; i < part->n; i++)
+			memcpy(j->buf + (uint64_t)(part->first + i) * ps, out[i].data, ps);
+		j->pieces_done += part->n;
 	}
 	sj_complete(j, SJ_WRITE);
 }
@@ -838,8 +846,6 @@ sj_encode(struct sjob *j)
 	j->nparts = 0;
 	j->pending = 1;
 	for (uint32_t first = 0; first < j->batch_n && !j->failed; first += per) {
-		Farmd__Job job = FARMD__JOB__INIT;
-		Farmd__EncodeJob ej = FARMD__ENCODE_JOB__INIT;
 		struct sj_part *part = &j->parts[j->nparts];
 		struct err e;
 
@@ -850,17 +856,8 @@ sj_encode(struct sjob *j)
 			pieces[i].data = j->buf + (uint64_t)(first + i) * f->g.piece_size;
 			pieces[i].len = f->g.piece_size;
 		}
-		ej.sector_id.data = j->sector_id;
-		ej.sector_id.len = HASH_LEN;
-		ej.first_offset = j->batch_first + first;
-		ej.scrypt_n = f->g.scrypt.n;
-		ej.scrypt_r = f->g.scrypt.r;
-		ej.scrypt_p = f->g.scrypt.p;
-		ej.n_pieces = part->n;
-		ej.pieces = pieces;
-		job.body_case = FARMD__JOB__BODY_ENCODE;
-		job.encode = &ej;
-		part->job_id = pool_submit(p->d->pool, WIRE_KIND_ENCODE, &job, &opts,
+		part->job_id = pool_submit_encode(p->d->pool, j->sector_id,
+		    j->batch_first + first, &f->g.scrypt, pieces, part->n, 0, &opts,
 		    sj_encode_cb, part, &e);
 		if (part->job_id == 0) {
 			sj_fail(j, "encode: %s", e.msg);
@@ -1046,11 +1043,6 @@ sj_error(struct sjob *j)
 		    f->id, j->index, j->error, ms);
 		snprintf(j->last_logged, sizeof(j->last_logged), "%s", j->error);
 	}
-	for (uint32_t i = 0; i < j->nparts; i++)
-		if (j->parts[i].job_id != 0) {
-			pool_cancel(j->p->d->pool, j->parts[i].job_id);
-			j->parts[i].job_id = 0;
-		}
 	evtimer_add(j->timer, &tv);
 	return SJ_WAIT;
 }
@@ -1481,18 +1473,33 @@ plot_farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *pro
 
 /* ---------------------------------------------------------------- JSON */
 
+static uint64_t
+farm_queued(const struct farm *f)
+{
+	uint64_t q = f->count[SECTOR_EMPTY] + f->count[SECTOR_PLOTTING] +
+	    f->count[SECTOR_EXPIRED] + f->count[SECTOR_ABOUT_TO_EXPIRE];
+
+	return q > f->in_flight ? q - f->in_flight : 0;
+}
+
+/* Sectors whose content is current: plotted, or plotted and due for a
+ * replot soon. */
+static uint64_t
+farm_plotted(const struct farm *f)
+{
+	return f->count[SECTOR_PLOTTED] + f->count[SECTOR_ABOUT_TO_EXPIRE];
+}
+
 static const char *
 farm_state(struct plot *p, const struct farm *f)
 {
-	uint64_t waiting = f->g.sectors - f->count[SECTOR_PLOTTED];
-
 	if (f->fd < 0)
 		return "error";
 	if (f->in_flight > 0)
 		return "plotting";
-	if (waiting > 0 && history_size(p->d->history) == 0)
-		return "waiting";
-	return waiting > 0 ? "plotting" : "idle";
+	if (farm_queued(f) == 0)
+		return "idle";
+	return history_size(p->d->history) == 0 ? "waiting" : "plotting";
 }
 
 static json_t *
@@ -1504,7 +1511,7 @@ plot_json_farm(struct plot *p, struct farm *f)
 	return json_pack("{s:I, s:s, s:I, s:I, s:s, s:I, s:s, s:s, s:s, s:I}",
 	    "id", (json_int_t)f->id, "dir", f->dir, "sectors", (json_int_t)f->g.sectors,
 	    "sector_size", (json_int_t)f->g.sector_size, "public_key_hash", hex,
-	    "plotted", (json_int_t)(f->count[SECTOR_PLOTTED] + f->count[SECTOR_ABOUT_TO_EXPIRE]),
+	    "plotted", (json_int_t)farm_plotted(f),
 	    "state", farm_state(p, f), "profile", f->g.profile, "error", f->error,
 	    "pieces_in_sector", (json_int_t)f->g.pieces_in_sector);
 }
@@ -1570,15 +1577,6 @@ plot_json_sectors(struct plot *p, const char *farm, struct err *e)
 	return a;
 }
 
-static uint64_t
-farm_queued(const struct farm *f)
-{
-	uint64_t q = f->count[SECTOR_EMPTY] + f->count[SECTOR_PLOTTING] +
-	    f->count[SECTOR_EXPIRED] + f->count[SECTOR_ABOUT_TO_EXPIRE];
-
-	return q > f->in_flight ? q - f->in_flight : 0;
-}
-
 json_t *
 plot_json_progress(struct plot *p)
 {
@@ -1605,8 +1603,7 @@ plot_json_progress(struct plot *p)
 		json_array_append_new(farms, json_pack("{s:I, s:s, s:I, s:I, s:s, s:o, s:I, s:I, "
 		    "s:s, s:I}", "id", (json_int_t)f->id, "dir", f->dir,
 		    "sectors", (json_int_t)f->g.sectors,
-		    "plotted", (json_int_t)(f->count[SECTOR_PLOTTED] +
-		    f->count[SECTOR_ABOUT_TO_EXPIRE]),
+		    "plotted", (json_int_t)farm_plotted(f),
 		    "state", farm_state(p, f), "in_flight", fl, "queued", (json_int_t)queued,
 		    "errors", (json_int_t)f->errors_total, "last_error", f->last_error,
 		    "sectors_plotted_total", (json_int_t)f->plotted_total));
@@ -1634,7 +1631,7 @@ plot_json_summary(struct plot *p)
 	TAILQ_FOREACH(f, &p->farms, link) {
 		farms++;
 		sectors += f->g.sectors;
-		plotted += f->count[SECTOR_PLOTTED] + f->count[SECTOR_ABOUT_TO_EXPIRE];
+		plotted += farm_plotted(f);
 		in_flight += f->in_flight;
 		errors += f->errors_total;
 		unusable += f->fd < 0;
@@ -1724,7 +1721,7 @@ sread_finish(struct sread *r, const char *fmt, ...)
 /* The row and the sector's job may have changed while the read was on
  * the I/O pool: only an unchanged, idle sector can be judged. */
 static int
-sread_unchanged(struct plot *p, struct farm *f, uint32_t idx, const struct sector_row *then)
+sector_unchanged(struct plot *p, struct farm *f, uint32_t idx, const struct sector_row *then)
 {
 	struct sector_row now;
 	struct err e;
@@ -1772,7 +1769,7 @@ sread_root_done(void *arg)
 		sread_finish(r, NULL);
 		return;
 	}
-	if (r->p->stopping || !sread_unchanged(r->p, r->f, r->idx, &r->row)) {
+	if (r->p->stopping || !sector_unchanged(r->p, r->f, r->idx, &r->row)) {
 		sread_finish(r, "sector %" PRIu32 "/%" PRIu32 " changed while it was read; try "
 		    "again", r->f->id, r->idx);
 		return;
@@ -1788,6 +1785,7 @@ static void
 sread_decode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, void *arg)
 {
 	struct sread *r = arg;
+	const ProtobufCBinaryData *out;
 
 	(void)job_id;
 	r->job_id = 0;
@@ -1795,12 +1793,11 @@ sread_decode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error,
 		sread_finish(r, "decode: %s", error);
 		return;
 	}
-	if (res->body_case != FARMD__JOB_RESULT__BODY_ENCODE || res->encode->n_pieces != 1 ||
-	    res->encode->pieces[0].len != r->f->g.piece_size) {
-		sread_finish(r, "decode: the worker answered with the wrong shape");
+	if ((out = pool_encode_pieces(res, 1, r->f->g.piece_size)) == NULL) {
+		sread_finish(r, "decode: the worker answered with the wrong piece");
 		return;
 	}
-	memcpy(r->buf, res->encode->pieces[0].data, r->f->g.piece_size);
+	memcpy(r->buf, out[0].data, r->f->g.piece_size);
 	if (io_submit(r->p->d->io, sread_root_work, sread_root_done, r) < 0)
 		sread_finish(r, "cannot queue the piece root check");
 }
@@ -1820,8 +1817,6 @@ static void
 sread_pread_done(void *arg)
 {
 	struct sread *r = arg;
-	Farmd__Job job = FARMD__JOB__INIT;
-	Farmd__EncodeJob ej = FARMD__ENCODE_JOB__INIT;
 	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, r->p->d->cfg.plotting.retry_delay_ms, 0 };
 	ProtobufCBinaryData piece = { r->f->g.piece_size, r->buf };
 	struct err e;
@@ -1834,45 +1829,19 @@ sread_pread_done(void *arg)
 		sread_finish(r, "farmd is shutting down");
 		return;
 	}
-	ej.sector_id.data = r->sector_id;
-	ej.sector_id.len = HASH_LEN;
-	ej.first_offset = r->offset;
-	ej.scrypt_n = r->f->g.scrypt.n;
-	ej.scrypt_r = r->f->g.scrypt.r;
-	ej.scrypt_p = r->f->g.scrypt.p;
-	ej.n_pieces = 1;
-	ej.pieces = &piece;
-	ej.decode = 1;
-	job.body_case = FARMD__JOB__BODY_ENCODE;
-	job.encode = &ej;
-	if ((r->job_id = pool_submit(r->p->d->pool, WIRE_KIND_ENCODE, &job, &opts,
-	    sread_decode_cb, r, &e)) == 0)
+	if ((r->job_id = pool_submit_encode(r->p->d->pool, r->sector_id, r->offset,
+	    &r->f->g.scrypt, &piece, 1, 1, &opts, sread_decode_cb, r, &e)) == 0)
 		sread_finish(r, "decode: %s", e.msg);
 }
 
-static int
-parse_u32(const char *s, uint32_t *out)
-{
-	char *end;
-	unsigned long v;
-
-	errno = 0;
-	v = strtoul(s, &end, 10);
-	if (s[0] < '0' || s[0] > '9' || *end != '\0' || errno != 0 || v > UINT32_MAX)
-		return -1;
-	*out = (uint32_t)v;
-	return 0;
-}
-
 void
-plot_sector_read(struct plot *p, const char *farm, const char *sector, const char *offset,
+plot_sector_read(struct plot *p, const char *farm, uint32_t sector, uint32_t offset,
     plot_read_cb cb, void *arg)
 {
 	struct sread *r = calloc(1, sizeof(*r));
-	sqlite3_stmt *st;
+	uint8_t hash[HASH_LEN];
 	struct farm *f;
 	struct err e;
-	int ok;
 
 	if (r == NULL) {
 		cb(arg, NULL, 0, "out of memory");
@@ -1886,13 +1855,15 @@ plot_sector_read(struct plot *p, const char *farm, const char *sector, const cha
 		sread_finish(r, "sector read: %s", e.msg);
 		return;
 	}
-	if (parse_u32(sector, &r->idx) < 0 || r->idx >= f->g.sectors) {
-		sread_finish(r, "sector read: SECTOR '%s' is not an index below %" PRIu32, sector,
-		    f->g.sectors);
+	r->idx = sector;
+	r->offset = offset;
+	if (sector >= f->g.sectors) {
+		sread_finish(r, "sector read: SECTOR %" PRIu32 " is not below %" PRIu32 " (farm %"
+		    PRIu32 ")", sector, f->g.sectors, f->id);
 		return;
 	}
-	if (parse_u32(offset, &r->offset) < 0 || r->offset >= f->g.pieces_in_sector) {
-		sread_finish(r, "sector read: PIECE_OFFSET '%s' is not an offset below %" PRIu32,
+	if (offset >= f->g.pieces_in_sector) {
+		sread_finish(r, "sector read: PIECE_OFFSET %" PRIu32 " is not below %" PRIu32,
 		    offset, f->g.pieces_in_sector);
 		return;
 	}
@@ -1911,22 +1882,9 @@ plot_sector_read(struct plot *p, const char *farm, const char *sector, const cha
 		return;
 	}
 	encode_v1_sector_id(f->pkh, r->idx, r->row.history_size, r->sector_id);
-	r->piece_index = encode_v1_piece_index(r->sector_id, r->offset, r->row.history_size,
-	    f->g.pieces_per_segment, f->g.recent_segments, f->g.recent_history_fraction);
-	if ((st = db_prepare(p->d->db, "SELECT root FROM segment_pieces WHERE segment = ? "
-	    "AND k = ?", &e)) == NULL) {
+	if (sector_piece(p, f, r->sector_id, r->row.history_size, r->offset, &r->piece_index,
+	    hash, r->root, &e) < 0) {
 		sread_finish(r, "%s", e.msg);
-		return;
-	}
-	sqlite3_bind_int64(st, 1, (int64_t)(r->piece_index / f->g.pieces_per_segment));
-	sqlite3_bind_int64(st, 2, (int64_t)(r->piece_index % f->g.pieces_per_segment));
-	ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == HASH_LEN;
-	if (ok)
-		memcpy(r->root, sqlite3_column_blob(st, 0), HASH_LEN);
-	sqlite3_finalize(st);
-	if (!ok) {
-		sread_finish(r, "piece %" PRIu64 " has no piece root in segment_pieces",
-		    r->piece_index);
 		return;
 	}
 	if ((r->buf = malloc(f->g.piece_size)) == NULL) {
@@ -2031,7 +1989,7 @@ pcheck_done(void *arg)
 	p->checks--;
 	if (p->stopping || c->io_err == ECANCELED) {
 		result = -1;
-	} else if (c->io_err == EIO && sread_unchanged(p, c->f, c->idx, &c->row)) {
+	} else if (c->io_err == EIO && sector_unchanged(p, c->f, c->idx, &c->row)) {
 		/* Unreadable bytes are damaged bytes: replot them. */
 		result = 1;
 		plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: read failed: "
@@ -2039,7 +1997,7 @@ pcheck_done(void *arg)
 	} else if (c->io_err) {
 		log_warn("plot scrub: sector %" PRIu32 "/%" PRIu32 ": %s", c->f->id, c->idx,
 		    strerror(c->io_err));
-	} else if (sread_unchanged(p, c->f, c->idx, &c->row)) {
+	} else if (sector_unchanged(p, c->f, c->idx, &c->row)) {
 		result = memcmp(c->sum, c->row.checksum, HASH_LEN) != 0;
 		if (result == 1)
 			plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: bytes do not "

@@ -56,8 +56,8 @@ json_t *plot_json_metrics(struct plot *p);
 
 /* sector read: the decoded piece, checked against its piece root. */
 typedef void (*plot_read_cb)(void *arg, uint8_t *data, size_t len, const char *error);
-void plot_sector_read(struct plot *p, const char *farm, const char *sector,
-    const char *offset, plot_read_cb cb, void *arg);
+void plot_sector_read(struct plot *p, const char *farm, uint32_t sector,
+    uint32_t offset, plot_read_cb cb, void *arg);
 
 /* Plot scrub, driven by scrub.c.  next: the first sector holding content
  * after (farm, idx) (or the first of all when !have): 1 found, 0 end,

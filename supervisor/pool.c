@@ -270,6 +270,40 @@ pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
 	return j->id;
 }
 
+uint64_t
+pool_submit_encode(struct pool *p, const uint8_t sector_id[HASH_LEN], uint32_t first_offset,
+    const struct encode_params *params, const ProtobufCBinaryData *pieces, size_t n,
+    int decode, const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e)
+{
+	Farmd__Job job = FARMD__JOB__INIT;
+	Farmd__EncodeJob ej = FARMD__ENCODE_JOB__INIT;
+
+	ej.sector_id.data = (uint8_t *)sector_id;
+	ej.sector_id.len = HASH_LEN;
+	ej.first_offset = first_offset;
+	ej.scrypt_n = params->n;
+	ej.scrypt_r = params->r;
+	ej.scrypt_p = params->p;
+	ej.n_pieces = n;
+	ej.pieces = (ProtobufCBinaryData *)pieces;
+	ej.decode = decode;
+	job.body_case = FARMD__JOB__BODY_ENCODE;
+	job.encode = &ej;
+	/* Packed here: the caller's buffers are its own again on return. */
+	return pool_submit(p, WIRE_KIND_ENCODE, &job, opts, cb, arg, e);
+}
+
+const ProtobufCBinaryData *
+pool_encode_pieces(const Farmd__JobResult *res, size_t n, size_t len)
+{
+	if (res->body_case != FARMD__JOB_RESULT__BODY_ENCODE || res->encode->n_pieces != n)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (res->encode->pieces[i].len != len)
+			return NULL;
+	return res->encode->pieces;
+}
+
 void
 pool_cancel(struct pool *p, uint64_t id)
 {

@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "encode_v1.h"
 #include "err.h"
 #include "wire.h"
 #include "worker.pb-c.h"
@@ -44,6 +45,17 @@ int pool_ready(const struct pool *p);
  * 0 with e set. */
 uint64_t pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
     const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e);
+/* An encode job (format v1) for n pieces at sector_id's offsets
+ * [first_offset, first_offset + n); decoding is the same transform. */
+uint64_t pool_submit_encode(struct pool *p, const uint8_t sector_id[HASH_LEN],
+    uint32_t first_offset, const struct encode_params *params,
+    const ProtobufCBinaryData *pieces, size_t n, int decode,
+    const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e);
+/* An encode result's pieces if it has n of them, each len bytes; NULL if
+ * the worker answered with another shape. */
+const ProtobufCBinaryData *pool_encode_pieces(const Farmd__JobResult *res, size_t n,
+    size_t len);
+
 /* Forgets a job: its callback will not run.  A running attempt finishes
  * on its worker and its answer is dropped. */
 void pool_cancel(struct pool *p, uint64_t job_id);

@@ -209,30 +209,40 @@ ctl_write_all(int fd, const uint8_t *p, size_t len, const char *what)
 	}
 }
 
-/* One request on the open connection; prints the answer. */
-static int
-ctl_request(struct ctl *c, int argc, char **argv, int *fds, int nfds, int output)
+/* Sends one request on the open connection and returns farmd's answer
+ * (free it with protobuf_c_message_free_unpacked and *body with free). */
+static Farmd__AdminMsg *
+ctl_exchange(struct ctl *c, int argc, char **argv, int json, int *fds, int nfds,
+    struct frame_alloc *fa, uint8_t **body)
 {
 	Farmd__AdminMsg msg = FARMD__ADMIN_MSG__INIT, *in;
 	Farmd__AdminRequest req = FARMD__ADMIN_REQUEST__INIT;
-	Farmd__AdminResponse *r;
-	struct frame_alloc fa;
 	struct err e;
-	uint8_t *body;
-	int rc = EXIT_OK;
 
 	req.n_argv = (size_t)argc;
 	req.argv = argv;
-	req.json = c->json;
+	req.json = json;
 	req.nfds = (uint32_t)nfds;
 	msg.m_case = FARMD__ADMIN_MSG__M_REQUEST;
 	msg.request = &req;
 	if (frame_send_msg(c->fd, &msg.base, fds, nfds, &e) < 0)
 		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
-	in = ctl_recv(c, &fa, &body);
+	in = ctl_recv(c, fa, body);
 	if (in->m_case != FARMD__ADMIN_MSG__M_RESPONSE)
 		die(EXIT_USAGE, "%s: farmd answered with an unexpected message", c->socket);
-	r = in->response;
+	return in;
+}
+
+/* One request on the open connection; prints the answer. */
+static int
+ctl_request(struct ctl *c, int argc, char **argv, int *fds, int nfds, int output)
+{
+	struct frame_alloc fa;
+	uint8_t *body;
+	Farmd__AdminMsg *in = ctl_exchange(c, argc, argv, c->json, fds, nfds, &fa, &body);
+	Farmd__AdminResponse *r = in->response;
+	int rc = EXIT_OK;
+
 	if (r->warning[0])
 		fprintf(stderr, "farmctl: warning: %s\n", r->warning);
 	if (!r->ok) {
@@ -267,23 +277,11 @@ ctl_request(struct ctl *c, int argc, char **argv, int *fds, int nfds, int output
 static char *
 ctl_request_json(struct ctl *c, int argc, char **argv)
 {
-	Farmd__AdminMsg msg = FARMD__ADMIN_MSG__INIT, *in;
-	Farmd__AdminRequest req = FARMD__ADMIN_REQUEST__INIT;
 	struct frame_alloc fa;
-	struct err e;
 	uint8_t *body;
+	Farmd__AdminMsg *in = ctl_exchange(c, argc, argv, 1, NULL, 0, &fa, &body);
 	char *out = NULL;
 
-	req.n_argv = (size_t)argc;
-	req.argv = argv;
-	req.json = 1;
-	msg.m_case = FARMD__ADMIN_MSG__M_REQUEST;
-	msg.request = &req;
-	if (frame_send_msg(c->fd, &msg.base, NULL, 0, &e) < 0)
-		die(EXIT_USAGE, "%s: %s", c->socket, e.msg);
-	in = ctl_recv(c, &fa, &body);
-	if (in->m_case != FARMD__ADMIN_MSG__M_RESPONSE)
-		die(EXIT_USAGE, "%s: farmd answered with an unexpected message", c->socket);
 	if (!in->response->ok)
 		fprintf(stderr, "farmctl: %s\n", in->response->error);
 	else if ((out = strdup(in->response->json)) == NULL)

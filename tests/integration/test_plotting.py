@@ -810,6 +810,17 @@ def test_farm_add_bad_input(tmp):
     assert len(ok) == 1, outs
     assert all("in use" in e for rc, _, e in outs if rc != 0), outs
     check_identity(d, ok[0]["public_key_hash"])
+    # sector read of what is not there: one line each, exit 1.
+    fid = str(ok[0]["id"])
+    for args, words in ((["sector", "read", fid, "x", "0"], "must be numbers"),
+                        (["sector", "read", fid, "0", "-1"], "must be numbers"),
+                        (["sector", "read", fid, "1", "0"], "not below 1"),
+                        (["sector", "read", fid, "0", "64"], "not below 64"),
+                        (["sector", "read", "77", "0", "0"], "no farm"),
+                        (["sector", "read", fid, "0", "0"], "holds no plotted data")):
+        p = f.ctl_raw(*args)
+        assert p.returncode == 1 and words in p.stderr, (args, p.returncode, p.stderr)
+        assert len(p.stderr.strip().splitlines()) == 1, p.stderr
     assert f.stop() == 0
     f.start()
     (fl,) = farm_list(f)
