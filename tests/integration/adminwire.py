@@ -31,8 +31,10 @@ def hello(version=1):
     return frame(field(1, b"\x08" + varint(version)))
 
 
-def request(*argv, nfds=0):
+def request(*argv, nfds=0, json=False):
     req = b"".join(field(1, a.encode()) for a in argv)
+    if json:
+        req += varint(2 << 3) + varint(1)
     if nfds:
         req += varint(3 << 3) + varint(nfds)
     return frame(field(2, req))
@@ -94,8 +96,8 @@ class Client:
         self.s.sendall(hello())
         recv_frame(self.s)
 
-    def request(self, argv, fds=()):
-        msg = request(*argv, nfds=len(fds))
+    def request(self, argv, fds=(), json=False):
+        msg = request(*argv, nfds=len(fds), json=json)
         if fds:
             socket.send_fds(self.s, [msg], list(fds))
         else:

@@ -20,8 +20,26 @@ FARMD = os.path.join(BUILD, "farmd")
 FARMCTL = os.path.join(BUILD, "farmctl")
 WORKER = os.path.join(BUILD, "farmd-worker")
 SANITIZED = os.environ.get("FARMD_SANITIZED") == "1"
-# Sanitized builds run several times slower.
-SLOW = 3.0 if SANITIZED else 1.0
+
+
+def load_factor():
+    """How much slower than an idle machine this one is likely to be now:
+    FARMD_LOAD_FACTOR when set (scripts/test --stress sets it), else the
+    1-minute load average per CPU, at least 1."""
+    forced = os.environ.get("FARMD_LOAD_FACTOR")
+    if forced:
+        return max(1.0, float(forced))
+    try:
+        return max(1.0, os.getloadavg()[0] / (os.cpu_count() or 1))
+    except OSError:
+        return 1.0
+
+
+# Every deadline in the tests is a generous limit for progress, never an
+# expected speed (speeds are scripts/bench figures), scaled by SLOW:
+# sanitized builds run several times slower, and a busy machine slower
+# still.  wait_for() also rescales by the load at the time it waits.
+SLOW = (3.0 if SANITIZED else 1.0) * load_factor()
 # kill -9 loops: the acceptance lists ask for 20 rounds, which the normal
 # pass runs; the sanitizer pass is there for memory errors and runs fewer.
 CRASH_ROUNDS = int(os.environ.get("FARMD_CRASH_ROUNDS", "20"))
@@ -34,7 +52,10 @@ class CtlError(Exception):
 
 
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
-    deadline = time.monotonic() + timeout * SLOW
+    """Polls pred until it returns something true; fails after timeout
+    (seconds on an idle machine, scaled by SLOW and by the load now)."""
+    scale = max(SLOW, (3.0 if SANITIZED else 1.0) * load_factor())
+    deadline = time.monotonic() + timeout * scale
     last = None
     while time.monotonic() < deadline:
         try:
@@ -44,7 +65,7 @@ def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
         except Exception as e:  # noqa: BLE001 - the predicate may race
             last = e
         time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout * SLOW:.1f}s waiting for {what} (last: {last!r})")
+    raise AssertionError(f"timed out after {timeout * scale:.1f}s waiting for {what} (last: {last!r})")
 
 
 def children_of(pid):
