@@ -1,3 +1,8 @@
+/*
+ * err.c: every setter formats into a buffer of its own and copies it
+ * into e->msg last, so an argument may be e->msg itself ("x: %s", e->msg)
+ * without overlapping source and destination in vsnprintf.
+ */
 #include "err.h"
 
 #include <errno.h>
@@ -7,13 +12,15 @@
 int
 err_set(struct err *e, const char *fmt, ...)
 {
+	char buf[ERR_MSG_MAX];
 	va_list ap;
 
 	if (e == NULL)
 		return -1;
 	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
+	memcpy(e->msg, buf, strlen(buf) + 1);
 	return -1;
 }
 
@@ -21,16 +28,18 @@ int
 err_sys(struct err *e, const char *fmt, ...)
 {
 	int saved = errno;
+	char buf[ERR_MSG_MAX];
 	size_t n;
 	va_list ap;
 
 	if (e == NULL)
 		return -1;
 	va_start(ap, fmt);
-	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	vsnprintf(buf, sizeof(buf), fmt, ap);
 	va_end(ap);
-	n = strlen(e->msg);
-	snprintf(e->msg + n, sizeof(e->msg) - n, ": %s", strerror(saved));
+	n = strlen(buf);
+	snprintf(buf + n, sizeof(buf) - n, ": %s", strerror(saved));
+	memcpy(e->msg, buf, strlen(buf) + 1);
 	errno = saved;
 	return -1;
 }

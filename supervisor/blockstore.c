@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,12 +34,12 @@
 #include "config.h"
 #include "db.h"
 #include "farmd.h"
+#include "fdio.h"
 #include "io.h"
 #include "log.h"
 #include "resync.h"
 
 #define BS_CHUNK (1u << 20)
-#define BS_BUSY_MAX 64
 
 struct blockstore {
 	struct farmd *d;
@@ -48,8 +49,12 @@ struct blockstore {
 	uint64_t blocks, bytes;
 	uint64_t bytes_read, bytes_written, corruptions, missing;
 	uint64_t tmp_seq;
-	uint8_t busy[BS_BUSY_MAX][HASH_LEN];    /* hashes being deleted */
-	int nbusy;
+	uint8_t (*busy)[HASH_LEN];      /* hashes being deleted: as many as */
+	size_t nbusy, busy_cap;         /* deletes in flight, no fixed cap */
+#ifdef FAULT_INJECTION
+	int crash_before_commit;        /* debug fault block commit */
+	int slow_delete;                /* debug fault block slow-delete */
+#endif
 };
 
 void
@@ -72,25 +77,39 @@ bs_path(const struct blockstore *bs, const uint8_t hash[HASH_LEN], int compresse
 static int
 bs_busy(const struct blockstore *bs, const uint8_t hash[HASH_LEN])
 {
-	for (int i = 0; i < bs->nbusy; i++)
+	for (size_t i = 0; i < bs->nbusy; i++)
 		if (memcmp(bs->busy[i], hash, HASH_LEN) == 0)
 			return 1;
 	return 0;
 }
 
+/* Room for one more busy hash, made before a delete commits to anything,
+ * so that bs_busy_add() cannot fail afterwards. */
 static int
+bs_busy_reserve(struct blockstore *bs)
+{
+	size_t cap = bs->busy_cap ? 2 * bs->busy_cap : 64;
+	uint8_t (*nb)[HASH_LEN];
+
+	if (bs->nbusy < bs->busy_cap)
+		return 0;
+	if ((nb = realloc(bs->busy, cap * HASH_LEN)) == NULL)
+		return -1;
+	bs->busy = nb;
+	bs->busy_cap = cap;
+	return 0;
+}
+
+static void
 bs_busy_add(struct blockstore *bs, const uint8_t hash[HASH_LEN])
 {
-	if (bs->nbusy == BS_BUSY_MAX || bs_busy(bs, hash))
-		return -1;
 	memcpy(bs->busy[bs->nbusy++], hash, HASH_LEN);
-	return 0;
 }
 
 static void
 bs_busy_del(struct blockstore *bs, const uint8_t hash[HASH_LEN])
 {
-	for (int i = 0; i < bs->nbusy; i++) {
+	for (size_t i = 0; i < bs->nbusy; i++) {
 		if (memcmp(bs->busy[i], hash, HASH_LEN) == 0) {
 			memmove(bs->busy[i], bs->busy[i + 1], (size_t)(bs->nbusy - i - 1) * HASH_LEN);
 			bs->nbusy--;
@@ -239,14 +258,14 @@ bs_put_stage1(void *arg)
 					snprintf(op->err, sizeof(op->err), "zstd: %s", ZSTD_getErrorName(rem));
 					goto done;
 				}
-				if (ob.pos > 0 && write(out, zbuf, ob.pos) != (ssize_t)ob.pos) {
+				if (ob.pos > 0 && fdio_write_all(out, zbuf, ob.pos) < 0) {
 					put_fail(op, "write %s: %s", op->tmp);
 					goto done;
 				}
 				op->stored += ob.pos;
 			} while (mode == ZSTD_e_end ? rem != 0 : in.pos < in.size);
 		} else if (n > 0) {
-			if (write(out, p, (size_t)n) != n) {
+			if (fdio_write_all(out, p, (size_t)n) < 0) {
 				put_fail(op, "write %s: %s", op->tmp);
 				goto done;
 			}
@@ -417,6 +436,13 @@ bs_put_stage2_done(void *arg)
 		bs_put_finish(op, op->err);
 		return;
 	}
+#ifdef FAULT_INJECTION
+	if (op->bs->crash_before_commit) {
+		log_warn("fault injection: killed after renaming %s, before its row commits",
+		    op->final);
+		kill(getpid(), SIGKILL);
+	}
+#endif
 	if (bs_commit_row(op, &e) < 0) {
 		/* The file stays: a later put or scrub finds it again. */
 		bs_put_finish(op, e.msg);
@@ -494,6 +520,14 @@ bs_put_stage1_done(void *arg)
 		return;
 	}
 	bs_path(bs, op->hash, op->compressed, op->final, sizeof(op->final));
+	/* Before the rename: a crash between rename and commit leaves a
+	 * file that only this name leads back to (blockstore_reconcile). */
+	if (op->resv_id != 0 &&
+	    budget_name(&bs->budget, op->resv_id, op->hash, HASH_LEN, &e) < 0) {
+		unlink(op->tmp);
+		bs_put_finish(op, e.msg);
+		return;
+	}
 	if (io_submit(bs->d->io, bs_put_stage2, bs_put_stage2_done, op) < 0) {
 		unlink(op->tmp);
 		bs_put_finish(op, "out of memory");
@@ -930,6 +964,7 @@ struct del_op {
 	char err[ERR_MSG_MAX];
 	block_done_cb cb;
 	void *arg;
+	int slow;                       /* fault injection: wait before unlink */
 };
 
 static void
@@ -938,6 +973,9 @@ bs_del_work(void *arg)
 	struct del_op *op = arg;
 	char dir[PATH_MAX + 80];
 	size_t n = strlen(op->path);
+
+	if (op->slow)
+		usleep(100 * 1000);
 
 	/* Both spellings: compression may have changed since it was stored. */
 	if (unlink(op->path) < 0 && errno != ENOENT) {
@@ -989,7 +1027,7 @@ bs_delete(struct blockstore *bs, const uint8_t hash[HASH_LEN], const char *cond,
 		return found < 0 ? -1 : 0;
 	if (bs_busy(bs, hash))
 		return 0;
-	if ((op = calloc(1, sizeof(*op))) == NULL)
+	if (bs_busy_reserve(bs) < 0 || (op = calloc(1, sizeof(*op))) == NULL)
 		return err_set(e, "out of memory");
 	snprintf(sql, sizeof(sql), "DELETE FROM blocks WHERE hash = ? %s", cond);
 	if ((st = db_prepare(bs->d->db, sql, e)) == NULL) {
@@ -1021,6 +1059,9 @@ bs_delete(struct blockstore *bs, const uint8_t hash[HASH_LEN], const char *cond,
 		return 1;
 	}
 	bs_path(bs, hash, info.compressed, op->path, sizeof(op->path));
+#ifdef FAULT_INJECTION
+	op->slow = bs->slow_delete;
+#endif
 	bs_busy_add(bs, hash);
 	if (io_submit(bs->d->io, bs_del_work, bs_del_done, op) < 0) {
 		bs_busy_del(bs, hash);
@@ -1077,6 +1118,47 @@ blockstore_purge(struct blockstore *bs, const uint8_t hash[HASH_LEN], int64_t *r
 
 /* ---- lifecycle ------------------------------------------------------- */
 
+/* A put killed after it renamed its file into place but before the row
+ * that names it committed leaves a file nothing refers to and no budget
+ * counts.  Its reservation, still in the table, names the hash: remove
+ * every spelling of that block's file that no row names.  (A spelling a
+ * row does name holds the same bytes, written and fsynced before the
+ * rename, and stays.)  Runs before budget_init() deletes the
+ * reservations; nothing else in the store is walked. */
+static void
+bs_reconcile(struct blockstore *bs)
+{
+	sqlite3_stmt *st = db_prepare(bs->d->db, "SELECT r.hash, b.compressed, b.data IS NULL "
+	    "FROM reservations r LEFT JOIN blocks b ON b.hash = r.hash "
+	    "WHERE r.store = 'blocks' AND r.hash IS NOT NULL", NULL);
+	int n = 0;
+
+	while (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
+		int row = sqlite3_column_type(st, 1) != SQLITE_NULL;
+		int named_z = row && sqlite3_column_int(st, 2) ? sqlite3_column_int(st, 1) : -1;
+		char path[PATH_MAX + 80], dir[PATH_MAX + 80];
+
+		if (sqlite3_column_bytes(st, 0) != HASH_LEN)
+			continue;
+		for (int z = 0; z <= 1; z++) {
+			if (z == named_z)
+				continue;
+			bs_path(bs, sqlite3_column_blob(st, 0), z, path, sizeof(path));
+			if (unlink(path) == 0) {
+				log_info("blocks: removed %s, left without its row by an "
+				    "interrupted put", path);
+				dirname_of(path, dir, sizeof(dir));
+				fsync_dir(dir);
+				n++;
+			}
+		}
+	}
+	sqlite3_finalize(st);
+	if (n > 0)
+		log_info("blocks: removed %d block file%s left by interrupted puts", n,
+		    n == 1 ? "" : "s");
+}
+
 /* Temp files are never named by a row: whatever a crash left is garbage. */
 static void
 bs_clean_tmp(struct blockstore *bs)
@@ -1122,6 +1204,7 @@ blockstore_new(struct farmd *d, struct err *e)
 		return NULL;
 	}
 	bs_clean_tmp(bs);
+	bs_reconcile(bs);
 	st = db_prepare(d->db, "SELECT COUNT(*), COALESCE(SUM(size), 0), "
 	    "COALESCE(SUM(stored), 0) FROM blocks", e);
 	if (st == NULL) {
@@ -1144,6 +1227,9 @@ blockstore_new(struct farmd *d, struct err *e)
 void
 blockstore_free(struct blockstore *bs)
 {
+	if (bs == NULL)
+		return;
+	free(bs->busy);
 	free(bs);
 }
 
@@ -1166,3 +1252,17 @@ blockstore_set_budget(struct blockstore *bs, uint64_t limit)
 {
 	bs->budget.limit = limit;
 }
+
+#ifdef FAULT_INJECTION
+int
+blockstore_arm_fault(struct blockstore *bs, const char *fault)
+{
+	if (strcmp(fault, "commit") == 0)
+		bs->crash_before_commit = 1;
+	else if (strcmp(fault, "slow-delete") == 0)
+		bs->slow_delete = 1;
+	else
+		return -1;
+	return 0;
+}
+#endif

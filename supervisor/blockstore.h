@@ -107,6 +107,13 @@ void blockstore_stats(const struct blockstore *bs, struct blockstore_stats *out)
 
 /* Reload of [blocks] budget. */
 void blockstore_set_budget(struct blockstore *bs, uint64_t limit);
+#ifdef FAULT_INJECTION
+/* debug fault block FAULT.  commit: the next put that renames a file into
+ * place kills farmd (SIGKILL) before its row commits; slow-delete: from
+ * now on every file delete waits 100 ms before its unlink (widens the
+ * window in which a put meets its hash being deleted).  -1: no such fault. */
+int blockstore_arm_fault(struct blockstore *bs, const char *fault);
+#endif
 
 /* Hex form of a hash in a static-free buffer. */
 void block_hex(const uint8_t hash[HASH_LEN], char out[HASH_HEX_LEN + 1]);

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "blockstore.h"
 #include "clock.h"
 #include "encode_v1.h"
 #include "farmd.h"
@@ -471,8 +472,11 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	struct err e;
 
 	(void)argc;
-	if (strcmp(argv[0], "plot") == 0 && strcmp(argv[1], "write") == 0) {
-		plot_arm_write_fault(req->d->plot);
+	if ((strcmp(argv[0], "plot") == 0 && strcmp(argv[1], "write") == 0) ||
+	    (strcmp(argv[0], "block") == 0 &&
+	    blockstore_arm_fault(req->d->blocks, argv[1]) == 0)) {
+		if (argv[0][0] == 'p')
+			plot_arm_write_fault(req->d->plot);
 		control_reply(req, json_pack("{s:s, s:s}", "kind", argv[0], "fault", argv[1]),
 		    "armed\n");
 		return;
@@ -480,7 +484,7 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	if (wire_kind_parse(argv[0], &kind) < 0 || wire_fault_parse(argv[1], &fault) < 0 ||
 	    fault == WIRE_FAULT_NONE) {
 		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
-		    "hang|crash|syscall|oversize|garbage; or plot write");
+		    "hang|crash|syscall|oversize|garbage; or plot write; or block commit|slow-delete");
 		return;
 	}
 	if (pool_arm_fault(req->d->pool, kind, fault, &e) < 0) {

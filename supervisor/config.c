@@ -13,6 +13,12 @@
  * [history]   piece_size = 64K   pieces_per_segment = 16   keep_archived_blocks = true
  * [plotting]  max_sectors_per_farm = 2 (R)   retry_delay = 1s (R)
  * [artifacts] cache_limit = 10G (R)   min_stale_time = 24h (R)   budget = unlimited (R)
+ *             retry_cooldown = 15m (R)   max_retries = 5 (R)
+ *
+ * Keys flagged F_UNIMPL in keys[] are parsed and checked but not
+ * acted on yet: metrics_listen and every [artifacts] key.  farmd refuses
+ * to start or reload with one set to anything but its default
+ * (config_refuse_unimplemented), so a setting never silently does nothing.
  *
  * farmd additions, in the same style:
  *
@@ -88,6 +94,7 @@ enum ktype {
 #define F_RELOAD     0x1   /* SIGHUP may change it */
 #define F_UNLIMITED  0x2   /* size: "unlimited" allowed */
 #define F_POW2       0x4   /* must be a power of two */
+#define F_UNIMPL     0x8   /* parsed and checked, but nothing acts on it yet */
 
 struct key {
 	const char *section;
@@ -105,7 +112,7 @@ static const struct key keys[] = {
 	{ "daemon", "admin_group", K_GROUP, FIELD(daemon.admin_group), 0, 0, 0 },
 	{ "daemon", "monitor_group", K_GROUP, FIELD(daemon.monitor_group), 0, 0, 0 },
 	{ "daemon", "sandbox_required", K_BOOL, FIELD(daemon.sandbox_required), 0, 0, 0 },
-	{ "daemon", "metrics_listen", K_LISTEN, FIELD(daemon.metrics_listen), 0, 0, 0 },
+	{ "daemon", "metrics_listen", K_LISTEN, FIELD(daemon.metrics_listen), 0, 0, F_UNIMPL },
 	{ "daemon", "log_level", K_LOGLEVEL, FIELD(daemon.log_level), 0, 0, F_RELOAD },
 	{ "daemon", "admin_clients_per_uid", K_COUNT, FIELD(daemon.admin_clients_per_uid),
 	  1, 1024, 0 },
@@ -148,11 +155,15 @@ static const struct key keys[] = {
 	  0, DURATION_MAX, F_RELOAD },
 
 	{ "artifacts", "cache_limit", K_SIZE, FIELD(artifacts.cache_limit),
-	  0, CONFIG_UNLIMITED - 1, F_RELOAD },
+	  0, CONFIG_UNLIMITED - 1, F_RELOAD | F_UNIMPL },
 	{ "artifacts", "min_stale_time", K_DURATION, FIELD(artifacts.min_stale_time_ms),
-	  0, DURATION_MAX, F_RELOAD },
+	  0, DURATION_MAX, F_RELOAD | F_UNIMPL },
 	{ "artifacts", "budget", K_SIZE, FIELD(artifacts.budget),
-	  0, CONFIG_UNLIMITED, F_RELOAD | F_UNLIMITED },
+	  0, CONFIG_UNLIMITED, F_RELOAD | F_UNLIMITED | F_UNIMPL },
+	{ "artifacts", "retry_cooldown", K_DURATION, FIELD(artifacts.retry_cooldown_ms),
+	  0, DURATION_MAX, F_RELOAD | F_UNIMPL },
+	{ "artifacts", "max_retries", K_COUNT, FIELD(artifacts.max_retries),
+	  0, 1000000, F_RELOAD | F_UNIMPL },
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -203,6 +214,8 @@ config_defaults(struct config *c)
 	c->artifacts.cache_limit = 10 * GIB;
 	c->artifacts.min_stale_time_ms = 24 * MS_H;
 	c->artifacts.budget = CONFIG_UNLIMITED;
+	c->artifacts.retry_cooldown_ms = 15 * MS_M;
+	c->artifacts.max_retries = 5;
 }
 
 /* ---- value parsers ----------------------------------------------------- */
@@ -832,6 +845,18 @@ set_value(struct loader *L, const struct key *k, const char *v)
 	}
 }
 
+static bool field_equal(const struct config *a, const struct config *b, const struct key *k);
+
+/* A key set to its default asks for what farmd does anyway. */
+static bool
+is_default(const struct config *c, const struct key *k)
+{
+	struct config def;
+
+	config_defaults(&def);
+	return field_equal(c, &def, k);
+}
+
 static int
 handler(void *user, const char *section, const char *name, const char *value)
 {
@@ -859,6 +884,16 @@ handler(void *user, const char *section, const char *name, const char *value)
 		}
 		L->seen[i] = L->line;
 		set_value(L, k, value != NULL ? value : "");
+		if (L->err_line == 0 && (k->flags & F_UNIMPL) && !is_default(&L->cfg, k) &&
+		    L->cfg.unimplemented.line == 0) {
+			L->cfg.unimplemented.line = L->line;
+			snprintf(L->cfg.unimplemented.key, sizeof(L->cfg.unimplemented.key),
+			    "[%s] %s", k->section, k->name);
+			snprintf(L->cfg.unimplemented.why, sizeof(L->cfg.unimplemented.why),
+			    "%s", strcmp(k->section, "artifacts") == 0 ?
+			    "farmd keeps no validation-code artifacts yet" :
+			    "farmd has no HTTP listener yet");
+		}
 		return L->err_line == 0;
 	}
 	if (!sec_known)
@@ -902,6 +937,15 @@ config_load(struct config *c, const char *path, struct err *e)
 	}
 	free(L);
 	return ret;
+}
+
+int
+config_refuse_unimplemented(const struct config *c, const char *path, struct err *e)
+{
+	if (c->unimplemented.line == 0)
+		return 0;
+	return err_set(e, "%s:%d: %s: not implemented yet (%s); remove the key",
+	    path, c->unimplemented.line, c->unimplemented.key, c->unimplemented.why);
 }
 
 /* ---- reload ------------------------------------------------------------- */

@@ -57,7 +57,16 @@ struct config {
 		uint64_t cache_limit;
 		uint64_t min_stale_time_ms;
 		uint64_t budget;
+		uint64_t retry_cooldown_ms;
+		uint32_t max_retries;
 	} artifacts;
+	/* The first key set in the file that farmd parses but does not act
+	 * on yet (line 0: none): see config_refuse_unimplemented(). */
+	struct {
+		int line;
+		char key[64];
+		char why[96];
+	} unimplemented;
 };
 
 void config_defaults(struct config *c);
@@ -66,6 +75,11 @@ void config_defaults(struct config *c);
  * e says "path:line: reason" (or "path: reason" when the file cannot be
  * read). */
 int config_load(struct config *c, const char *path, struct err *e);
+
+/* Refuses a configuration that sets a key farmd does not act on yet
+ * (e says "path:line: [section] key: not implemented yet ..."), so an
+ * operator's setting never silently does nothing.  0 when there is none. */
+int config_refuse_unimplemented(const struct config *c, const char *path, struct err *e);
 
 /* Copies the reloadable keys of next into live (SIGHUP).  A changed key
  * that cannot be reloaded is reported in e (one line naming the keys) and

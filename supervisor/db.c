@@ -76,6 +76,16 @@ static const char *const migrations[] = {
 	 * segment's expiry check looks for, without walking the others. */
 	"CREATE INDEX sectors_expiry_unknown ON sectors (farm, history_size)"
 	"  WHERE state = 'plotted' AND expires_at IS NULL;",
+	/* 4 → 5: one resync item per block, at the earliest time anything
+	 * asked for (an enqueue moves it earlier, never later), so a late
+	 * back-off can never hold up an earlier request such as GC.  A
+	 * reservation names the block its put is about to rename into place,
+	 * so a file left by a crash between rename and commit is found at
+	 * start without walking the store. */
+	"DELETE FROM resync_queue WHERE EXISTS (SELECT 1 FROM resync_queue q"
+	"  WHERE q.hash = resync_queue.hash AND q.due_ms < resync_queue.due_ms);"
+	"CREATE UNIQUE INDEX resync_queue_by_hash ON resync_queue (hash);"
+	"ALTER TABLE reservations ADD COLUMN hash BLOB;",
 };
 
 #define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -646,10 +646,15 @@ commit_segment(struct history *h, struct seg *s, struct err *e)
 		sqlite3_bind_blob(st, 3, ph, HASH_LEN, SQLITE_STATIC);
 		sqlite3_bind_blob(st, 4, s->piece_roots + (size_t)k * HASH_LEN, HASH_LEN,
 		    SQLITE_STATIC);
-		if (sqlite3_step(st) != SQLITE_DONE || blockstore_incref(h->d->blocks, ph, e) < 0) {
+		if (sqlite3_step(st) != SQLITE_DONE) {
+			err_set(e, "segment %" PRIu64 " piece %u: cannot record: %s", s->index, k,
+			    sqlite3_errmsg(db_handle(h->d->db)));
 			sqlite3_finalize(st);
-			return err_set(e, "segment %" PRIu64 " piece %u: %s", s->index, k,
-			    e->msg[0] ? e->msg : "cannot record");
+			return -1;
+		}
+		if (blockstore_incref(h->d->blocks, ph, e) < 0) {
+			sqlite3_finalize(st);
+			return err_wrap(e, "segment %" PRIu64 " piece %u", s->index, k);
 		}
 	}
 	sqlite3_finalize(st);

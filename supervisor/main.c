@@ -118,7 +118,8 @@ farmd_reload(struct farmd *d)
 		return;
 	}
 	config_defaults(&next);
-	if (config_load(&next, d->config_path, &e) < 0) {
+	if (config_load(&next, d->config_path, &e) < 0 ||
+	    config_refuse_unimplemented(&next, d->config_path, &e) < 0) {
 		log_err("reload refused: %s", e.msg);
 		return;
 	}
@@ -367,7 +368,8 @@ main(int argc, char **argv)
 		return EX_CONFIG;
 	}
 	config_defaults(&d.cfg);
-	if (d.config_path[0] != '\0' && config_load(&d.cfg, d.config_path, &e) < 0) {
+	if (d.config_path[0] != '\0' && (config_load(&d.cfg, d.config_path, &e) < 0 ||
+	    config_refuse_unimplemented(&d.cfg, d.config_path, &e) < 0)) {
 		fprintf(stderr, "farmd: %s\n", e.msg);
 		return EX_CONFIG;
 	}

@@ -40,6 +40,7 @@
 #include "expiry_v1.h"
 #include "farm.h"
 #include "farmd.h"
+#include "fdio.h"
 #include "history.h"
 #include "io.h"
 #include "log.h"
@@ -885,18 +886,9 @@ sj_write_work(void *arg)
 		j->io_err = EIO;
 		return;
 	}
-	while (len > 0) {
-		ssize_t n = pwrite(j->fd, b, len, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			j->io_err = n < 0 ? errno : EIO;
-			return;
-		}
-		b += n;
-		len -= (uint64_t)n;
-		off += n;
+	if (fdio_pwrite_all(j->fd, b, (size_t)len, off) < 0) {
+		j->io_err = errno;
+		return;
 	}
 	if (EVP_DigestUpdate(j->sha, j->buf, (size_t)j->batch_n * j->f->g.piece_size) != 1)
 		j->io_err = EINVAL;

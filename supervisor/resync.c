@@ -86,11 +86,16 @@ rs_exec_hash(struct resync *r, const char *sql, const uint8_t hash[HASH_LEN],
 	return rc;
 }
 
+/* One item per hash, due at the earliest time asked for: one statement,
+ * so a crash keeps either the old item or the moved one. */
+#define RS_ENQUEUE_SQL "INSERT INTO resync_queue (hash, due_ms) VALUES (?1, ?2) " \
+	"ON CONFLICT DO UPDATE SET due_ms = excluded.due_ms " \
+	"WHERE excluded.due_ms < due_ms"
+
 int
 resync_enqueue(struct resync *r, const uint8_t hash[HASH_LEN], uint64_t due_ms, struct err *e)
 {
-	if (rs_exec_hash(r, "INSERT OR IGNORE INTO resync_queue (hash, due_ms) VALUES (?1, ?2)",
-	    hash, (int64_t)due_ms, 0, e) < 0)
+	if (rs_exec_hash(r, RS_ENQUEUE_SQL, hash, (int64_t)due_ms, 0, e) < 0)
 		return -1;
 	if (due_ms <= clock_real_ms() && r->timer != NULL)
 		event_active(r->timer, EV_TIMEOUT, 0);
@@ -138,6 +143,10 @@ resync_satisfied(struct resync *r, const uint8_t hash[HASH_LEN])
 
 		block_hex(hash, hex);
 		log_info("block %s repaired", hex);
+		/* Its item waits for a back-off that no longer applies: due
+		 * now, its check finds the block healthy (or collectable). */
+		if (resync_enqueue(r, hash, clock_real_ms(), &e) < 0)
+			log_err("%s", e.msg);
 	}
 }
 
@@ -174,8 +183,7 @@ resync_retry_now(struct resync *r, const uint8_t *hash, struct err *e)
 		uint8_t h[HASH_LEN];
 
 		memcpy(h, sqlite3_column_blob(st, 0), HASH_LEN);
-		if (rs_exec_hash(r, "INSERT OR IGNORE INTO resync_queue (hash, due_ms) "
-		    "VALUES (?1, ?2)", h, (int64_t)now, 0, e) < 0) {
+		if (rs_exec_hash(r, RS_ENQUEUE_SQL, h, (int64_t)now, 0, e) < 0) {
 			sqlite3_finalize(st);
 			goto fail;
 		}
@@ -329,22 +337,17 @@ rs_failed(struct resync_item *it)
 	return RS_REQUEUE;
 }
 
-/* REQUEUE: insert the new row, then remove the old one. */
+/* REQUEUE: the item's row moves to its new time in one statement.  A row
+ * that moved meanwhile (an enqueue asked for an earlier time while this
+ * item was in flight) is left where it is: it will be checked again. */
 static enum resync_state
 rs_requeue(struct resync_item *it)
 {
 	struct err e;
 
-	if (db_begin(it->r->d->db, &e) < 0 ||
-	    rs_exec_hash(it->r, "INSERT OR IGNORE INTO resync_queue (hash, due_ms) VALUES (?1, ?2)",
-	    it->hash, (int64_t)it->requeue_ms, 0, &e) < 0 ||
-	    (it->requeue_ms != it->due_ms &&
-	    rs_exec_hash(it->r, "DELETE FROM resync_queue WHERE hash = ?1 AND due_ms = ?2",
-	    it->hash, (int64_t)it->due_ms, 0, &e) < 0) ||
-	    db_commit(it->r->d->db, &e) < 0) {
-		db_rollback(it->r->d->db);
+	if (rs_exec_hash(it->r, "UPDATE resync_queue SET due_ms = ?3 WHERE hash = ?1 AND "
+	    "due_ms = ?2", it->hash, (int64_t)it->due_ms, (int64_t)it->requeue_ms, &e) < 0)
 		log_err("%s", e.msg);
-	}
 	return RS_DONE;
 }
 

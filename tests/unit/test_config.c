@@ -700,6 +700,43 @@ size_bad(const char *s, bool unl, int want_errno)
 	ck_assert_uint_eq(v, 12345);
 }
 
+/* Keys parsed but not acted on yet are refused by name and line, never
+ * silently ignored; one set to its default (an empty metrics_listen:
+ * off) asks for what farmd does. */
+START_TEST(test_unimplemented_refused)
+{
+	static const struct { const char *text; int line; const char *key; } cases[] = {
+		{ "[daemon]\nmetrics_listen = 127.0.0.1:9616\n", 2, "[daemon] metrics_listen" },
+		{ "[blocks]\ngc_delay = 1s\n[artifacts]\ncache_limit = 1G\n", 4,
+		  "[artifacts] cache_limit" },
+		{ "[artifacts]\nmin_stale_time = 1h\nbudget = 1G\n", 2,
+		  "[artifacts] min_stale_time" },
+		{ "[artifacts]\n\nbudget = 5G\n", 3, "[artifacts] budget" },
+		{ "[artifacts]\nretry_cooldown = 1m\n", 2, "[artifacts] retry_cooldown" },
+		{ "[artifacts]\nmax_retries = 3\n", 2, "[artifacts] max_retries" },
+	};
+	struct config c;
+	struct err e = { "" };
+	const char *path;
+	char want[ERR_MSG_MAX];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ck_assert_int_eq(load_str(cases[i].text, &c, &e, &path), 0);
+		ck_assert_int_eq(config_refuse_unimplemented(&c, path, &e), -1);
+		snprintf(want, sizeof(want), "%s:%d: %s: not implemented yet (", path,
+		    cases[i].line, cases[i].key);
+		ck_assert_msg(strncmp(e.msg, want, strlen(want)) == 0, "%s", e.msg);
+		ck_assert_ptr_nonnull(strstr(e.msg, "remove the key"));
+	}
+	ck_assert_int_eq(load_str("[daemon]\nmetrics_listen =\n[workers]\nencode = 1\n"
+	    "[artifacts]\ncache_limit = 10G\nbudget = unlimited\n", &c, &e, &path), 0);
+	ck_assert_int_eq(config_refuse_unimplemented(&c, path, &e), 0);
+	/* A bad value is still a bad value, reported as such. */
+	expect_err_at("[artifacts]\nmax_retries = x\n", 2,
+	    "[artifacts] max_retries: bad number 'x'");
+}
+END_TEST
+
 START_TEST(test_parse_size)
 {
 	size_ok("0", false, 0);
@@ -840,6 +877,7 @@ config_suite(void)
 	tcase_add_test(tc, test_err_odd_files);
 	tcase_add_test(tc, test_err_values);
 	tcase_add_test(tc, test_err_unreadable);
+	tcase_add_test(tc, test_unimplemented_refused);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("reload");
