@@ -23,11 +23,7 @@ def put_files(sock, files, conns):
     def worker(chunk):
         c = Client(sock)
         for f in chunk:
-            fd = os.open(f, os.O_RDONLY)
-            try:
-                c.request(["block", "put", f], [fd])
-            finally:
-                os.close(fd)
+            c.put(f)
     threads = [threading.Thread(target=worker, args=(files[i::conns],)) for i in range(conns)]
     t0 = time.monotonic()
     for t in threads:

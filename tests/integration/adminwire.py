@@ -2,6 +2,7 @@
 AdminMsg (proto/admin.proto), for tests that must send what farmctl never
 would, and for the block benchmark, which must not pay for process start-up.
 """
+import os
 import socket
 import struct
 import threading
@@ -95,6 +96,14 @@ class Client:
         self.s.connect(path)
         self.s.sendall(hello())
         recv_frame(self.s)
+
+    def put(self, path):
+        """`block put PATH`, the file passed as a descriptor as farmctl does."""
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return self.request(["block", "put", path], [fd])
+        finally:
+            os.close(fd)
 
     def request(self, argv, fds=(), json=False):
         msg = request(*argv, nfds=len(fds), json=json)

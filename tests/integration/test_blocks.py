@@ -551,20 +551,12 @@ def test_concurrent_purge_and_put_same_hashes(tmp):
     def purge_put(i):
         c = Client(f.socket, timeout=120 * SLOW)
         c.request(["block", "purge", hashes[i]])
-        fd = os.open(paths[i], os.O_RDONLY)
-        try:
-            out = c.request(["block", "put", paths[i]], [fd])
-        finally:
-            os.close(fd)
+        out = c.put(paths[i])
         c.s.close()
         assert out[3].decode().strip() == hashes[i], out
     def refill():
         for path in fill:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                admin.request(["block", "put", path], [fd])
-            finally:
-                os.close(fd)
+            admin.put(path)
     singles = 3 if SANITIZED else 8
     for batch in [[i] for i in range(singles)] + [list(range(singles, 22))]:
         for h in fill_hashes:                       # 80 deletes in flight

@@ -655,6 +655,18 @@ def test_admin_group_may_shutdown(tmp):
     assert f"shutdown requested by uid {NOBODY}" in f.log()
 
 
+def refused_config(tmp, name, text):
+    """Starts farmd with a config file of that text; it must refuse it
+    with exit 78 and one line.  Returns (path, stderr)."""
+    path = os.path.join(tmp, name)
+    with open(path, "wb") as fh:
+        fh.write(text if isinstance(text, bytes) else text.encode())
+    rc, out, err = run_farmd(["--state-dir", os.path.join(tmp, "state"), "--config", path])
+    assert rc == 78, (name, rc, err)
+    assert err.count("\n") == 1, f"{name}: not one line: {err!r}"
+    return path, err
+
+
 def test_bad_config_refused(tmp):
     state = os.path.join(tmp, "state")
     cases = [
@@ -667,14 +679,9 @@ def test_bad_config_refused(tmp):
         ("out-of-range.ini", b"[workers]\nencode = 0\n", 2, "encode"),
     ]
     for name, text, line, word in cases:
-        path = os.path.join(tmp, name)
-        with open(path, "wb") as fh:
-            fh.write(text)
-        rc, out, err = run_farmd(["--state-dir", state, "--config", path])
-        assert rc == 78, (name, rc, err)
+        path, err = refused_config(tmp, name, text)
         where = re.escape(path) + (rf":{line}:" if line else r":\d+:")
         assert re.search(rf"^farmd: {where} \S", err, re.M), (name, err)
-        assert err.count("\n") == 1, f"{name}: not one line: {err!r}"
         if word:
             assert word in err, (name, err)
     missing = os.path.join(tmp, "no-such-file.ini")
@@ -696,7 +703,6 @@ def test_unimplemented_keys_refused(tmp):
     # Regression: [daemon] metrics_listen and the [artifacts] keys were
     # validated and then ignored.  Until something acts on them, farmd
     # refuses them at start (and on reload), by file, line and name.
-    state = os.path.join(tmp, "state")
     cases = [
         ("listen.ini", "[workers]\nencode = 1\n[daemon]\nmetrics_listen = 127.0.0.1:9616\n", 4,
          "[daemon] metrics_listen"),
@@ -707,13 +713,8 @@ def test_unimplemented_keys_refused(tmp):
         ("retries.ini", "[artifacts]\nmax_retries = 1\n", 2, "[artifacts] max_retries"),
     ]
     for name, text, line, key in cases:
-        path = os.path.join(tmp, name)
-        with open(path, "w") as fh:
-            fh.write(text)
-        rc, out, err = run_farmd(["--state-dir", state, "--config", path])
-        assert rc == 78, (name, rc, err)
+        path, err = refused_config(tmp, name, text)
         assert err.startswith(f"farmd: {path}:{line}: {key}: not implemented yet ("), (name, err)
-        assert err.count("\n") == 1, f"{name}: not one line: {err!r}"
     # Their defaults ask for nothing farmd does not do: accepted.
     f = farmd(tmp, config=CFG + "[daemon]\nmetrics_listen =\n[artifacts]\nbudget = unlimited\n")
     # A reload that sets one is refused and changes nothing.
