@@ -40,6 +40,10 @@ def load_factor():
 # sanitized builds run several times slower, and a busy machine slower
 # still.  wait_for() also rescales by the load at the time it waits.
 SLOW = (3.0 if SANITIZED else 1.0) * load_factor()
+# Pacing (the random moment of a kill, the gap between two kills) scales
+# with the build only: stretched by load, the work a loop races against
+# would end before the loop had done what it counts on.
+PACE = 3.0 if SANITIZED else 1.0
 # kill -9 loops: the acceptance lists ask for 20 rounds, which the normal
 # pass runs; the sanitizer pass is there for memory errors and runs fewer.
 CRASH_ROUNDS = int(os.environ.get("FARMD_CRASH_ROUNDS", "20"))

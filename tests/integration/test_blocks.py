@@ -23,7 +23,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 from adminwire import Client  # noqa: E402
-from harness import CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SANITIZED, SLOW, CtlError, farmd, metric, run_tests, wait_for, _live  # noqa: E402
+from harness import PACE, CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SANITIZED, SLOW, CtlError, farmd, metric, run_tests, wait_for, _live  # noqa: E402
 
 INLINE_MAX = 3072                      # blocks below this live in state.db
 MIB = 1 << 20
@@ -1032,7 +1032,7 @@ def test_kill9_during_concurrent_puts(tmp):
         # A random moment after the first acknowledgement, so the kill
         # lands among puts, not among farmctl processes starting up.
         wait_for(lambda: ok or bad, 30, interval=0.005, what=f"round {rnd}: a first put answered")
-        time.sleep(rng.uniform(0, 0.5) * SLOW)
+        time.sleep(rng.uniform(0, 0.5) * PACE)
         killed = time.monotonic()
         f.kill9()
         stop.set()

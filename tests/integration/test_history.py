@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 import adminwire  # noqa: E402
-from harness import CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SLOW, farmd, metric, run_tests, wait_for  # noqa: E402
+from harness import PACE, CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SLOW, farmd, metric, run_tests, wait_for  # noqa: E402
 
 KIB = 1 << 10
 CFG = "[workers]\nencode = 1\n"
@@ -262,7 +262,7 @@ def kill_mid_ingest(f, chain, last, rnd):
     todo = [chain.path(h) for h in range(last + 1, chain.n + 1)]
     rnd.shuffle(todo)
     ps = spawn_ingest(f, todo, procs=4) if todo else []
-    time.sleep(rnd.uniform(0, 0.4) * SLOW)
+    time.sleep(rnd.uniform(0, 0.4) * PACE)
     f.kill9()
     reap(ps)
 

@@ -31,7 +31,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "vectors"))
 
 import gen_vectors as v1  # noqa: E402
-from harness import (CRASH_ROUNDS, FARMCTL, SLOW, children_of, ctl_bin, farmd,  # noqa: E402
+from harness import (PACE, CRASH_ROUNDS, FARMCTL, SLOW, children_of, ctl_bin, farmd,  # noqa: E402
                      metric, run_tests, wait_for)
 
 KIB = 1 << 10
@@ -577,7 +577,7 @@ def test_kill9_during_plotting(tmp):
         if all(s["state"] == "plotted" for s in secs):
             farm_dirs.append(os.path.join(tmp, f"farm{len(farm_dirs)}"))
             add_farm(f, farm_dirs[-1], 16)
-        time.sleep(rnd.uniform(0.0, 0.6) * SLOW)
+        time.sleep(rnd.uniform(0.0, 0.6) * PACE)
         mid_plot += not plot_status(f)["idle"]
         f.kill9()
     f.start()
@@ -631,7 +631,7 @@ def test_kill9_encode_workers(tmp):
             kills += 1
         except ProcessLookupError:
             continue
-        time.sleep(rnd.uniform(0.1, 0.4) * SLOW)
+        time.sleep(rnd.uniform(0.1, 0.4) * PACE)
     assert kills >= 3, f"plotting ended after {kills} worker kills"
     secs = wait_plot_idle(f, 120)
     assert f.proc.poll() is None
