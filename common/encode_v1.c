@@ -10,10 +10,12 @@
  * config loading (no open()).  What they still do: malloc/free (scrypt
  * allocates its 128*r*(N+p+2)-byte work area on every derive, which glibc
  * serves with mmap/munmap for large sizes) and uncontended pthread locking
- * (futex) inside OpenSSL.
+ * (futex) inside OpenSSL.  encode_v1_seeds() runs on a struct scrypt_ctx,
+ * prepared the same way (scrypt.h, scrypt_ctx_new).
  */
 #include "encode_v1.h"
 #include "merkle.h"
+#include "scrypt.h"
 
 #include <limits.h>
 #include <stdlib.h>
@@ -36,20 +38,6 @@ struct encode_v1_ctx {
 	EVP_CIPHER *cipher;
 	EVP_CIPHER_CTX *cctx;	/* reused; re-keyed for every piece */
 };
-
-/* Appends the first queued OpenSSL error (if any) to a message. */
-static int
-ossl_err(struct err *e, const char *what)
-{
-	unsigned long code = ERR_get_error();
-	char buf[256];
-
-	ERR_clear_error();
-	if (code == 0)
-		return err_set(e, "%s failed", what);
-	ERR_error_string_n(code, buf, sizeof(buf));
-	return err_set(e, "%s: %s", what, buf);
-}
 
 void
 encode_v1_sector_id(const uint8_t public_key_hash[HASH_LEN],
@@ -132,7 +120,7 @@ derive_seed(struct encode_v1_ctx *ctx, const uint8_t *password, size_t pwlen,
 	*q = OSSL_PARAM_construct_end();
 
 	if (EVP_KDF_derive(ctx->kctx, seed, HASH_LEN, p) != 1)
-		return ossl_err(e, "scrypt");
+		return err_ossl(e, "scrypt");
 	return 0;
 }
 
@@ -148,6 +136,38 @@ encode_v1_seed(struct encode_v1_ctx *ctx, const uint8_t sector_id[HASH_LEN],
 	return derive_seed(ctx, password, sizeof(password), params, seed, e);
 }
 
+/* Passwords per scrypt_batch call: a multiple of every kernel's lanes. */
+#define SEEDS_CHUNK 64
+
+int
+encode_v1_seeds(struct scrypt_ctx *sc, const uint8_t sector_id[HASH_LEN],
+    uint32_t first_offset, size_t count, const struct encode_params *params,
+    uint8_t *seeds, struct err *e)
+{
+	uint8_t password[SEEDS_CHUNK][HASH_LEN + 4];
+	struct scrypt_pw pw[SEEDS_CHUNK];
+	int rc = 0;
+
+	for (size_t done = 0; done < count && rc == 0;) {
+		size_t n = count - done < SEEDS_CHUNK ? count - done : SEEDS_CHUNK;
+
+		for (size_t i = 0; i < n; i++) {
+			memcpy(password[i], sector_id, HASH_LEN);
+			be32_put(password[i] + HASH_LEN, first_offset + (uint32_t)(done + i));
+			pw[i].data = password[i];
+			pw[i].len = sizeof(password[i]);
+		}
+		rc = scrypt_batch(sc, pw, n, (const uint8_t *)ENCODE_V1_SALT, SALT_LEN,
+		    params->n, params->r, params->p, seeds + done * HASH_LEN, HASH_LEN, e);
+		if (rc < 0)
+			err_wrap(e, "pieces %u..%u", first_offset + (uint32_t)done,
+			    first_offset + (uint32_t)(done + n - 1));
+		done += n;
+	}
+	OPENSSL_cleanse(password, sizeof(password));
+	return rc;
+}
+
 int
 encode_v1_mask(struct encode_v1_ctx *ctx, const uint8_t seed[HASH_LEN],
     const uint8_t *in, uint8_t *out, size_t len, struct err *e)
@@ -159,13 +179,13 @@ encode_v1_mask(struct encode_v1_ctx *ctx, const uint8_t seed[HASH_LEN],
 
 	/* cipher NULL: re-key the already initialised context in place. */
 	if (EVP_EncryptInit_ex2(ctx->cctx, NULL, seed, iv, NULL) != 1)
-		return ossl_err(e, "chacha20: init");
+		return err_ossl(e, "chacha20: init");
 	while (len > 0) {
 		size_t n = len < MASK_CHUNK ? len : MASK_CHUNK;
 
 		if (EVP_EncryptUpdate(ctx->cctx, out, &outl, in, (int)n) != 1 ||
 		    (size_t)outl != n)
-			return ossl_err(e, "chacha20: update");
+			return err_ossl(e, "chacha20: update");
 		in += n;
 		out += n;
 		len -= n;
@@ -204,17 +224,17 @@ encode_v1_ctx_new(struct err *e)
 	}
 	ctx->kdf = EVP_KDF_fetch(NULL, "SCRYPT", NULL);
 	if (ctx->kdf == NULL) {
-		ossl_err(e, "fetch SCRYPT");
+		err_ossl(e, "fetch SCRYPT");
 		goto fail;
 	}
 	ctx->kctx = EVP_KDF_CTX_new(ctx->kdf);	/* fetches SHA-256 for PBKDF2 */
 	if (ctx->kctx == NULL) {
-		ossl_err(e, "scrypt context");
+		err_ossl(e, "scrypt context");
 		goto fail;
 	}
 	ctx->cipher = EVP_CIPHER_fetch(NULL, "ChaCha20", NULL);
 	if (ctx->cipher == NULL) {
-		ossl_err(e, "fetch ChaCha20");
+		err_ossl(e, "fetch ChaCha20");
 		goto fail;
 	}
 	if (EVP_CIPHER_get_key_length(ctx->cipher) != HASH_LEN ||
@@ -227,7 +247,7 @@ encode_v1_ctx_new(struct err *e)
 	ctx->cctx = EVP_CIPHER_CTX_new();
 	if (ctx->cctx == NULL ||
 	    EVP_EncryptInit_ex2(ctx->cctx, ctx->cipher, NULL, zero_iv, NULL) != 1) {
-		ossl_err(e, "chacha20 context");
+		err_ossl(e, "chacha20 context");
 		goto fail;
 	}
 

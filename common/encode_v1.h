@@ -43,6 +43,17 @@ int encode_v1_seed(struct encode_v1_ctx *ctx, const uint8_t sector_id[HASH_LEN],
     uint32_t piece_offset, const struct encode_params *params,
     uint8_t seed[HASH_LEN], struct err *e);
 
+/*
+ * The seeds of count consecutive pieces, seeds + 32*i for piece
+ * first_offset + i (u32 arithmetic, as the encode job counts), computed
+ * as one batch by a SIMD scrypt kernel (common/scrypt.h): the same bytes
+ * as encode_v1_seed() for each, faster per piece.
+ */
+struct scrypt_ctx;
+int encode_v1_seeds(struct scrypt_ctx *sc, const uint8_t sector_id[HASH_LEN],
+    uint32_t first_offset, size_t count, const struct encode_params *params,
+    uint8_t *seeds, struct err *e);
+
 /* out = in XOR ChaCha20(key = seed, nonce = 0, counter = 0).  Encoding and
  * decoding are the same transform; in == out is allowed. */
 int encode_v1_piece(struct encode_v1_ctx *ctx, const uint8_t sector_id[HASH_LEN],

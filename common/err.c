@@ -9,6 +9,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/err.h>
+
 int
 err_set(struct err *e, const char *fmt, ...)
 {
@@ -58,4 +60,17 @@ err_wrap(struct err *e, const char *fmt, ...)
 	memcpy(old, e->msg, sizeof(old));
 	snprintf(e->msg, sizeof(e->msg), "%s: %s", prefix, old);
 	return -1;
+}
+
+int
+err_ossl(struct err *e, const char *what)
+{
+	unsigned long code = ERR_get_error();
+	char buf[256];
+
+	ERR_clear_error();
+	if (code == 0)
+		return err_set(e, "%s failed", what);
+	ERR_error_string_n(code, buf, sizeof(buf));
+	return err_set(e, "%s: %s", what, buf);
 }

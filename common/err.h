@@ -25,4 +25,8 @@ int err_sys(struct err *e, const char *fmt, ...)
 int err_wrap(struct err *e, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/* Like err_set(e, "%s: <OpenSSL's first queued error>", what), or
+ * "%s failed" when OpenSSL queued none; clears OpenSSL's error queue. */
+int err_ossl(struct err *e, const char *what);
+
 #endif

@@ -116,11 +116,12 @@ tb_pools(struct tbuf *b, json_t *pools)
 	size_t i;
 	json_t *p;
 
-	tb_printf(b, "%-8s %5s %6s %9s %7s  %s\n", "POOL", "SIZE", "ALIVE", "RESTARTS",
-	    "QUEUED", "STATE");
+	tb_printf(b, "%-8s %5s %6s %9s %7s  %-8s %s\n", "POOL", "SIZE", "ALIVE", "RESTARTS",
+	    "QUEUED", "STATE", "KERNEL");
 	json_array_foreach(pools, i, p)
-		tb_printf(b, "%-8s %5lld %6lld %9lld %7lld  %s\n", js(p, "kind"), ji(p, "size"),
-		    ji(p, "alive"), ji(p, "restarts"), ji(p, "queued"), js(p, "state"));
+		tb_printf(b, "%-8s %5lld %6lld %9lld %7lld  %-8s %s\n", js(p, "kind"),
+		    ji(p, "size"), ji(p, "alive"), ji(p, "restarts"), ji(p, "queued"),
+		    js(p, "state"), *js(p, "kernel") ? js(p, "kernel") : "-");
 }
 
 /* ---- supervisor commands -------------------------------------------- */

@@ -56,6 +56,7 @@ struct worker {
 	struct event *log_ev;
 	char reason[200];               /* why we ended it, if we did */
 	int layers[WIRE_SANDBOX_LAYERS]; /* -1 unknown, 0/1 from hello */
+	char kernel[16];                /* encode: scrypt kernel from hello */
 };
 
 struct pool_job {
@@ -94,6 +95,7 @@ struct pool_kind {
 	uint64_t died_us;               /* last unplanned death, until replaced */
 	uint64_t replace_us;            /* death to replacement's hello, last time */
 	enum wire_fault fault;
+	char kernel[16];                /* the last hello's scrypt kernel */
 };
 
 struct pool {
@@ -384,6 +386,9 @@ worker_hello(struct worker *w, const Farmd__WorkerHello *h, struct err *e)
 			farmd_stop(p->d, 1, why);
 		}
 	}
+	/* Untrusted text: bounded copy, shown as is in status. */
+	snprintf(w->kernel, sizeof(w->kernel), "%s", h->kernel ? h->kernel : "");
+	memcpy(w->pk->kernel, w->kernel, sizeof(w->kernel));
 	w->state = W_IDLE;
 	w->pk->hellos++;
 	if (w->pk->died_us != 0) {
@@ -515,13 +520,15 @@ worker_free(struct worker *w)
 /* Runs in the child between fork and exec: async-signal-safe calls only. */
 static void __attribute__((noreturn))
 pool_child(const char *path, const char *kind, int fd, int log_fd, pid_t parent,
-    const char *max_frame)
+    const char *max_frame, char *kernel_env)
 {
 	struct sigaction sa;
 	sigset_t none;
 	char *argv[] = { "farmd-worker", "--kind", (char *)kind, "--max-frame",
 		(char *)max_frame, NULL };
-	char *envp[] = { NULL };
+	/* A clean environment; FARMD_KERNEL (if set) forces an encode
+	 * worker's scrypt kernel. */
+	char *envp[] = { kernel_env, NULL };
 	int null;
 
 	memset(&sa, 0, sizeof(sa));
@@ -554,7 +561,8 @@ pool_spawn(struct pool_kind *pk, struct err *e)
 	struct pool *p = pk->pool;
 	struct worker *w;
 	sigset_t all, old;
-	char max_frame[32];
+	char max_frame[32], kernel_env[64] = "";
+	const char *kernel = getenv("FARMD_KERNEL");
 	int sv[2], lp[2], buf = 4 << 20;
 	pid_t pid, parent = getpid();
 
@@ -572,12 +580,14 @@ pool_spawn(struct pool_kind *pk, struct err *e)
 	}
 	snprintf(max_frame, sizeof(max_frame), "%llu",
 	    (unsigned long long)p->d->cfg.daemon.max_frame);
+	if (kernel != NULL && pk->kind == WIRE_KIND_ENCODE)
+		snprintf(kernel_env, sizeof(kernel_env), "FARMD_KERNEL=%s", kernel);
 	sigfillset(&all);
 	sigprocmask(SIG_BLOCK, &all, &old);
 	pid = fork();
 	if (pid == 0)
 		pool_child(p->d->worker_path, wire_kind_name(pk->kind), sv[1], lp[1],
-		    parent, max_frame);
+		    parent, max_frame, kernel_env[0] ? kernel_env : NULL);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	close(sv[1]);
 	close(lp[1]);
@@ -1005,11 +1015,12 @@ pool_json_pools(const struct pool *p)
 
 		TAILQ_FOREACH(j, &pk->queue, entry)
 			queued++;
-		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i, s:f}",
+		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i, s:f, s:o}",
 		    "kind", wire_kind_name(pk->kind), "size", (int)pk->size,
 		    "alive", alive, "restarts", (json_int_t)pk->restarts,
 		    "state", state, "queued", queued,
-		    "last_replace_ms", (double)pk->replace_us / 1000.0));
+		    "last_replace_ms", (double)pk->replace_us / 1000.0,
+		    "kernel", pk->kernel[0] ? json_string(pk->kernel) : json_null()));
 	}
 	return a;
 }
@@ -1025,9 +1036,10 @@ pool_json_workers(const struct pool *p)
 		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
 			json_t *job = w->job ? json_integer((json_int_t)w->job->id) : json_null();
 
-			json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:o}",
+			json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:o, s:o}",
 			    "pid", (int)w->pid, "kind", wire_kind_name(w->pk->kind),
-			    "state", worker_state_names[w->state], "job", job));
+			    "state", worker_state_names[w->state], "job", job,
+			    "kernel", w->kernel[0] ? json_string(w->kernel) : json_null()));
 		}
 	}
 	return a;

@@ -1,7 +1,12 @@
 /*
  * job.c: job bodies.  Results point into buffers owned by the job_ctx and
  * reused from one job to the next, so a steady stream of same-sized jobs
- * allocates nothing.
+ * allocates nothing (the SIMD scrypt work area included: scrypt.h).
+ *
+ * Encoding: with the portable kernel every piece goes through
+ * encode_v1_piece() (OpenSSL's scrypt, one at a time); with a SIMD
+ * kernel the job's seeds are derived as one batch (encode_v1_seeds, the
+ * same bytes) and each piece is then masked with its seed.
  */
 #include "job.h"
 
@@ -9,11 +14,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "encode_v1.h"
+#include "scrypt.h"
+
+/* Seeds derived per batch call; a multiple of every kernel's lanes. */
+#define JOB_SEEDS 64
 
 struct job_ctx {
 	enum wire_kind kind;
 	struct encode_v1_ctx *enc;
+	struct scrypt_ctx *sc;          /* NULL: portable kernel */
+	uint8_t seeds[JOB_SEEDS][HASH_LEN];
 	/* Result storage, reused. */
 	Farmd__EncodeResult enc_res;
 	ProtobufCBinaryData *pieces;
@@ -25,7 +38,7 @@ struct job_ctx {
 };
 
 struct job_ctx *
-job_ctx_new(enum wire_kind kind, struct err *e)
+job_ctx_new(enum wire_kind kind, enum scrypt_kernel kernel, struct err *e)
 {
 	struct job_ctx *ctx = calloc(1, sizeof(*ctx));
 
@@ -40,6 +53,11 @@ job_ctx_new(enum wire_kind kind, struct err *e)
 			free(ctx);
 			return NULL;
 		}
+		if (kernel != SCRYPT_KERNEL_PORTABLE &&
+		    (ctx->sc = scrypt_ctx_new(kernel, e)) == NULL) {
+			job_ctx_free(ctx);
+			return NULL;
+		}
 	}
 	return ctx;
 }
@@ -50,6 +68,8 @@ job_ctx_free(struct job_ctx *ctx)
 	if (ctx == NULL)
 		return;
 	encode_v1_ctx_free(ctx->enc);
+	scrypt_ctx_free(ctx->sc);
+	OPENSSL_cleanse(ctx->seeds, sizeof(ctx->seeds));
 	free(ctx->pieces);
 	free(ctx->buf);
 	free(ctx);
@@ -84,6 +104,31 @@ job_fail(struct job_ctx *ctx, Farmd__JobResult *res, const char *msg)
 	res->error = ctx->errbuf;
 }
 
+/* Piece i of j into out.  Portable kernel: encode_v1_piece.  SIMD
+ * kernel: the seeds of pieces i..i+JOB_SEEDS-1 are derived as one batch
+ * when i reaches them, then the piece is masked with its own. */
+static int
+job_encode_one(struct job_ctx *ctx, const Farmd__EncodeJob *j, size_t i,
+    const struct encode_params *params, uint8_t *out, struct err *e)
+{
+	uint32_t offset = j->first_offset + (uint32_t)i;
+
+	if (ctx->sc == NULL)
+		return encode_v1_piece(ctx->enc, j->sector_id.data, offset, params,
+		    j->pieces[i].data, out, j->pieces[i].len, e);
+	if (i % JOB_SEEDS == 0) {
+		size_t n = j->n_pieces - i < JOB_SEEDS ? j->n_pieces - i : JOB_SEEDS;
+
+		if (encode_v1_seeds(ctx->sc, j->sector_id.data, offset, n, params,
+		    ctx->seeds[0], e) < 0)
+			return -1;
+	}
+	if (encode_v1_mask(ctx->enc, ctx->seeds[i % JOB_SEEDS], j->pieces[i].data,
+	    out, j->pieces[i].len, e) < 0)
+		return err_wrap(e, "piece offset %u", offset);
+	return 0;
+}
+
 static int
 job_encode(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult *res)
 {
@@ -108,16 +153,16 @@ job_encode(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult *res
 	for (size_t i = 0; i < j->n_pieces; i++) {
 		uint8_t *out = ctx->buf + off;
 
-		if (encode_v1_piece(ctx->enc, j->sector_id.data,
-		    j->first_offset + (uint32_t)i, &params, j->pieces[i].data,
-		    out, j->pieces[i].len, &e) < 0) {
+		if (job_encode_one(ctx, j, i, &params, out, &e) < 0) {
 			job_fail(ctx, res, e.msg);
+			OPENSSL_cleanse(ctx->seeds, sizeof(ctx->seeds));
 			return 0;
 		}
 		ctx->pieces[i].data = out;
 		ctx->pieces[i].len = j->pieces[i].len;
 		off += j->pieces[i].len;
 	}
+	OPENSSL_cleanse(ctx->seeds, sizeof(ctx->seeds));
 	farmd__encode_result__init(&ctx->enc_res);
 	ctx->enc_res.n_pieces = j->n_pieces;
 	ctx->enc_res.pieces = ctx->pieces;

@@ -7,14 +7,17 @@
 #define FARMD_WORKER_JOB_H
 
 #include "err.h"
+#include "scrypt.h"
 #include "wire.h"
 #include "worker.pb-c.h"
 
 struct job_ctx;
 
 /* Everything that may open files or load code happens here, before
- * sandbox_apply(). */
-struct job_ctx *job_ctx_new(enum wire_kind kind, struct err *e);
+ * sandbox_apply().  kernel: the scrypt kernel an encode worker uses
+ * (chosen once per worker, scrypt_kernel_select); other kinds ignore it. */
+struct job_ctx *job_ctx_new(enum wire_kind kind, enum scrypt_kernel kernel,
+    struct err *e);
 void job_ctx_free(struct job_ctx *ctx);
 
 /* Runs job and fills res (whose buffers are owned by ctx until the next

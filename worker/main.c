@@ -1,9 +1,15 @@
 /*
  * farmd-worker: one sandboxed job loop.
  *
- * Started only by farmd (fork+exec, empty environment, the socketpair on
- * fd 3).  Prepares its kind's state, closes the sandbox, says hello, then
- * answers one job at a time until the supervisor hangs up.  It never opens
+ * Started only by farmd (fork+exec, the socketpair on fd 3, an environment
+ * that holds at most FARMD_KERNEL).  Prepares its kind's state, closes
+ * the sandbox, says hello, then answers one job at a time until the
+ * supervisor hangs up.
+ *
+ * An encode worker chooses its scrypt kernel once, here: the best this CPU
+ * runs, or the one FARMD_KERNEL names (portable|avx2|avx512).  A kernel
+ * the CPU cannot run is refused before the hello: the worker exits 1 with
+ * a one-line reason on stderr, which farmd logs.  It never opens
  * a file, socket or process once sandboxed; any attempt is fatal by design.
  */
 #include <errno.h>
@@ -20,11 +26,13 @@
 #include "job.h"
 #include "log.h"
 #include "sandbox.h"
+#include "scrypt.h"
 #include "wire.h"
 #include "worker.pb-c.h"
 
 struct worker {
 	enum wire_kind kind;
+	enum scrypt_kernel kernel;
 	size_t max_frame;
 	struct job_ctx *job;
 	enum wire_fault fault;          /* armed for the next job (test builds) */
@@ -49,6 +57,8 @@ worker_hello(struct worker *w, const struct sandbox_report *rep, struct err *e)
 	hello.pid = (int32_t)getpid();
 	hello.n_layers = SANDBOX_NLAYERS;
 	hello.layers = lp;
+	if (w->kind == WIRE_KIND_ENCODE)
+		hello.kernel = (char *)scrypt_kernel_name(w->kernel);
 	msg.m_case = FARMD__WORKER_MSG__M_HELLO;
 	msg.hello = &hello;
 	return frame_send_msg(WIRE_WORKER_FD, &msg.base, NULL, 0, e);
@@ -197,7 +207,12 @@ main(int argc, char **argv)
 		    WIRE_WORKER_FD);
 		return 2;
 	}
-	w.job = job_ctx_new(w.kind, &e);
+	if (w.kind == WIRE_KIND_ENCODE &&
+	    scrypt_kernel_select(getenv("FARMD_KERNEL"), &w.kernel, &e) < 0) {
+		log_err("%s worker: %s", kind, e.msg);
+		return 1;
+	}
+	w.job = job_ctx_new(w.kind, w.kernel, &e);
 	if (w.job == NULL) {
 		log_err("%s worker: %s", kind, e.msg);
 		return 1;

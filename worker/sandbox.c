@@ -100,8 +100,9 @@
 #define SANDBOX_NOFILE 16
 /* Address space.  A production sector is ~1000 MiB (1000 pieces of 1 MiB)
  * and may be held several times over at once (received frame, unpacked
- * message, encoded output, packed reply), plus 16 MiB of scrypt work area
- * per hash and the mapped libraries.  8 GiB leaves room for that while
+ * message, encoded output, packed reply), plus the scrypt work area
+ * (16 lanes × 128·r·N: 256 MiB for the production profile, reused for the
+ * worker's life) and the mapped libraries.  8 GiB leaves room for that while
  * still stopping a runaway allocation long before it hurts the host. */
 #define SANDBOX_AS_LIMIT (8ULL << 30)
 

@@ -7,6 +7,15 @@
  * MB = 10^6 bytes (as `openssl speed` counts).  Usage:
  *
  *   bench_kernel [SECONDS]      (time per measurement, default 1)
+ *
+ * scrypt: every kernel this CPU runs (common/scrypt.h) and OpenSSL's
+ * EVP_PBE_scrypt, both profiles, in SCRYPT_ROUNDS interleaved rounds of
+ * SECONDS each; a path's figure is its best round (other load on the
+ * machine slows some rounds; interleaving gives every path the same
+ * chances), and scrypt_<profile>_<kernel>_vs_openssl is the ratio of the
+ * figures.  encode_piece_64KiB_demo is what an encode worker runs: seeds
+ * by the kernel FARMD_KERNEL selects (default: the best), in batches of
+ * 16 pieces, then ChaCha20.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -14,10 +23,17 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "encode_v1.h"
 #include "err.h"
 #include "hash.h"
 #include "merkle.h"
+#include "scrypt.h"
+
+#define SCRYPT_ROUNDS 3
+#define SALT ((const uint8_t *)ENCODE_V1_SALT)
+#define SALT_LEN (sizeof(ENCODE_V1_SALT) - 1)
 
 static double
 now(void)
@@ -36,6 +52,114 @@ die(const char *what, const struct err *e)
 }
 
 static volatile uint8_t sink;
+
+/* Paths measured: OpenSSL's EVP_PBE_scrypt, then each kernel. */
+#define NPATHS (1 + SCRYPT_KERNEL_COUNT)
+
+struct scrypt_bench {
+	const char *profile;
+	const struct encode_params *params;
+	struct scrypt_ctx *ctx[SCRYPT_KERNEL_COUNT];	/* NULL: unavailable */
+	double best[NPATHS];
+	uint32_t next;			/* piece offsets keep changing */
+};
+
+/* One measurement of path (0: EVP_PBE_scrypt, 1 + k: kernel k), in
+ * whole batches of the kernel's lanes, for at least secs. */
+static double
+scrypt_measure(struct scrypt_bench *b, int path, double secs)
+{
+	const struct encode_params *pp = b->params;
+	uint8_t pw[16][HASH_LEN + 4], out[16][HASH_LEN];
+	struct scrypt_pw p[16];
+	unsigned lanes = path == 0 ? 1 : scrypt_kernel_lanes((enum scrypt_kernel)(path - 1));
+	struct err e = { "" };
+	double t0 = now(), t;
+	uint64_t n = 0;
+
+	memset(pw, 0x5c, sizeof(pw));
+	do {
+		for (unsigned l = 0; l < lanes; l++) {
+			be32_put(pw[l] + HASH_LEN, b->next++);
+			p[l] = (struct scrypt_pw){ pw[l], sizeof(pw[l]) };
+		}
+		if (path == 0) {
+			if (EVP_PBE_scrypt((const char *)pw[0], sizeof(pw[0]), SALT, SALT_LEN,
+			    pp->n, pp->r, pp->p, 64 << 20, out[0], HASH_LEN) != 1) {
+				fprintf(stderr, "bench_kernel: EVP_PBE_scrypt failed\n");
+				exit(1);
+			}
+		} else if (scrypt_batch(b->ctx[path - 1], p, lanes, SALT, SALT_LEN, pp->n,
+		    pp->r, pp->p, out[0], HASH_LEN, &e) < 0) {
+			die("scrypt_batch", &e);
+		}
+		sink ^= out[0][0];
+		n += lanes;
+	} while ((t = now() - t0) < secs);
+	return (double)n / t;
+}
+
+static void
+scrypt_report(const struct encode_params *params, const char *profile, double secs)
+{
+	struct scrypt_bench b = { .profile = profile, .params = params };
+	struct err e = { "" };
+
+	for (int k = 0; k < SCRYPT_KERNEL_COUNT; k++)
+		if (scrypt_kernel_available((enum scrypt_kernel)k) &&
+		    (b.ctx[k] = scrypt_ctx_new((enum scrypt_kernel)k, &e)) == NULL)
+			die("scrypt_ctx_new", &e);
+	/* A first, unmeasured batch: the work area's page faults belong to a
+	 * worker's first job, not to its rate. */
+	for (int path = 1; path < NPATHS; path++)
+		if (b.ctx[path - 1] != NULL)
+			(void)scrypt_measure(&b, path, 0);
+	for (int round = 0; round < SCRYPT_ROUNDS; round++)
+		for (int path = 0; path < NPATHS; path++) {
+			double rate;
+
+			if (path > 0 && b.ctx[path - 1] == NULL)
+				continue;
+			rate = scrypt_measure(&b, path, secs);
+			if (rate > b.best[path])
+				b.best[path] = rate;
+		}
+	printf("scrypt_%s_N%llu_r%u_p%u_openssl %.1f scrypts/s\n", profile,
+	    (unsigned long long)params->n, params->r, params->p, b.best[0]);
+	for (int k = 0; k < SCRYPT_KERNEL_COUNT; k++) {
+		if (b.ctx[k] == NULL)
+			continue;
+		printf("scrypt_%s_N%llu_r%u_p%u_%s %.1f scrypts/s\n", profile,
+		    (unsigned long long)params->n, params->r, params->p,
+		    scrypt_kernel_name((enum scrypt_kernel)k), b.best[1 + k]);
+		printf("scrypt_%s_%s_vs_openssl %.2f x\n", profile,
+		    scrypt_kernel_name((enum scrypt_kernel)k), b.best[1 + k] / b.best[0]);
+		scrypt_ctx_free(b.ctx[k]);
+	}
+}
+
+/* encode_v1_seeds + ChaCha20 on 64 KiB demo pieces, 16 per batch. */
+static double
+encode_batch_rate(struct encode_v1_ctx *ctx, struct scrypt_ctx *sc,
+    const uint8_t id[HASH_LEN], const struct encode_params *demo, uint8_t *buf,
+    size_t piece, double secs)
+{
+	uint8_t seeds[16][HASH_LEN];
+	struct err e = { "" };
+	double t0 = now(), t;
+	uint64_t n = 0;
+
+	do {
+		if (encode_v1_seeds(sc, id, (uint32_t)n, 16, demo, seeds[0], &e) < 0)
+			die("encode_v1_seeds", &e);
+		for (int i = 0; i < 16; i++)
+			if (encode_v1_mask(ctx, seeds[i], buf + (size_t)i * piece,
+			    buf + (size_t)i * piece, piece, &e) < 0)
+				die("mask", &e);
+		n += 16;
+	} while ((t = now() - t0) < secs);
+	return (double)n / t;
+}
 
 int
 main(int argc, char **argv)
@@ -98,7 +222,8 @@ main(int argc, char **argv)
 	} while ((t = now() - t0) < secs);
 	printf("scrypt_seed_production_N16384_r8_p1 %.1f seeds/s\n", (double)n / t);
 
-	/* Full encode_v1_piece (scrypt + ChaCha20), 64 KiB pieces, demo. */
+	/* Full encode_v1_piece (scrypt + ChaCha20), 64 KiB pieces, demo: the
+	 * portable kernel. */
 	n = 0;
 	t0 = now();
 	do {
@@ -107,9 +232,31 @@ main(int argc, char **argv)
 			die("piece", &e);
 		n++;
 	} while ((t = now() - t0) < secs);
-	printf("encode_piece_64KiB_demo %.1f pieces/s\n", (double)n / t);
-	printf("encode_piece_64KiB_demo_bytes %.1f MB/s\n",
-	    (double)n * piece64k / t / 1e6);
+	printf("encode_piece_64KiB_demo_portable %.1f pieces/s\n", (double)n / t);
+
+	/* What an encode worker runs (its kernel, batches of 16 pieces). */
+	{
+		enum scrypt_kernel k;
+		struct scrypt_ctx *sc;
+		double rate = (double)n / t;
+
+		if (scrypt_kernel_select(getenv("FARMD_KERNEL"), &k, &e) < 0)
+			die("kernel", &e);
+		if (k != SCRYPT_KERNEL_PORTABLE) {
+			if ((sc = scrypt_ctx_new(k, &e)) == NULL)
+				die("scrypt_ctx_new", &e);
+			(void)encode_batch_rate(ctx, sc, id, &demo, buf, piece64k, 0);
+			rate = encode_batch_rate(ctx, sc, id, &demo, buf, piece64k, secs);
+			scrypt_ctx_free(sc);
+		}
+		printf("encode_kernel_%s 1 kernel\n", scrypt_kernel_name(k));
+		printf("encode_piece_64KiB_demo %.1f pieces/s\n", rate);
+		printf("encode_piece_64KiB_demo_bytes %.1f MB/s\n", rate * piece64k / 1e6);
+	}
+
+	/* The scrypt kernels side by side with OpenSSL. */
+	scrypt_report(&demo, "demo", secs);
+	scrypt_report(&prod, "production", secs);
 
 	/* SHA-256 over 1 MiB. */
 	n = 0;

@@ -608,41 +608,50 @@ def arm_fault(f, kind, fault):
 
 
 def test_kill9_encode_workers(tmp):
+    """SIGKILL busy encode workers while 24 sectors plot.  A fast kernel may
+    plot a farm before three workers were killed: then another farm is
+    added and the round runs again (the round is retried, not the
+    assertion), so the checks below never pass on too few kills."""
     hist = History(tmp, 32, seed="plot-workers")
     f = farmd(tmp, config=cfg(workers={"restart_intensity": 1000}))
     hist.ingest_to(f, 2)
     crashes0 = metric(f, 'farmd_worker_crashes_total{kind="encode"}')
     arm_fault(f, "encode", "crash")         # the first encode job's worker dies
-    d = os.path.join(tmp, "farm")
-    farm = add_farm(f, d, 24)
-    wait_for(lambda: not plot_status(f)["idle"], 10, what="plotting under way")
     rnd = random.Random(5)
     kills = 0
-    deadline = time.monotonic() + 60 * SLOW
-    while kills < 10 and time.monotonic() < deadline and not plot_status(f)["idle"]:
-        mine = set(children_of(f.proc.pid))
-        busy = [w["pid"] for w in f.ctl_json("workers")
-                if w["kind"] == "encode" and w["job"] is not None and w["pid"] in mine]
-        if not busy:
-            time.sleep(0.02)
-            continue
-        try:
-            os.kill(rnd.choice(busy), signal.SIGKILL)
-            kills += 1
-        except ProcessLookupError:
-            continue
-        time.sleep(rnd.uniform(0.1, 0.4) * PACE)
-    assert kills >= 3, f"plotting ended after {kills} worker kills"
-    secs = wait_plot_idle(f, 120)
+    farms = []
+    while kills < 3 and len(farms) < 6:
+        d = os.path.join(tmp, f"farm{len(farms)}")
+        farms.append(add_farm(f, d, 24))
+        wait_for(lambda: not plot_status(f)["idle"], 10, what="plotting under way")
+        deadline = time.monotonic() + 60 * SLOW
+        while kills < 10 and time.monotonic() < deadline and not plot_status(f)["idle"]:
+            mine = set(children_of(f.proc.pid))
+            busy = [w["pid"] for w in f.ctl_json("workers")
+                    if w["kind"] == "encode" and w["job"] is not None and w["pid"] in mine]
+            if not busy:
+                time.sleep(0.02)
+                continue
+            try:
+                os.kill(rnd.choice(busy), signal.SIGKILL)
+                kills += 1
+            except ProcessLookupError:
+                continue
+            time.sleep(rnd.uniform(0.1, 0.4) * PACE)
+        print(f"round {len(farms)}: {kills} worker kills so far")
+    assert kills >= 3, f"plotting ended after {kills} worker kills in {len(farms)} rounds"
+    secs = wait_plot_idle(f, 120 * len(farms))
     assert f.proc.poll() is None
-    assert len(secs) == 24 and verify_all(f, secs) == 24
-    check_reads(f, hist, bytes.fromhex(farm["public_key_hash"]), 0, secs, 8, rnd)
+    assert len(secs) == 24 * len(farms) and verify_all(f, secs) == len(secs)
+    for farm in farms:
+        mine = [s for s in secs if s["farm"] == farm["id"]]
+        check_reads(f, hist, bytes.fromhex(farm["public_key_hash"]), farm["id"], mine, 8, rnd)
     check_counts(f)
     assert metric(f, 'farmd_worker_crashes_total{kind="encode"}') >= crashes0 + kills
     # The failures were seen and retried, not lost.
-    pf = plot_status(f)["farms"][0]
+    errors = sum(pf["errors"] for pf in plot_status(f)["farms"])
     retried = metric(f, 'farmd_jobs_retried_total{kind="encode"}')
-    assert pf["errors"] + retried >= 1, (pf, retried)
+    assert errors + retried >= 1, (errors, retried)
 
 
 # ---- 6. corruption: sector read and the plot scrub -------------------------------------------
