@@ -48,7 +48,11 @@
 #include "pool.h"
 
 #define PLOT_BATCH_BYTES (16u << 20)
-#define PLOT_JOB_PIECES_MAX 8
+/* Pieces per encode job: one full pass of the widest scrypt kernel (16
+ * lanes of AVX-512, scrypt.h); an 8-piece job ran half-empty passes that
+ * cost most of a full one.  A job's frame also stays within max_frame
+ * (sj_encode). */
+#define PLOT_JOB_PIECES_MAX 16
 #define PLOT_JOB_ATTEMPTS 3
 #define PLOT_EVENTS 64
 #define PLOT_SCRUB_CHUNK (1u << 20)
@@ -842,6 +846,9 @@ sj_encode(struct sjob *j)
 	plot_event(j, "encoding", 0);
 	if (per > PLOT_JOB_PIECES_MAX)
 		per = PLOT_JOB_PIECES_MAX;
+	/* The request frame: the pieces plus a few hundred bytes of fields. */
+	if (per > (p->d->cfg.daemon.max_frame - 4096) / f->g.piece_size)
+		per = (uint32_t)((p->d->cfg.daemon.max_frame - 4096) / f->g.piece_size);
 	if (per == 0)
 		per = 1;
 	j->nparts = 0;
