@@ -1,7 +1,10 @@
 /*
- * cmd.c: the admin command table and the commands of the supervisor
- * itself.  Subsystems add their commands as rows here, with a handler
- * that ends in exactly one control_reply*() (now or from a callback).
+ * cmd.c: the admin command table, its dispatch and the commands of the
+ * supervisor itself.  Subsystems add their commands as rows here, with a
+ * handler in their cmd_*.c that ends in exactly one control_reply*()
+ * (now or from a callback).  Invariants: every request gets exactly one
+ * reply; a handler runs only after its access level and argument count
+ * were checked, so it may index argv[0..min_args-1] unchecked.
  */
 #include "cmd.h"
 
@@ -10,19 +13,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
-#include "blockstore.h"
 #include "clock.h"
-#include "encode_v1.h"
 #include "farmd.h"
-#include "hash.h"
-#include "io.h"
 #include "log.h"
 #include "metrics.h"
 #include "plot.h"
 #include "pool.h"
+#include "words.h"
 
 struct cmd {
 	const char *words;              /* "status", "block put", ... */
@@ -130,18 +129,15 @@ static void
 cmd_status(struct control_req *req, int argc, char **argv)
 {
 	struct farmd *d = req->d;
-	struct tbuf *b = malloc(sizeof(*b));
+	struct tbuf *b;
 	json_t *o, *sandbox, *pl;
 	const char *key;
 	json_t *v;
 
 	(void)argc;
 	(void)argv;
-	if (b == NULL) {
-		control_reply_err(req, "out of memory");
+	if ((b = tb_new(req)) == NULL)
 		return;
-	}
-	b->len = 0;
 	sandbox = pool_json_sandbox(d->pool);
 	o = json_pack("{s:s, s:i, s:I, s:s, s:s, s:s, s:o, s:o, s:o}",
 	    "version", FARMD_VERSION, "pid", (int)getpid(),
@@ -173,17 +169,15 @@ cmd_status(struct control_req *req, int argc, char **argv)
 static void
 cmd_workers(struct control_req *req, int argc, char **argv)
 {
-	struct tbuf *b = malloc(sizeof(*b));
 	json_t *w = pool_json_workers(req->d->pool);
+	struct tbuf *b;
 
 	(void)argc;
 	(void)argv;
-	if (b == NULL) {
+	if ((b = tb_new(req)) == NULL) {
 		json_decref(w);
-		control_reply_err(req, "out of memory");
 		return;
 	}
-	b->len = 0;
 	tb_workers(b, w);
 	control_reply(req, w, b->s);
 	free(b);
@@ -214,296 +208,10 @@ cmd_metrics(struct control_req *req, int argc, char **argv)
 	free(text);
 }
 
-/* ---- debug: drive a worker job by hand ------------------------------ */
-
-/* debug encode: the piece file is read on the I/O pool (a slow or remote
- * file must not hold the loop), then sent to an encode worker. */
-struct enc_cmd {
-	struct control_req *req;
-	int fd;
-	size_t max;
-	uint8_t sector_id[HASH_LEN];
-	uint32_t offset;
-	uint64_t n;
-	uint32_t r, p;
-	uint8_t *data;
-	size_t len;
-	char err[ERR_MSG_MAX];
-};
-
-static void
-enc_read_work(void *arg)
-{
-	struct enc_cmd *c = arg;
-	const char *name = c->req->argv[4];
-	struct stat st;
-	ssize_t n;
-
-	if (fstat(c->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-		snprintf(c->err, sizeof(c->err), "%s: not a regular file", name);
-		return;
-	}
-	if ((size_t)st.st_size > c->max) {
-		snprintf(c->err, sizeof(c->err), "%s: %lld bytes is more than %zu", name,
-		    (long long)st.st_size, c->max);
-		return;
-	}
-	if ((c->data = malloc((size_t)st.st_size + 1)) == NULL) {
-		snprintf(c->err, sizeof(c->err), "out of memory");
-		return;
-	}
-	n = pread(c->fd, c->data, (size_t)st.st_size, 0);
-	if (n != st.st_size)
-		snprintf(c->err, sizeof(c->err), "%s: read: %s", name,
-		    n < 0 ? strerror(errno) : "file shrank");
-	c->len = n > 0 ? (size_t)n : 0;
-}
-
-static void cmd_debug_encode_done(uint64_t id, const Farmd__JobResult *res,
-    const char *error, void *arg);
-
-static void
-enc_read_done(void *arg)
-{
-	struct enc_cmd *c = arg;
-	struct pool_job_opts opts = { .max_attempts = 5, .retry_delay_ms = 100 };
-	struct encode_params params = { c->n, c->r, c->p };
-	ProtobufCBinaryData piece = { c->len, c->data };
-	struct err e;
-
-	close(c->fd);
-	if (c->err[0])
-		control_reply_err(c->req, "%s", c->err);
-	else if (pool_submit_encode(c->req->d->pool, c->sector_id, c->offset, &params, &piece,
-	    1, 0, &opts, cmd_debug_encode_done, c->req, &e) == 0)
-		control_reply_err(c->req, "%s", e.msg);
-	free(c->data);
-	free(c);
-}
-
-static void
-cmd_debug_encode_done(uint64_t id, const Farmd__JobResult *res, const char *error,
-    void *arg)
-{
-	struct control_req *req = arg;
-
-	(void)id;
-	if (error != NULL)
-		control_reply_err(req, "%s", error);
-	else if (res->body_case != FARMD__JOB_RESULT__BODY_ENCODE || res->encode->n_pieces != 1)
-		control_reply_err(req, "encode worker answered with no piece");
-	else
-		control_reply_data(req, json_pack("{s:I}", "bytes",
-		    (json_int_t)res->encode->pieces[0].len), NULL,
-		    res->encode->pieces[0].data, res->encode->pieces[0].len, NULL);
-}
-
-/* debug encode SECTOR_ID OFFSET FILE [N R P]: one piece through a real
- * encode worker (format v1), for known-answer checks from the outside. */
-static void
-cmd_debug_encode(struct control_req *req, int argc, char **argv)
-{
-	struct enc_cmd *c;
-	uint8_t sector_id[HASH_LEN];
-	uint64_t off, n = 1024, r = 8, p = 1;
-
-	if (hex_decode(argv[0], sector_id, HASH_LEN) < 0) {
-		control_reply_err(req, "sector id '%s': not 64 hex characters", argv[0]);
-		return;
-	}
-	if (cmd_parse_uint(argv[1], 0, UINT32_MAX, &off) < 0) {
-		control_reply_err(req, "piece offset '%s': not a number below 2^32", argv[1]);
-		return;
-	}
-	if (argc == 6) {
-		if (cmd_parse_uint(argv[3], 2, 1u << 20, &n) < 0 || (n & (n - 1)) ||
-		    cmd_parse_uint(argv[4], 1, 32, &r) < 0 || cmd_parse_uint(argv[5], 1, 16, &p) < 0) {
-			control_reply_err(req, "scrypt parameters N=%s r=%s p=%s: N must be a power "
-			    "of two up to 2^20, r 1..32, p 1..16", argv[3], argv[4], argv[5]);
-			return;
-		}
-	} else if (argc != 3) {
-		control_reply_err(req, "usage: debug encode SECTOR_ID OFFSET FILE [N R P]");
-		return;
-	}
-	if (req->nfds < 1 || req->fds[0] < 0) {
-		control_reply_err(req, "%s: no file descriptor was passed for it", argv[2]);
-		return;
-	}
-	if ((c = calloc(1, sizeof(*c))) == NULL) {
-		control_reply_err(req, "out of memory");
-		return;
-	}
-	c->req = req;
-	c->fd = req->fds[0];
-	req->fds[0] = -1;
-	c->max = req->d->cfg.daemon.max_frame / 2;
-	memcpy(c->sector_id, sector_id, HASH_LEN);
-	c->offset = (uint32_t)off;
-	c->n = n;
-	c->r = (uint32_t)r;
-	c->p = (uint32_t)p;
-	if (io_submit(req->d->io, enc_read_work, enc_read_done, c) < 0) {
-		close(c->fd);
-		free(c);
-		control_reply_err(req, "out of memory");
-	}
-}
-
-/* debug echo SIZE COUNT: COUNT sequential echo jobs of SIZE bytes through
- * one encode worker; reports IPC throughput and round-trip latency. */
-struct echo_run {
-	struct control_req *req;
-	uint8_t *payload;
-	size_t size;
-	unsigned count, done;
-	uint64_t start_us, last_us;
-	uint64_t *rtt_us;
-};
-
-static void cmd_echo_next(struct echo_run *run);
-
-static int
-cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-
-	return x < y ? -1 : x > y;
-}
-
-static void
-cmd_echo_free(struct echo_run *run)
-{
-	free(run->payload);
-	free(run->rtt_us);
-	free(run);
-}
-
-static void
-cmd_echo_done(uint64_t id, const Farmd__JobResult *res, const char *error, void *arg)
-{
-	struct echo_run *run = arg;
-	uint64_t now = clock_mono_us();
-
-	(void)id;
-	if (error != NULL || res->body_case != FARMD__JOB_RESULT__BODY_ECHO ||
-	    res->echo->data.len != run->size) {
-		control_reply_err(run->req, "echo job %u: %s", run->done,
-		    error ? error : "wrong answer");
-		cmd_echo_free(run);
-		return;
-	}
-	run->rtt_us[run->done++] = now - run->last_us;
-	if (run->done < run->count) {
-		cmd_echo_next(run);
-		return;
-	}
-	{
-		double secs = (double)(now - run->start_us) / 1e6;
-		double mbps = 2.0 * (double)run->size * run->count / secs / 1e6;
-		char text[256];
-
-		qsort(run->rtt_us, run->count, sizeof(uint64_t), cmp_u64);
-		snprintf(text, sizeof(text), "%u round trips of %zu bytes: %.1f MB/s "
-		    "(both directions), rtt median %llu us, p99 %llu us\n", run->count,
-		    run->size, mbps, (unsigned long long)run->rtt_us[run->count / 2],
-		    (unsigned long long)run->rtt_us[run->count * 99 / 100]);
-		control_reply(run->req, json_pack("{s:I, s:i, s:f, s:I, s:I}",
-		    "size", (json_int_t)run->size, "count", (int)run->count,
-		    "mb_per_s", mbps, "rtt_median_us", (json_int_t)run->rtt_us[run->count / 2],
-		    "rtt_p99_us", (json_int_t)run->rtt_us[run->count * 99 / 100]), text);
-	}
-	cmd_echo_free(run);
-}
-
-static void
-cmd_echo_next(struct echo_run *run)
-{
-	struct pool_job_opts opts = { .max_attempts = 1 };
-	Farmd__Job job = FARMD__JOB__INIT;
-	Farmd__EchoJob ej = FARMD__ECHO_JOB__INIT;
-	struct err e;
-
-	ej.data.data = run->payload;
-	ej.data.len = run->size;
-	job.body_case = FARMD__JOB__BODY_ECHO;
-	job.echo = &ej;
-	run->last_us = clock_mono_us();
-	if (pool_submit(run->req->d->pool, WIRE_KIND_ENCODE, &job, &opts, cmd_echo_done,
-	    run, &e) == 0) {
-		control_reply_err(run->req, "%s", e.msg);
-		cmd_echo_free(run);
-	}
-}
-
-static void
-cmd_debug_echo(struct control_req *req, int argc, char **argv)
-{
-	struct echo_run *run;
-	uint64_t size, count = 100;
-
-	if (cmd_parse_uint(argv[0], 0, req->d->cfg.daemon.max_frame / 2, &size) < 0 ||
-	    (argc > 1 && cmd_parse_uint(argv[1], 1, 1000000, &count) < 0)) {
-		control_reply_err(req, "debug echo: SIZE up to %llu bytes, COUNT 1..1000000",
-		    (unsigned long long)req->d->cfg.daemon.max_frame / 2);
-		return;
-	}
-	if ((run = calloc(1, sizeof(*run))) == NULL ||
-	    (run->payload = malloc(size + 1)) == NULL ||
-	    (run->rtt_us = calloc(count, sizeof(uint64_t))) == NULL) {
-		if (run != NULL)
-			cmd_echo_free(run);
-		control_reply_err(req, "out of memory");
-		return;
-	}
-	memset(run->payload, 0xa5, size);
-	run->req = req;
-	run->size = size;
-	run->count = (unsigned)count;
-	run->start_us = clock_mono_us();
-	cmd_echo_next(run);
-}
-
-static void
-cmd_debug_fault(struct control_req *req, int argc, char **argv)
-{
-#ifdef FAULT_INJECTION
-	enum wire_kind kind;
-	enum wire_fault fault;
-	struct err e;
-
-	(void)argc;
-	if ((strcmp(argv[0], "plot") == 0 && strcmp(argv[1], "write") == 0) ||
-	    (strcmp(argv[0], "block") == 0 &&
-	    blockstore_arm_fault(req->d->blocks, argv[1]) == 0)) {
-		if (argv[0][0] == 'p')
-			plot_arm_write_fault(req->d->plot);
-		control_reply(req, json_pack("{s:s, s:s}", "kind", argv[0], "fault", argv[1]),
-		    "armed\n");
-		return;
-	}
-	if (wire_kind_parse(argv[0], &kind) < 0 || wire_fault_parse(argv[1], &fault) < 0 ||
-	    fault == WIRE_FAULT_NONE) {
-		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
-		    "hang|crash|syscall|oversize|garbage; or plot write; or block commit|slow-delete");
-		return;
-	}
-	if (pool_arm_fault(req->d->pool, kind, fault, &e) < 0) {
-		control_reply_err(req, "%s", e.msg);
-		return;
-	}
-	control_reply(req, json_pack("{s:s, s:s}", "kind", argv[0], "fault", argv[1]),
-	    "armed\n");
-#else
-	(void)argc;
-	(void)argv;
-	control_reply_err(req, "fault injection is not compiled into this farmd "
-	    "(build with -Dfault_injection=true)");
-#endif
-}
-
 /* ---- table and dispatch --------------------------------------------- */
 
+/* One row per command; cmd_find picks the longest match, so rows may
+ * stand in any order (a subsystem's rows together). */
 static const struct cmd cmds[] = {
 	{ "status", ACCESS_MONITOR, 0, 0, "status", cmd_status },
 	{ "workers", ACCESS_MONITOR, 0, 0, "workers", cmd_workers },
@@ -518,8 +226,8 @@ static const struct cmd cmds[] = {
 	    cmd_block_list_errors },
 	{ "block retry-now", ACCESS_ADMIN, 1, 1, "block retry-now (HASH | --all)",
 	    cmd_block_retry_now },
-	{ "scrub status", ACCESS_MONITOR, 0, 0, "scrub status", cmd_scrub },
 	{ "scrub", ACCESS_ADMIN, 1, 1, "scrub start|pause|resume|cancel|status", cmd_scrub },
+	{ "scrub status", ACCESS_MONITOR, 0, 0, "scrub status", cmd_scrub },
 	{ "history ingest", ACCESS_ADMIN, 2, 2, "history ingest HEIGHT FILE | PATH...",
 	    cmd_history_ingest },
 	{ "history status", ACCESS_MONITOR, 0, 0, "history status", cmd_history_status },
@@ -537,52 +245,53 @@ static const struct cmd cmds[] = {
 	{ "debug fault", ACCESS_ADMIN, 2, 2, "debug fault KIND FAULT", cmd_debug_fault },
 };
 
-/* Number of argv words that spell c->words, or 0. */
-static int
-cmd_match(const struct cmd *c, int argc, char **argv)
+/*
+ * The row for argv: among the rows whose words argv starts with, the one
+ * with the most words ("scrub status" over "scrub"), so the order of
+ * cmds[] does not matter.  No two rows have the same words.  *nwords is
+ * the number of argv entries its words take.
+ */
+static const struct cmd *
+cmd_find(int argc, char **argv, int *nwords)
 {
-	const char *w = c->words;
-	int i = 0;
+	const struct cmd *best = NULL;
 
-	while (*w != '\0') {
-		size_t n = strcspn(w, " ");
+	*nwords = 0;
+	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
+		int nw = words_match(cmds[i].words, argc, argv);
 
-		if (i >= argc || strlen(argv[i]) != n || strncmp(argv[i], w, n) != 0)
-			return 0;
-		i++;
-		w += n;
-		w += *w == ' ';
+		if (nw > *nwords) {
+			best = &cmds[i];
+			*nwords = nw;
+		}
 	}
-	return i;
+	return best;
 }
 
 void
 cmd_dispatch(struct control_req *req)
 {
 	static const char *const levels[] = { "none", "monitor", "admin" };
+	int nw, nargs;
+	const struct cmd *c = cmd_find(req->argc, req->argv, &nw);
 
-	for (size_t i = 0; i < sizeof(cmds) / sizeof(cmds[0]); i++) {
-		const struct cmd *c = &cmds[i];
-		int nw = cmd_match(c, req->argc, req->argv), nargs;
-
-		if (nw == 0)
-			continue;
-		nargs = req->argc - nw;
-		if (req->access < c->access) {
-			req->d->metrics->admin_denied++;
-			log_warn("admin: uid %u (pid %d) denied '%s': needs %s access",
-			    (unsigned)req->uid, (int)req->pid, c->words, levels[c->access]);
-			control_reply_err(req, "permission denied: '%s' needs %s access "
-			    "(uid %u has %s)", c->words, levels[c->access], (unsigned)req->uid,
-			    levels[req->access]);
-			return;
-		}
-		if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args)) {
-			control_reply_err(req, "usage: farmctl %s", c->usage);
-			return;
-		}
-		c->fn(req, nargs, req->argv + nw);
+	if (c == NULL) {
+		control_reply_err(req, "unknown command '%s'", req->argv[0]);
 		return;
 	}
-	control_reply_err(req, "unknown command '%s'", req->argv[0]);
+	nargs = req->argc - nw;
+	if (req->access < c->access) {
+		req->d->metrics->admin_denied++;
+		log_warn("admin: uid %u (pid %d) denied '%s': needs %s access",
+		    (unsigned)req->uid, (int)req->pid, c->words, levels[c->access]);
+		control_reply_err(req, "permission denied: '%s' needs %s access "
+		    "(uid %u has %s)", c->words, levels[c->access], (unsigned)req->uid,
+		    levels[req->access]);
+		return;
+	}
+	if (nargs < c->min_args || (c->max_args >= 0 && nargs > c->max_args)) {
+		control_reply_err(req, "usage: farmctl %s", c->usage);
+		return;
+	}
+	c->fn(req, nargs, req->argv + nw);
 }

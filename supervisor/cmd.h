@@ -45,5 +45,8 @@ void cmd_farm_list(struct control_req *req, int argc, char **argv);
 void cmd_sectors(struct control_req *req, int argc, char **argv);
 void cmd_plot(struct control_req *req, int argc, char **argv);
 void cmd_sector_read(struct control_req *req, int argc, char **argv);
+void cmd_debug_encode(struct control_req *req, int argc, char **argv);
+void cmd_debug_echo(struct control_req *req, int argc, char **argv);
+void cmd_debug_fault(struct control_req *req, int argc, char **argv);
 
 #endif

@@ -192,11 +192,8 @@ cmd_block_stat(struct control_req *req, int argc, char **argv)
 		control_reply_err(req, "%s", rc < 0 ? e.msg : "no such block");
 		return;
 	}
-	if ((b = malloc(sizeof(*b))) == NULL) {
-		control_reply_err(req, "out of memory");
+	if ((b = tb_new(req)) == NULL)
 		return;
-	}
-	b->len = 0;
 	block_hex(hash, hex);
 	tb_printf(b, "hash        %s\nsize        %" PRIu64 "\nstored      %" PRIu64
 	    "%s\nrefcount    %lld\nstate       %s\n", hex, bi.size, bi.stored,
@@ -262,17 +259,15 @@ void
 cmd_block_list_errors(struct control_req *req, int argc, char **argv)
 {
 	json_t *errs = resync_json_errors(req->d->resync), *it;
-	struct tbuf *b = malloc(sizeof(*b));
+	struct tbuf *b;
 	size_t i;
 
 	(void)argc;
 	(void)argv;
-	if (b == NULL) {
+	if ((b = tb_new(req)) == NULL) {
 		json_decref(errs);
-		control_reply_err(req, "out of memory");
 		return;
 	}
-	b->len = 0;
 	tb_printf(b, "%-64s %6s %15s %15s  %s\n", "HASH", "ERRORS", "LAST_TRY_MS",
 	    "NEXT_TRY_MS", "REASON");
 	json_array_foreach(errs, i, it)

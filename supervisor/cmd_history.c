@@ -48,17 +48,15 @@ void
 cmd_history_status(struct control_req *req, int argc, char **argv)
 {
 	json_t *st = history_json_status(req->d->history), *w;
-	struct tbuf *b = malloc(sizeof(*b));
+	struct tbuf *b;
 	size_t i;
 
 	(void)argc;
 	(void)argv;
-	if (b == NULL) {
+	if ((b = tb_new(req)) == NULL) {
 		json_decref(st);
-		control_reply_err(req, "out of memory");
 		return;
 	}
-	b->len = 0;
 	tb_printf(b, "archived height  %lld\nhistory size     %lld segments\npending          %lld "
 	    "blocks\nsegment fill     %lld bytes\narchiver         %s%s%s\nwanted          ",
 	    json_integer_value(json_object_get(st, "archived_height")),
@@ -83,17 +81,15 @@ void
 cmd_history_segments(struct control_req *req, int argc, char **argv)
 {
 	json_t *segs = history_json_segments(req->d->history), *s;
-	struct tbuf *b = malloc(sizeof(*b));
+	struct tbuf *b;
 	size_t i;
 
 	(void)argc;
 	(void)argv;
-	if (b == NULL) {
+	if ((b = tb_new(req)) == NULL) {
 		json_decref(segs);
-		control_reply_err(req, "out of memory");
 		return;
 	}
-	b->len = 0;
 	tb_printf(b, "%-6s %-64s %11s %s\n", "INDEX", "ROOT", "LAST_HEIGHT", "PIECES");
 	json_array_foreach(segs, i, s)
 		tb_printf(b, "%-6lld %-64s %11lld %zu\n", json_integer_value(json_object_get(s, "index")),
