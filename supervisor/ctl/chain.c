@@ -17,6 +17,7 @@
 
 #include "chain.pb-c.h"
 #include "hash.h"
+#include "parser.h"
 
 #define CHAIN_MAX_BODY (64u << 20)
 
@@ -32,8 +33,7 @@ struct gen_opts {
 static int
 gen_usage(void)
 {
-	fprintf(stderr, "usage: farmctl chain generate --blocks N [--body-size BYTES] "
-	    "[--code FILE@HEIGHT] [--seed SEED] --out DIR\n");
+	parse_usage(stderr, "chain generate");
 	return 2;
 }
 

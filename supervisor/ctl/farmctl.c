@@ -1,8 +1,11 @@
 /*
  * farmctl: the operator's client.  Thin on purpose: it parses global
- * options, opens the files named on the command line (so farmd reads them
- * with the caller's permissions), sends one request per command and
- * prints the answer: farmd's text, or its JSON with --json.
+ * options, finds the command in its grammar (parser.c), opens the files
+ * named on the command line (so farmd reads them with the caller's
+ * permissions), sends one request per command and prints the answer:
+ * farmd's text, or its JSON with --json.  A few commands run here
+ * (ctl_actions[]); everything else, unknown commands included, goes to
+ * farmd as typed, which judges it.
  *
  * Exit codes: 0 success, 1 an error answered by farmd, 2 usage or cannot
  * connect.
@@ -25,6 +28,7 @@
 #include "admin.pb-c.h"
 #include "chain.h"
 #include "frame.h"
+#include "parser.h"
 #include "wire.h"
 
 #define CTL_DEFAULT_SOCKET "/var/lib/farmd/farmd.sock"
@@ -32,47 +36,12 @@
 
 enum { EXIT_OK = 0, EXIT_FARMD = 1, EXIT_USAGE = 2 };
 
-/* Commands whose arguments name input files: farmctl opens them and
- * passes the descriptors.  Positions count after the command words. */
-static const struct ctl_files {
-	const char *words;
-	int first_file;                 /* argument index of the first file, -1: none */
-	int all_after;                  /* every later argument is a file too */
-	int output;                     /* pass the output (-o FILE or stdout) */
-} ctl_files[] = {
-	{ "block put", 0, 1, 0 },
-	{ "block get", -1, 0, 1 },
-	{ "debug encode", 2, 0, 0 },
-};
-
 struct ctl {
 	const char *socket;
 	int json;
 	const char *out_path;           /* -o FILE */
 	int fd;
 };
-
-static void
-usage(void)
-{
-	fprintf(stderr,
-	    "usage: farmctl [-s SOCKET] [--json] COMMAND [ARGS]\n"
-	    "commands:\n"
-	    "  status | workers | shutdown | metrics\n"
-	    "  block put FILE | get HASH [-o FILE] | stat HASH | rm HASH | purge HASH\n"
-	    "  block list-errors | retry-now (HASH | --all)\n"
-	    "  scrub start | pause | resume | cancel | status\n"
-	    "  history ingest HEIGHT FILE | PATH... | status | segments\n"
-	    "  farm add DIR --sectors N [--profile demo|production] | list\n"
-	    "  sectors [FARM] | plot [--follow]\n"
-	    "  sector read FARM SECTOR PIECE_OFFSET [-o FILE]\n"
-	    "  chain generate --blocks N [--body-size BYTES] [--code FILE@HEIGHT] [--seed S] --out DIR\n"
-	    "  debug encode SECTOR_ID OFFSET FILE [N R P] [-o FILE]\n"
-	    "  debug echo SIZE [COUNT]\n"
-	    "  debug fault KIND FAULT | plot write  (fault-injection builds)\n"
-	    "the socket is -s, else $FARMD_SOCKET, else %s\n", CTL_DEFAULT_SOCKET);
-	exit(EXIT_USAGE);
-}
 
 static void __attribute__((noreturn, format(printf, 2, 3)))
 die(int code, const char *fmt, ...)
@@ -144,52 +113,41 @@ ctl_connect(struct ctl *c)
 	free(body);
 }
 
+/* Makes the command's DIR arguments absolute and opens its files, the
+ * output first if farmd writes it.  Returns the count of descriptors;
+ * *abs (the caller frees each) holds the paths made here. */
 static int
-ctl_words_match(const char *words, int argc, char **argv, int *nwords)
+ctl_open_files(struct ctl *c, const struct parse_result *res, int argc, char **argv,
+    int *fds, char **abs)
 {
-	char buf[128];
-	int i = 0;
-
-	snprintf(buf, sizeof(buf), "%s", words);
-	for (char *w = strtok(buf, " "); w != NULL; w = strtok(NULL, " "), i++)
-		if (i >= argc || strcmp(argv[i], w) != 0)
-			return 0;
-	*nwords = i;
-	return 1;
-}
-
-/* Opens the file arguments of this command.  Returns the count; *output
- * says farmd writes the command's output itself. */
-static int
-ctl_open_files(struct ctl *c, int argc, char **argv, int *fds, int *output)
-{
+	const enum parse_kind *kinds = res->kinds;
+	char cwd[PATH_MAX];
 	int n = 0;
 
-	*output = 0;
-	for (size_t i = 0; i < sizeof(ctl_files) / sizeof(ctl_files[0]); i++) {
-		const struct ctl_files *f = &ctl_files[i];
-		int nw;
-
-		if (!ctl_words_match(f->words, argc, argv, &nw))
+	if (res->cmd != NULL && res->cmd->output == PARSE_OUT_PASS) {
+		fds[n] = c->out_path == NULL ? dup(STDOUT_FILENO) :
+		    open(c->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+		if (fds[n] < 0)
+			die(EXIT_USAGE, "%s: %s", c->out_path ? c->out_path : "stdout",
+			    strerror(errno));
+		n++;
+	}
+	for (int a = 0; a < argc; a++) {
+		abs[a] = NULL;
+		if (kinds[a] == PARSE_DIR && argv[a][0] != '/') {
+			if (getcwd(cwd, sizeof(cwd)) == NULL)
+				die(EXIT_USAGE, "getcwd: %s", strerror(errno));
+			if (asprintf(&abs[a], "%s/%s", cwd, argv[a]) < 0)
+				die(EXIT_USAGE, "out of memory");
+			argv[a] = abs[a];
+		}
+		if (kinds[a] != PARSE_FILE)
 			continue;
-		if (f->output) {
-			fds[n] = c->out_path == NULL ? dup(STDOUT_FILENO) :
-			    open(c->out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-			if (fds[n] < 0)
-				die(EXIT_USAGE, "%s: %s", c->out_path ? c->out_path : "stdout",
-				    strerror(errno));
-			n++;
-			*output = 1;
-		}
-		for (int a = nw + f->first_file; f->first_file >= 0 && a < argc; a++) {
-			if (n == FRAME_MAX_FDS)
-				die(EXIT_USAGE, "at most %d files per command", FRAME_MAX_FDS);
-			if ((fds[n] = open(argv[a], O_RDONLY | O_CLOEXEC)) < 0)
-				die(EXIT_USAGE, "%s: %s", argv[a], strerror(errno));
-			n++;
-			if (!f->all_after)
-				break;
-		}
+		if (n == FRAME_MAX_FDS)
+			die(EXIT_USAGE, "at most %d files per command", FRAME_MAX_FDS);
+		if ((fds[n] = open(argv[a], O_RDONLY | O_CLOEXEC)) < 0)
+			die(EXIT_USAGE, "%s: %s", argv[a], strerror(errno));
+		n++;
 	}
 	return n;
 }
@@ -291,16 +249,24 @@ ctl_request_json(struct ctl *c, int argc, char **argv)
 	return out;
 }
 
+/* A command farmd runs: one request, with the files its row names. */
 static int
-ctl_run(struct ctl *c, int argc, char **argv)
+ctl_run(struct ctl *c, const struct parse_result *res, int argc, char **argv)
 {
-	int fds[FRAME_MAX_FDS], nfds, output, rc;
+	int fds[FRAME_MAX_FDS], nfds, rc;
+	char **abs;
 
-	nfds = ctl_open_files(c, argc, argv, fds, &output);
+	if ((abs = calloc((size_t)argc, sizeof(char *))) == NULL)
+		die(EXIT_USAGE, "out of memory");
+	nfds = ctl_open_files(c, res, argc, argv, fds, abs);
 	ctl_connect(c);
-	rc = ctl_request(c, argc, argv, fds, nfds, output);
+	rc = ctl_request(c, argc, argv, fds, nfds,
+	    res->cmd != NULL && res->cmd->output == PARSE_OUT_PASS);
 	for (int i = 0; i < nfds; i++)
 		close(fds[i]);
+	for (int i = 0; i < argc; i++)
+		free(abs[i]);
+	free(abs);
 	close(c->fd);
 	return rc;
 }
@@ -327,18 +293,16 @@ ctl_height_of(const char *path, char *out, size_t len)
 	return 0;
 }
 
-/* history ingest HEIGHT FILE, or history ingest PATH... (files named
- * NNNNNN.blk, or directories of them): one request per file on one
- * connection.  Exit 1 if any was refused. */
+/* history ingest HEIGHT FILE (explicit), or history ingest PATH...
+ * (files named NNNNNN.blk, or directories of them): one request per file
+ * on one connection.  Exit 1 if any was refused. */
 static int
-ctl_history_ingest(struct ctl *c, int argc, char **argv)
+ctl_history_ingest(struct ctl *c, int argc, char **argv, int explicit)
 {
 	char **files = NULL, height[32];
 	size_t nfiles = 0, cap = 0;
-	int rc = EXIT_OK, explicit = argc == 2 && argv[0][strspn(argv[0], "0123456789")] == '\0';
+	int rc = EXIT_OK;
 
-	if (argc < 1)
-		die(EXIT_USAGE, "usage: farmctl history ingest HEIGHT FILE | PATH...");
 	for (int i = explicit ? 1 : 0; i < argc; i++) {
 		struct stat st;
 
@@ -399,31 +363,16 @@ ctl_history_ingest(struct ctl *c, int argc, char **argv)
 	return rc;
 }
 
-/* farm add DIR …: farmd runs elsewhere, so DIR goes as an absolute path
- * (the caller's working directory means nothing to it). */
 static int
-ctl_farm_add(struct ctl *c, int argc, char **argv)
+ctl_ingest_at(struct ctl *c, const struct parse_result *res, int argc, char **argv)
 {
-	char cwd[PATH_MAX], *abs = NULL;
-	int rc;
+	return ctl_history_ingest(c, argc - res->nwords, argv + res->nwords, 1);
+}
 
-	for (int i = 2; i < argc; i++) {
-		if (argv[i][0] == '-') {
-			i++;                    /* an option's value */
-			continue;
-		}
-		if (argv[i][0] != '/') {
-			if (getcwd(cwd, sizeof(cwd)) == NULL)
-				die(EXIT_USAGE, "getcwd: %s", strerror(errno));
-			if (asprintf(&abs, "%s/%s", cwd, argv[i]) < 0)
-				die(EXIT_USAGE, "out of memory");
-			argv[i] = abs;
-		}
-		break;
-	}
-	rc = ctl_run(c, argc, argv);
-	free(abs);
-	return rc;
+static int
+ctl_ingest(struct ctl *c, const struct parse_result *res, int argc, char **argv)
+{
+	return ctl_history_ingest(c, argc - res->nwords, argv + res->nwords, 0);
 }
 
 /* One line per farm: a bar on a terminal, plain text otherwise. */
@@ -465,19 +414,22 @@ ctl_plot_render(json_t *o, int tty)
 
 /* plot --follow: polls `plot` until farmd says plotting is idle. */
 static int
-ctl_plot_follow(struct ctl *c)
+ctl_plot_follow(struct ctl *c, const struct parse_result *res, int argc, char **argv)
 {
-	char *argv[1] = { "plot" };
+	char *rargv[1] = { "plot" };
 	int tty = isatty(STDOUT_FILENO), nfarms = 0;
 	char *last = NULL;
 
+	(void)res;
+	(void)argc;
+	(void)argv;
 	ctl_connect(c);
 	for (;;) {
 		json_t *o;
 		json_error_t je;
 		char *text;
 
-		if ((text = ctl_request_json(c, 1, argv)) == NULL)
+		if ((text = ctl_request_json(c, 1, rargv)) == NULL)
 			return EXIT_FARMD;
 		if ((o = json_loads(text, 0, &je)) == NULL)
 			die(EXIT_USAGE, "farmd sent bad JSON: %s", je.text);
@@ -502,54 +454,93 @@ ctl_plot_follow(struct ctl *c)
 	return EXIT_OK;
 }
 
-int
-main(int argc, char **argv)
+static int
+ctl_chain(struct ctl *c, const struct parse_result *res, int argc, char **argv)
 {
-	struct ctl c = { 0 };
-	char **args;
+	(void)c;
+	return chain_generate(argc - res->nwords, argv + res->nwords);
+}
+
+static int
+ctl_help(struct ctl *c, const struct parse_result *res, int argc, char **argv)
+{
+	(void)c;
+	(void)res;
+	(void)argc;
+	(void)argv;
+	parse_help(stdout, CTL_DEFAULT_SOCKET);
+	return EXIT_OK;
+}
+
+/* Who runs each action of the grammar (parser.h). */
+static int (*const ctl_actions[PARSE_NACTIONS])(struct ctl *, const struct parse_result *,
+    int, char **) = {
+	[PARSE_REQUEST] = ctl_run,
+	[PARSE_HELP] = ctl_help,
+	[PARSE_CHAIN] = ctl_chain,
+	[PARSE_INGEST_AT] = ctl_ingest_at,
+	[PARSE_INGEST] = ctl_ingest,
+	[PARSE_FOLLOW] = ctl_plot_follow,
+};
+
+static void __attribute__((noreturn))
+usage(void)
+{
+	parse_help(stderr, CTL_DEFAULT_SOCKET);
+	exit(EXIT_USAGE);
+}
+
+/* Global options come first; --json and -o may stand anywhere after the
+ * command.  Returns the count of command words and arguments in args. */
+static int
+ctl_options(struct ctl *c, int argc, char **argv, char **args)
+{
 	int n = 0;
 
-	c.socket = getenv("FARMD_SOCKET");
-	if ((args = calloc((size_t)argc + 1, sizeof(char *))) == NULL)
-		die(EXIT_USAGE, "out of memory");
-	/* Global options come first; -o may stand anywhere after the command. */
 	for (int i = 1; i < argc; i++) {
 		if (n == 0 && strcmp(argv[i], "-s") == 0 && i + 1 < argc)
-			c.socket = argv[++i];
+			c->socket = argv[++i];
 		else if (n == 0 && strncmp(argv[i], "--socket=", 9) == 0)
-			c.socket = argv[i] + 9;
+			c->socket = argv[i] + 9;
 		else if (strcmp(argv[i], "--json") == 0)
-			c.json = 1;
+			c->json = 1;
 		else if (n == 0 && (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0))
 			usage();
 		else if (n == 0 && strcmp(argv[i], "--version") == 0) {
 			printf("farmctl %s\n", FARMD_VERSION);
-			return 0;
+			exit(EXIT_OK);
 		} else if (n > 0 && strcmp(argv[i], "-o") == 0 && i + 1 < argc)
-			c.out_path = argv[++i];
+			c->out_path = argv[++i];
 		else if (n == 0 && argv[i][0] == '-')
 			die(EXIT_USAGE, "unknown option '%s' (see farmctl --help)", argv[i]);
 		else
 			args[n++] = argv[i];
 	}
-	if (n == 0)
+	return n;
+}
+
+int
+main(int argc, char **argv)
+{
+	struct ctl c = { 0 };
+	struct parse_result res;
+	char **args;
+	int n, rc;
+
+	c.socket = getenv("FARMD_SOCKET");
+	if ((args = calloc((size_t)argc + 1, sizeof(char *))) == NULL ||
+	    (res.kinds = calloc((size_t)argc + 1, sizeof(*res.kinds))) == NULL)
+		die(EXIT_USAGE, "out of memory");
+	if ((n = ctl_options(&c, argc, argv, args)) == 0)
 		usage();
-	/* Local commands need no farmd. */
-	if (n >= 2 && strcmp(args[0], "chain") == 0 && strcmp(args[1], "generate") == 0) {
-		n = chain_generate(n - 2, args + 2);
-		free(args);
-		return n;
-	}
 	if (c.socket == NULL || c.socket[0] == '\0')
 		c.socket = CTL_DEFAULT_SOCKET;
-	if (n >= 2 && strcmp(args[0], "history") == 0 && strcmp(args[1], "ingest") == 0)
-		n = ctl_history_ingest(&c, n - 2, args + 2);
-	else if (n >= 2 && strcmp(args[0], "farm") == 0 && strcmp(args[1], "add") == 0)
-		n = ctl_farm_add(&c, n, args);
-	else if (n == 2 && strcmp(args[0], "plot") == 0 && strcmp(args[1], "--follow") == 0)
-		n = ctl_plot_follow(&c);
-	else
-		n = ctl_run(&c, n, args);
+	if (parse(n, args, &res) < 0) {
+		parse_usage(stderr, res.cmd->words);
+		exit(EXIT_USAGE);
+	}
+	rc = ctl_actions[res.cmd != NULL ? res.cmd->action : PARSE_REQUEST](&c, &res, n, args);
+	free(res.kinds);
 	free(args);
-	return n;
+	return rc;
 }
