@@ -105,6 +105,47 @@ gen_write(const char *path, const uint8_t *buf, size_t len)
 	return close(fd);
 }
 
+/* The options of chain generate into *o: 0, or the exit code after a
+ * message. */
+static int
+gen_options(int argc, char **argv, struct gen_opts *o)
+{
+	for (int i = 0; i < argc; i++) {
+		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+
+		if (v == NULL)
+			return gen_usage();
+		if (strcmp(a, "--blocks") == 0 && gen_number(v, &o->blocks) == 0)
+			;
+		else if (strcmp(a, "--body-size") == 0 && gen_number(v, &o->body_size) == 0)
+			;
+		else if (strcmp(a, "--seed") == 0)
+			o->seed = v;
+		else if (strcmp(a, "--out") == 0)
+			o->out = v;
+		else if (strcmp(a, "--code") == 0) {
+			const char *at = strrchr(v, '@');
+			static char file[4096];
+
+			if (at == NULL || at == v || gen_number(at + 1, &o->code_height) < 0 ||
+			    o->code_height == 0 || (size_t)(at - v) >= sizeof(file)) {
+				fprintf(stderr, "farmctl: --code takes FILE@HEIGHT (height >= 1), not '%s'\n", v);
+				return 2;
+			}
+			memcpy(file, v, (size_t)(at - v));
+			file[at - v] = '\0';
+			o->code_file = file;
+		} else {
+			fprintf(stderr, "farmctl: chain generate: bad option or value '%s %s'\n", a, v);
+			return gen_usage();
+		}
+		i++;
+	}
+	if (o->blocks == 0 || o->out == NULL || o->body_size > CHAIN_MAX_BODY)
+		return gen_usage();
+	return 0;
+}
+
 int
 chain_generate(int argc, char **argv)
 {
@@ -112,41 +153,10 @@ chain_generate(int argc, char **argv)
 	uint8_t parent[HASH_LEN] = { 0 }, *body, *packed = NULL;
 	char *code = NULL, path[4096];
 	size_t code_len = 0, cap = 0;
-	int digits;
+	int digits, rc;
 
-	for (int i = 0; i < argc; i++) {
-		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-
-		if (v == NULL)
-			return gen_usage();
-		if (strcmp(a, "--blocks") == 0 && gen_number(v, &o.blocks) == 0)
-			;
-		else if (strcmp(a, "--body-size") == 0 && gen_number(v, &o.body_size) == 0)
-			;
-		else if (strcmp(a, "--seed") == 0)
-			o.seed = v;
-		else if (strcmp(a, "--out") == 0)
-			o.out = v;
-		else if (strcmp(a, "--code") == 0) {
-			const char *at = strrchr(v, '@');
-			static char file[4096];
-
-			if (at == NULL || at == v || gen_number(at + 1, &o.code_height) < 0 ||
-			    o.code_height == 0 || (size_t)(at - v) >= sizeof(file)) {
-				fprintf(stderr, "farmctl: --code takes FILE@HEIGHT (height >= 1), not '%s'\n", v);
-				return 2;
-			}
-			memcpy(file, v, (size_t)(at - v));
-			file[at - v] = '\0';
-			o.code_file = file;
-		} else {
-			fprintf(stderr, "farmctl: chain generate: bad option or value '%s %s'\n", a, v);
-			return gen_usage();
-		}
-		i++;
-	}
-	if (o.blocks == 0 || o.out == NULL || o.body_size > CHAIN_MAX_BODY)
-		return gen_usage();
+	if ((rc = gen_options(argc, argv, &o)) != 0)
+		return rc;
 	if (o.code_file != NULL && (code = gen_read_file(o.code_file, &code_len)) == NULL) {
 		fprintf(stderr, "farmctl: %s: %s\n", o.code_file, strerror(errno ? errno : EIO));
 		return 2;
