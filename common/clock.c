@@ -28,3 +28,11 @@ clock_real_ms(void)
 {
 	return clock_read_us(CLOCK_REALTIME) / 1000u;
 }
+
+struct timeval
+clock_tv(uint64_t ms)
+{
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	return tv;
+}

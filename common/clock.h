@@ -7,9 +7,12 @@
 #define FARMD_CLOCK_H
 
 #include <stdint.h>
+#include <sys/time.h>
 
 uint64_t clock_mono_ms(void);
 uint64_t clock_mono_us(void);
 uint64_t clock_real_ms(void);
+/* An interval of ms milliseconds as the struct timeval libevent takes. */
+struct timeval clock_tv(uint64_t ms);
 
 #endif

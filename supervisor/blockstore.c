@@ -492,7 +492,7 @@ bs_put_stage1_done(void *arg)
 	}
 	if (bs_busy(bs, op->hash)) {
 		/* Being deleted right now: store it afresh once that is done. */
-		struct timeval tv = { 0, 10000 };
+		struct timeval tv = clock_tv(10);
 
 		if (op->wait_ev == NULL)
 			op->wait_ev = evtimer_new(bs->d->base, bs_put_wait_cb, op);

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "admin.pb-c.h"
+#include "clock.h"
 #include "cmd.h"
 #include "farmd.h"
 #include "log.h"
@@ -307,7 +308,7 @@ control_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		if (errno == EMFILE || errno == ENFILE) {
 			/* The listener stays readable: stop watching it for a
 			 * moment instead of spinning. */
-			struct timeval tv = { 0, CONTROL_EMFILE_PAUSE_MS * 1000 };
+			struct timeval tv = clock_tv(CONTROL_EMFILE_PAUSE_MS);
 
 			log_warn("admin socket: accept: %s; pausing new connections",
 			    strerror(errno));

@@ -205,7 +205,7 @@ history_wait(struct history *h, uint64_t retry_ms, const char *fmt, ...)
 	vsnprintf(h->waiting, sizeof(h->waiting), fmt, ap);
 	va_end(ap);
 	if (retry_ms > 0) {
-		struct timeval tv = { (time_t)(retry_ms / 1000), (suseconds_t)(retry_ms % 1000) * 1000 };
+		struct timeval tv = clock_tv(retry_ms);
 
 		evtimer_add(h->wake, &tv);
 	}

@@ -236,7 +236,7 @@ static int
 farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
-	struct timeval tick = { 0, 10000 };
+	struct timeval tick = clock_tv(10);
 	char path[PATH_MAX + 16];
 	int config_error = 0;
 

@@ -224,8 +224,7 @@ pool_job_attempt_failed(struct pool_job *job, const char *reason)
 	p->d->metrics->jobs_retried[job->pk->kind]++;
 	if (job->retry_ev == NULL)
 		job->retry_ev = evtimer_new(p->d->base, pool_job_retry_cb, job);
-	tv.tv_sec = (time_t)(job->opts.retry_delay_ms / 1000);
-	tv.tv_usec = (suseconds_t)(job->opts.retry_delay_ms % 1000) * 1000;
+	tv = clock_tv(job->opts.retry_delay_ms);
 	evtimer_add(job->retry_ev, &tv);
 }
 
@@ -692,8 +691,7 @@ pool_schedule_restart(struct pool_kind *pk)
 	}
 	r->pk = pk;
 	LIST_INSERT_HEAD(&pk->respawns, r, entry);
-	tv.tv_sec = (time_t)(delay / 1000);
-	tv.tv_usec = (suseconds_t)(delay % 1000) * 1000;
+	tv = clock_tv(delay);
 	pk->pending++;
 	evtimer_add(r->ev, &tv);
 	farmd_notify_status(pk->pool->d);
@@ -802,8 +800,7 @@ pool_dispatch(struct pool_kind *pk)
 		}
 #endif
 		peer_send_borrowed(w->peer, job->frame, job->len);
-		tv.tv_sec = (time_t)(job->opts.timeout_ms / 1000);
-		tv.tv_usec = (suseconds_t)(job->opts.timeout_ms % 1000) * 1000;
+		tv = clock_tv(job->opts.timeout_ms);
 		evtimer_add(w->deadline, &tv);
 	}
 }
@@ -853,7 +850,7 @@ pool_kill_cb(evutil_socket_t fd, short what, void *arg)
 void
 pool_shutdown(struct pool *p, uint64_t grace_ms)
 {
-	struct timeval tv = { (time_t)(grace_ms / 1000), (suseconds_t)(grace_ms % 1000) * 1000 };
+	struct timeval tv = clock_tv(grace_ms);
 	struct pool_job *job;
 
 	if (p->stopping)

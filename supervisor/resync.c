@@ -468,8 +468,7 @@ resync_pump(struct resync *r)
 	sqlite3_finalize(st);
 	if (r->ninflight > 0 && next > now + 50)
 		next = now + 50;
-	tv.tv_sec = (time_t)((next - now) / 1000);
-	tv.tv_usec = (suseconds_t)((next - now) % 1000) * 1000;
+	tv = clock_tv(next - now);
 	evtimer_add(r->timer, &tv);
 }
 

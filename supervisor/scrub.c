@@ -139,7 +139,7 @@ scrub_next_run(const struct scrub *s, uint64_t now)
 static void
 scrub_arm(struct scrub *s, uint64_t ms)
 {
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval tv = clock_tv(ms);
 
 	evtimer_add(s->timer, &tv);
 }
