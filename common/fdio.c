@@ -1,6 +1,12 @@
+/*
+ * fdio.c: the loops behind fdio.h.  Every path out of a loop either
+ * moved all the bytes, met end of file (reads) or returns -1 with the
+ * errno of the call that failed.
+ */
 #include "fdio.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <unistd.h>
 
@@ -44,4 +50,56 @@ fdio_pwrite_all(int fd, const void *buf, size_t len, off_t off)
 		return -1;
 	}
 	return fdio_put(fd, buf, len, off);
+}
+
+/* off < 0: read(2) from the file position; else pread(2) from off. */
+static ssize_t
+fdio_get(int fd, void *buf, size_t len, off_t off)
+{
+	uint8_t *p = buf;
+	size_t got = 0;
+
+	while (got < len) {
+		ssize_t n = off < 0 ? read(fd, p + got, len - got) :
+		    pread(fd, p + got, len - got, off + (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0)
+			break;
+		got += (size_t)n;
+	}
+	return (ssize_t)got;
+}
+
+ssize_t
+fdio_read_all(int fd, void *buf, size_t len)
+{
+	return fdio_get(fd, buf, len, -1);
+}
+
+ssize_t
+fdio_pread_all(int fd, void *buf, size_t len, off_t off)
+{
+	if (off < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	return fdio_get(fd, buf, len, off);
+}
+
+int
+fdio_fsync_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc, saved;
+
+	if (fd < 0)
+		return -1;
+	rc = fsync(fd);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
 }

@@ -118,19 +118,6 @@ bs_busy_del(struct blockstore *bs, const uint8_t hash[HASH_LEN])
 	}
 }
 
-/* fsync a directory so a rename or unlink in it is durable. */
-static int
-fsync_dir(const char *dir)
-{
-	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC), rc;
-
-	if (fd < 0)
-		return -1;
-	rc = fsync(fd);
-	close(fd);
-	return rc;
-}
-
 static void
 dirname_of(const char *path, char *out, size_t len)
 {
@@ -337,8 +324,8 @@ bs_put_stage2(void *arg)
 	}
 	/* The file's entry; a parent only when this put created a directory
 	 * in it (measured: two fewer fsyncs per put once the fan-out exists). */
-	if (fsync_dir(d2) < 0 || (new2 && fsync_dir(d1) < 0) ||
-	    (new1 && fsync_dir(op->bs->dir) < 0))
+	if (fdio_fsync_dir(d2) < 0 || (new2 && fdio_fsync_dir(d1) < 0) ||
+	    (new1 && fdio_fsync_dir(op->bs->dir) < 0))
 		put_fail(op, "fsync directory of %s: %s", op->final);
 }
 
@@ -638,6 +625,7 @@ bs_get_work(void *arg)
 	struct get_op *op = arg;
 	uint8_t *raw = NULL;
 	struct stat st;
+	ssize_t got;
 	int fd;
 
 	fd = open(op->path, O_RDONLY | O_CLOEXEC);
@@ -652,18 +640,13 @@ bs_get_work(void *arg)
 		close(fd);
 		return;
 	}
-	for (uint64_t got = 0; got < (uint64_t)st.st_size;) {
-		ssize_t n = pread(fd, raw + got, (size_t)st.st_size - got, (off_t)got);
-
-		if (n <= 0) {
-			op->st = BLOCK_IOERR;
-			snprintf(op->err, sizeof(op->err), "%s: read: %s", op->path,
-			    n == 0 ? "unexpected end of file" : strerror(errno));
-			close(fd);
-			free(raw);
-			return;
-		}
-		got += (uint64_t)n;
+	if ((got = fdio_pread_all(fd, raw, (size_t)st.st_size, 0)) != (ssize_t)st.st_size) {
+		op->st = BLOCK_IOERR;
+		snprintf(op->err, sizeof(op->err), "%s: read: %s", op->path,
+		    got >= 0 ? "unexpected end of file" : strerror(errno));
+		close(fd);
+		free(raw);
+		return;
 	}
 	close(fd);
 	op->read = (uint64_t)st.st_size;
@@ -700,7 +683,7 @@ bs_get_work(void *arg)
 			char dir[PATH_MAX + 80];
 
 			dirname_of(op->path, dir, sizeof(dir));
-			fsync_dir(dir);
+			fdio_fsync_dir(dir);
 		}
 	}
 }
@@ -998,7 +981,7 @@ bs_del_work(void *arg)
 		unlink(alt);
 	}
 	dirname_of(op->path, dir, sizeof(dir));
-	fsync_dir(dir);
+	fdio_fsync_dir(dir);
 }
 
 static void
@@ -1148,7 +1131,7 @@ bs_reconcile(struct blockstore *bs)
 				log_info("blocks: removed %s, left without its row by an "
 				    "interrupted put", path);
 				dirname_of(path, dir, sizeof(dir));
-				fsync_dir(dir);
+				fdio_fsync_dir(dir);
 				n++;
 			}
 		}
@@ -1177,7 +1160,7 @@ bs_clean_tmp(struct blockstore *bs)
 	}
 	closedir(dir);
 	if (n > 0) {
-		fsync_dir(bs->tmpdir);
+		fdio_fsync_dir(bs->tmpdir);
 		log_info("blocks: removed %d temp file%s left by an interrupted write", n,
 		    n == 1 ? "" : "s");
 	}

@@ -41,6 +41,7 @@
 #include "config.h"
 #include "db.h"
 #include "farmd.h"
+#include "fdio.h"
 #include "frame.h"
 #include "io.h"
 #include "log.h"
@@ -873,7 +874,7 @@ ingest_read(void *arg)
 {
 	struct ingest *in = arg;
 	struct stat st;
-	size_t off = 0;
+	ssize_t n;
 	char why[ERR_MSG_MAX - 64];
 
 	if (fstat(in->fd, &st) < 0 || !S_ISREG(st.st_mode)) {
@@ -889,17 +890,12 @@ ingest_read(void *arg)
 		snprintf(in->err, sizeof(in->err), "out of memory");
 		goto done;
 	}
-	while (off < (size_t)st.st_size) {
-		ssize_t n = pread(in->fd, in->data + off, (size_t)st.st_size - off, (off_t)off);
-
-		if (n <= 0) {
-			snprintf(in->err, sizeof(in->err), "%s: read: %s", in->name,
-			    n == 0 ? "file shrank" : strerror(errno));
-			goto done;
-		}
-		off += (size_t)n;
+	if ((n = fdio_pread_all(in->fd, in->data, (size_t)st.st_size, 0)) != (ssize_t)st.st_size) {
+		snprintf(in->err, sizeof(in->err), "%s: read: %s", in->name,
+		    n >= 0 ? "file shrank" : strerror(errno));
+		goto done;
 	}
-	in->len = off;
+	in->len = (size_t)n;
 	hash_sha256(in->data, in->len, in->hash);
 	if (chain_check(in->data, in->len, in->height, NULL, why, sizeof(why)) < 0)
 		snprintf(in->err, sizeof(in->err), "%s: %s", in->name, why);

@@ -57,6 +57,8 @@
 #include <linux/landlock.h>
 #include <seccomp.h>
 
+#include "fdio.h"
+
 /* ---- Build flavour ---------------------------------------------------- */
 
 /* AddressSanitizer: its shadow memory reserves ~20 TiB of address space
@@ -577,46 +579,6 @@ sandbox_apply(struct sandbox_report *rep, struct err *e)
 
 /* ---- farmd-worker --check-sandbox ------------------------------------- */
 
-static int
-write_all(int fd, const void *buf, size_t len)
-{
-	const char *p = buf;
-
-	while (len > 0) {
-		ssize_t n = write(fd, p, len);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		p += n;
-		len -= (size_t)n;
-	}
-	return 0;
-}
-
-static int
-read_all(int fd, void *buf, size_t len)
-{
-	char *p = buf;
-	size_t got = 0;
-
-	while (got < len) {
-		ssize_t n = read(fd, p + got, len - got);
-
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			return -1;
-		}
-		if (n == 0)
-			break;
-		got += (size_t)n;
-	}
-	return got == len ? 0 : -1;
-}
-
 /* What the probe child sends back: one write, well under PIPE_BUF. */
 struct check_msg {
 	int rc;
@@ -634,13 +596,13 @@ sandbox_check_print(int fd)
 
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		snprintf(line, sizeof(line), "error: pipe: %s\n", errname(errno));
-		(void)write_all(fd, line, strlen(line));
+		(void)fdio_write_all(fd, line, strlen(line));
 		return 1;
 	}
 	pid = fork();
 	if (pid < 0) {
 		snprintf(line, sizeof(line), "error: fork: %s\n", errname(errno));
-		(void)write_all(fd, line, strlen(line));
+		(void)fdio_write_all(fd, line, strlen(line));
 		close(p[0]);
 		close(p[1]);
 		return 1;
@@ -651,11 +613,11 @@ sandbox_check_print(int fd)
 		close(p[0]);
 		memset(&msg, 0, sizeof(msg));
 		msg.rc = sandbox_apply(&msg.rep, &msg.err);
-		_exit(write_all(p[1], &msg, sizeof(msg)) < 0 ? 1 : 0);
+		_exit(fdio_write_all(p[1], &msg, sizeof(msg)) < 0 ? 1 : 0);
 	}
 	close(p[1]);
 	memset(&msg, 0, sizeof(msg));
-	if (read_all(p[0], &msg, sizeof(msg)) < 0)
+	if (fdio_read_all(p[0], &msg, sizeof(msg)) != (ssize_t)sizeof(msg))
 		msg.rc = -2;
 	close(p[0]);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
@@ -671,7 +633,7 @@ sandbox_check_print(int fd)
 			snprintf(line, sizeof(line),
 			    "error: sandbox probe exited with status %d before reporting\n",
 			    WIFEXITED(status) ? WEXITSTATUS(status) : -1);
-		(void)write_all(fd, line, strlen(line));
+		(void)fdio_write_all(fd, line, strlen(line));
 		return 1;
 	}
 	for (int l = 0; l < SANDBOX_NLAYERS; l++) {
@@ -680,7 +642,7 @@ sandbox_check_print(int fd)
 		    sandbox_layer_name((enum sandbox_layer)l),
 		    msg.rep.active[l] ? "active" : "unavailable",
 		    msg.rep.detail[l]);
-		if (write_all(fd, line, strlen(line)) < 0)
+		if (fdio_write_all(fd, line, strlen(line)) < 0)
 			return 1;
 		if (!msg.rep.active[l])
 			all = 0;
@@ -688,7 +650,7 @@ sandbox_check_print(int fd)
 	if (msg.rc < 0) {
 		msg.err.msg[sizeof(msg.err.msg) - 1] = '\0';
 		snprintf(line, sizeof(line), "error: %.150s\n", msg.err.msg);
-		(void)write_all(fd, line, strlen(line));
+		(void)fdio_write_all(fd, line, strlen(line));
 		return 1;
 	}
 	return all ? 0 : 1;
