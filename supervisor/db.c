@@ -7,6 +7,7 @@
  */
 #include "db.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -273,4 +274,23 @@ db_meta_set(struct db *db, const char *key, const char *val, struct err *e)
 	rc = sqlite3_step(st) == SQLITE_DONE ? 0 : db_err(db, e, "write meta");
 	sqlite3_finalize(st);
 	return rc;
+}
+
+uint64_t
+db_meta_get_u64(struct db *db, const char *key, uint64_t dflt)
+{
+	char v[64];
+
+	if (db_meta_get(db, key, v, sizeof(v), NULL) != 1)
+		return dflt;
+	return strtoull(v, NULL, 10);
+}
+
+int
+db_meta_set_u64(struct db *db, const char *key, uint64_t val, struct err *e)
+{
+	char v[32];
+
+	snprintf(v, sizeof(v), "%" PRIu64, val);
+	return db_meta_set(db, key, v, e);
 }

@@ -33,5 +33,9 @@ sqlite3_stmt *db_prepare(struct db *db, const char *sql, struct err *e);
  * updated rarely.  get returns 1 if found, 0 if not, -1 on error. */
 int db_meta_get(struct db *db, const char *key, char *val, size_t len, struct err *e);
 int db_meta_set(struct db *db, const char *key, const char *val, struct err *e);
+/* The same for a value kept as a decimal uint64_t; get returns dflt when
+ * the key is absent or cannot be read. */
+uint64_t db_meta_get_u64(struct db *db, const char *key, uint64_t dflt);
+int db_meta_set_u64(struct db *db, const char *key, uint64_t val, struct err *e);
 
 #endif

@@ -130,25 +130,6 @@ static void history_enter(struct history *h, enum arch_state next);
 
 /* ---- persistence helpers -------------------------------------------- */
 
-static uint64_t
-meta_u64(struct history *h, const char *key, uint64_t dflt)
-{
-	char v[64];
-
-	if (db_meta_get(h->d->db, key, v, sizeof(v), NULL) != 1)
-		return dflt;
-	return strtoull(v, NULL, 10);
-}
-
-static int
-meta_set_u64(struct history *h, const char *key, uint64_t val, struct err *e)
-{
-	char v[32];
-
-	snprintf(v, sizeof(v), "%" PRIu64, val);
-	return db_meta_set(h->d->db, key, v, e);
-}
-
 /* Hash of the history row at height, 1 found, 0 not, -1 error. */
 static int
 history_row(struct history *h, uint64_t height, uint8_t hash[HASH_LEN])
@@ -676,7 +657,7 @@ commit_release(struct history *h, struct err *e)
 			return -1;
 	}
 	h->released = h->release_upto;
-	return meta_set_u64(h, "history.released", h->released, e);
+	return db_meta_set_u64(h->d->db, "history.released", h->released, e);
 }
 
 static enum arch_state
@@ -713,9 +694,9 @@ history_commit(struct history *h)
 	if (!h->d->cfg.history.keep_archived_blocks && h->release_upto > h->released &&
 	    commit_release(h, &e) < 0)
 		goto rollback;
-	if (meta_set_u64(h, "history.archived", h->cur_h, &e) < 0 ||
-	    meta_set_u64(h, "history.buf_height", buf_height, &e) < 0 ||
-	    meta_set_u64(h, "history.buf_offset", buf_offset, &e) < 0)
+	if (db_meta_set_u64(h->d->db, "history.archived", h->cur_h, &e) < 0 ||
+	    db_meta_set_u64(h->d->db, "history.buf_height", buf_height, &e) < 0 ||
+	    db_meta_set_u64(h->d->db, "history.buf_offset", buf_offset, &e) < 0)
 		goto rollback;
 	{
 		sqlite3_stmt *st = db_prepare(h->d->db, "DELETE FROM history_rejections WHERE "
@@ -1153,13 +1134,13 @@ static int
 history_geometry(struct history *h, int *config_error, struct err *e)
 {
 	const struct config *c = &h->d->cfg;
-	uint64_t ps = meta_u64(h, "history.piece_size", 0);
-	uint64_t pps = meta_u64(h, "history.pieces_per_segment", 0);
+	uint64_t ps = db_meta_get_u64(h->d->db, "history.piece_size", 0);
+	uint64_t pps = db_meta_get_u64(h->d->db, "history.pieces_per_segment", 0);
 
 	if (ps == 0) {
 		if (db_begin(h->d->db, e) < 0 ||
-		    meta_set_u64(h, "history.piece_size", c->history.piece_size, e) < 0 ||
-		    meta_set_u64(h, "history.pieces_per_segment", c->history.pieces_per_segment, e) < 0 ||
+		    db_meta_set_u64(h->d->db, "history.piece_size", c->history.piece_size, e) < 0 ||
+		    db_meta_set_u64(h->d->db, "history.pieces_per_segment", c->history.pieces_per_segment, e) < 0 ||
 		    db_commit(h->d->db, e) < 0) {
 			db_rollback(h->d->db);
 			return -1;
@@ -1197,10 +1178,10 @@ history_new(struct farmd *d, int *config_error, struct err *e)
 		history_free(h);
 		return NULL;
 	}
-	h->archived = meta_u64(h, "history.archived", 0);
-	h->buf_height = meta_u64(h, "history.buf_height", 1);
-	h->buf_offset = meta_u64(h, "history.buf_offset", 0);
-	h->released = meta_u64(h, "history.released", 0);
+	h->archived = db_meta_get_u64(h->d->db, "history.archived", 0);
+	h->buf_height = db_meta_get_u64(h->d->db, "history.buf_height", 1);
+	h->buf_offset = db_meta_get_u64(h->d->db, "history.buf_offset", 0);
+	h->released = db_meta_get_u64(h->d->db, "history.released", 0);
 	h->release_upto = h->released;
 	st = db_prepare(d->db, "SELECT COUNT(*), (SELECT header_hash FROM segments ORDER BY idx "
 	    "DESC LIMIT 1) FROM segments", e);

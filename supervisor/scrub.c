@@ -115,16 +115,6 @@ fail:
 	log_err("scrub: cannot save progress: %s", e.msg);
 }
 
-static uint64_t
-scrub_meta_u64(struct scrub *s, const char *key)
-{
-	char v[64];
-
-	if (db_meta_get(s->d->db, key, v, sizeof(v), NULL) != 1)
-		return 0;
-	return strtoull(v, NULL, 10);
-}
-
 /* interval × [5/6, 7/6]: 25–35 days for the default 30. */
 static uint64_t
 scrub_next_run(const struct scrub *s, uint64_t now)
@@ -450,16 +440,16 @@ scrub_new(struct farmd *d, struct err *e)
 		return NULL;
 	}
 	s->d = d;
-	s->checked = scrub_meta_u64(s, "scrub.checked");
-	s->corruptions = scrub_meta_u64(s, "scrub.corruptions");
-	s->started_ms = scrub_meta_u64(s, "scrub.started_ms");
-	s->last_done_ms = scrub_meta_u64(s, "scrub.last_done_ms");
-	s->next_run_ms = scrub_meta_u64(s, "scrub.next_run_ms");
+	s->checked = db_meta_get_u64(d->db, "scrub.checked", 0);
+	s->corruptions = db_meta_get_u64(d->db, "scrub.corruptions", 0);
+	s->started_ms = db_meta_get_u64(d->db, "scrub.started_ms", 0);
+	s->last_done_ms = db_meta_get_u64(d->db, "scrub.last_done_ms", 0);
+	s->next_run_ms = db_meta_get_u64(d->db, "scrub.next_run_ms", 0);
 	db_meta_get(d->db, "scrub.state", state, sizeof(state), NULL);
 	db_meta_get(d->db, "scrub.position", pos, sizeof(pos), NULL);
 	s->have_position = hex_decode(pos, s->position, HASH_LEN) == 0;
-	s->sectors_checked = scrub_meta_u64(s, "scrub.sectors_checked");
-	s->sector_corruptions = scrub_meta_u64(s, "scrub.sector_corruptions");
+	s->sectors_checked = db_meta_get_u64(d->db, "scrub.sectors_checked", 0);
+	s->sector_corruptions = db_meta_get_u64(d->db, "scrub.sector_corruptions", 0);
 	db_meta_get(d->db, "scrub.phase", phase, sizeof(phase), NULL);
 	db_meta_get(d->db, "scrub.sector_position", spos, sizeof(spos), NULL);
 	s->sectors = strcmp(phase, "sectors") == 0;
