@@ -353,25 +353,14 @@ bs_commit_row(struct put_op *op, struct err *e)
 
 	if (db_begin(db, e) < 0)
 		return -1;
-	st = db_prepare(db, "SELECT stored FROM blocks WHERE hash = ?", e);
-	if (st == NULL)
-		goto fail;
+	st = db_stmt(db, DB_BLOCK_STORED);
 	sqlite3_bind_blob(st, 1, op->hash, HASH_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		old_stored = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	/* With noref a new row starts unreferenced (and is queued for GC);
 	 * the caller references it in its own transaction. */
-	st = db_prepare(db, op->noref ?
-	    "INSERT INTO blocks (hash, size, stored, refcount, compressed, data, zero_since_ms) "
-	    "VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6) ON CONFLICT (hash) DO UPDATE SET "
-	    "stored = excluded.stored, compressed = excluded.compressed, data = excluded.data" :
-	    "INSERT INTO blocks (hash, size, stored, refcount, compressed, data, zero_since_ms) "
-	    "VALUES (?1, ?2, ?3, 1, ?4, ?5, NULL) ON CONFLICT (hash) DO UPDATE SET "
-	    "refcount = refcount + 1, zero_since_ms = NULL, stored = excluded.stored, "
-	    "compressed = excluded.compressed, data = excluded.data", e);
-	if (st == NULL)
-		goto fail;
+	st = db_stmt(db, op->noref ? DB_BLOCK_INSERT_NOREF : DB_BLOCK_INSERT_REF);
 	if (op->noref)
 		sqlite3_bind_int64(st, 6, (int64_t)clock_real_ms());
 	sqlite3_bind_blob(st, 1, op->hash, HASH_LEN, SQLITE_STATIC);
@@ -386,7 +375,7 @@ bs_commit_row(struct put_op *op, struct err *e)
 		err_set(e, "state.db: store block row: %s", sqlite3_errmsg(db_handle(db)));
 		goto fail;
 	}
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	st = NULL;
 	delta = old_stored < 0 ? op->stored : op->stored - (uint64_t)old_stored;
 	if (op->resv_id != 0) {
@@ -408,7 +397,7 @@ bs_commit_row(struct put_op *op, struct err *e)
 	resync_satisfied(bs->d->resync, op->hash);
 	return 0;
 fail:
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	db_rollback(db);
 	return -1;
 }
@@ -442,16 +431,13 @@ bs_put_stage2_done(void *arg)
 static int
 bs_incref(struct blockstore *bs, const uint8_t hash[HASH_LEN], struct err *e)
 {
-	sqlite3_stmt *st = db_prepare(bs->d->db,
-	    "UPDATE blocks SET refcount = refcount + 1, zero_since_ms = NULL WHERE hash = ?", e);
+	sqlite3_stmt *st = db_stmt(bs->d->db, DB_BLOCK_INCREF);
 	int rc;
 
-	if (st == NULL)
-		return -1;
 	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
 	rc = sqlite3_step(st) == SQLITE_DONE ? 0 :
 	    err_set(e, "state.db: add reference: %s", sqlite3_errmsg(db_handle(bs->d->db)));
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	return rc;
 }
 
@@ -747,15 +733,10 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 	op->arg = arg;
 	op->report = report;
 	block_hex(hash, hex);
-	st = db_prepare(bs->d->db, "SELECT size, compressed, data FROM blocks WHERE hash = ?", &e);
-	if (st == NULL) {
-		free(op);
-		cb(arg, NULL, 0, BLOCK_IOERR, e.msg);
-		return;
-	}
+	st = db_stmt(bs->d->db, DB_BLOCK_READ);
 	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+		db_stmt_done(st);
 		free(op);
 		snprintf(e.msg, sizeof(e.msg), "block %s: no such block", hex);
 		cb(arg, NULL, 0, BLOCK_MISSING, e.msg);
@@ -771,7 +752,7 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 		op->data = malloc(n + 1);
 		if (op->data != NULL && n > 0)
 			memcpy(op->data, p, n);
-		sqlite3_finalize(st);
+		db_stmt_done(st);
 		if (op->data == NULL) {
 			free(op);
 			cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
@@ -783,7 +764,7 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 		bs_get_done(op);
 		return;
 	}
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	bs_path(bs, hash, op->compressed, op->path, sizeof(op->path));
 	if (io_submit(bs->d->io, bs_get_work, bs_get_done, op) < 0) {
 		free(op);
@@ -811,14 +792,9 @@ int
 blockstore_stat(struct blockstore *bs, const uint8_t hash[HASH_LEN],
     struct block_info *out, struct err *e)
 {
-	sqlite3_stmt *st = db_prepare(bs->d->db,
-	    "SELECT b.size, b.stored, b.refcount, b.compressed, b.data IS NOT NULL, "
-	    "r.hash IS NOT NULL FROM blocks b LEFT JOIN resync_errors r ON r.hash = b.hash "
-	    "WHERE b.hash = ?", e);
+	sqlite3_stmt *st = db_stmt(bs->d->db, DB_BLOCK_STAT);
 	int rc;
 
-	if (st == NULL)
-		return -1;
 	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	if (rc == SQLITE_ROW) {
@@ -836,7 +812,7 @@ blockstore_stat(struct blockstore *bs, const uint8_t hash[HASH_LEN],
 	} else {
 		rc = err_set(e, "state.db: stat block: %s", sqlite3_errmsg(db_handle(bs->d->db)));
 	}
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	return rc;
 }
 
@@ -915,18 +891,15 @@ blockstore_decref(struct blockstore *bs, const uint8_t hash[HASH_LEN], int64_t *
 		return err_set(e, "block %s has no references left", hex);
 	if (db_begin(bs->d->db, e) < 0)
 		return -1;
-	st = db_prepare(bs->d->db, "UPDATE blocks SET refcount = refcount - 1, "
-	    "zero_since_ms = CASE WHEN refcount = 1 THEN ?2 ELSE NULL END WHERE hash = ?1", e);
-	if (st == NULL)
-		goto fail;
+	st = db_stmt(bs->d->db, DB_BLOCK_DECREF);
 	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (int64_t)now);
 	if (sqlite3_step(st) != SQLITE_DONE) {
-		sqlite3_finalize(st);
 		err_set(e, "state.db: drop reference: %s", sqlite3_errmsg(db_handle(bs->d->db)));
+		db_stmt_done(st);
 		goto fail;
 	}
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	*left = info.refcount - 1;
 	if (*left == 0 && resync_enqueue(bs->d->resync, hash,
 	    now + bs->d->cfg.blocks.gc_delay_ms, e) < 0)

@@ -3,7 +3,10 @@
  *
  * Migrations are appended, never edited: migration i takes user_version i
  * to i + 1 inside one transaction, so a crash mid-migration leaves the
- * previous version intact.
+ * previous version intact.  The hot paths' statements live here too,
+ * prepared once after the migrations and finalized before the close; each
+ * is reset and unbound whenever it is handed out or back, so none keeps a
+ * read open or a caller's pointer between uses.
  */
 #include "db.h"
 
@@ -17,6 +20,7 @@
 struct db {
 	sqlite3 *h;
 	int version;
+	sqlite3_stmt *stmt[DB_NSTMT];   /* all prepared while h is open */
 };
 
 static const char *const migrations[] = {
@@ -91,6 +95,44 @@ static const char *const migrations[] = {
 
 #define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
+/* The hot-path statements (db.h), written against the latest schema. */
+static const char *const db_stmt_sql[DB_NSTMT] = {
+	[DB_BLOCK_STORED] = "SELECT stored FROM blocks WHERE hash = ?",
+	/* With noref a new row starts unreferenced (and is queued for GC);
+	 * the caller references it in its own transaction. */
+	[DB_BLOCK_INSERT_NOREF] =
+	    "INSERT INTO blocks (hash, size, stored, refcount, compressed, data, zero_since_ms) "
+	    "VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6) ON CONFLICT (hash) DO UPDATE SET "
+	    "stored = excluded.stored, compressed = excluded.compressed, data = excluded.data",
+	[DB_BLOCK_INSERT_REF] =
+	    "INSERT INTO blocks (hash, size, stored, refcount, compressed, data, zero_since_ms) "
+	    "VALUES (?1, ?2, ?3, 1, ?4, ?5, NULL) ON CONFLICT (hash) DO UPDATE SET "
+	    "refcount = refcount + 1, zero_since_ms = NULL, stored = excluded.stored, "
+	    "compressed = excluded.compressed, data = excluded.data",
+	[DB_BLOCK_INCREF] =
+	    "UPDATE blocks SET refcount = refcount + 1, zero_since_ms = NULL WHERE hash = ?",
+	[DB_BLOCK_DECREF] = "UPDATE blocks SET refcount = refcount - 1, "
+	    "zero_since_ms = CASE WHEN refcount = 1 THEN ?2 ELSE NULL END WHERE hash = ?1",
+	[DB_BLOCK_READ] = "SELECT size, compressed, data FROM blocks WHERE hash = ?",
+	[DB_BLOCK_STAT] =
+	    "SELECT b.size, b.stored, b.refcount, b.compressed, b.data IS NOT NULL, "
+	    "r.hash IS NOT NULL FROM blocks b LEFT JOIN resync_errors r ON r.hash = b.hash "
+	    "WHERE b.hash = ?",
+	/* One item per hash, due at the earliest time asked for: one
+	 * statement, so a crash keeps either the old item or the moved one. */
+	[DB_RESYNC_ENQUEUE] = "INSERT INTO resync_queue (hash, due_ms) VALUES (?1, ?2) "
+	    "ON CONFLICT DO UPDATE SET due_ms = excluded.due_ms "
+	    "WHERE excluded.due_ms < due_ms",
+	[DB_RESYNC_CHECK] = "SELECT b.refcount, b.zero_since_ms, r.next_try_ms FROM "
+	    "blocks b LEFT JOIN resync_errors r ON r.hash = b.hash WHERE b.hash = ?",
+	[DB_RESYNC_ERROR_DELETE] = "DELETE FROM resync_errors WHERE hash = ?1",
+	[DB_RESYNC_ERROR_NEXT_TRY] = "UPDATE resync_errors SET next_try_ms = ?2 WHERE hash = ?1",
+	[DB_RESYNC_QUEUE_DELETE] = "DELETE FROM resync_queue WHERE hash = ?1",
+	[DB_RESYNC_QUEUE_DONE] = "DELETE FROM resync_queue WHERE hash = ?1 AND due_ms = ?2",
+	[DB_RESYNC_QUEUE_MOVE] = "UPDATE resync_queue SET due_ms = ?3 WHERE hash = ?1 AND "
+	    "due_ms = ?2",
+};
+
 static int
 db_err(struct db *db, struct err *e, const char *what)
 {
@@ -134,16 +176,62 @@ db_rollback(struct db *db)
 		sqlite3_exec(db->h, "ROLLBACK TO farmd; RELEASE farmd", NULL, NULL, NULL);
 }
 
-sqlite3_stmt *
-db_prepare(struct db *db, const char *sql, struct err *e)
+/* flags: SQLITE_PREPARE_PERSISTENT for a statement kept for the life
+ * of the connection (it then stays out of the lookaside allocator). */
+static sqlite3_stmt *
+db_prepare_flags(struct db *db, const char *sql, unsigned flags, struct err *e)
 {
 	sqlite3_stmt *st = NULL;
 
-	if (sqlite3_prepare_v3(db->h, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+	if (sqlite3_prepare_v3(db->h, sql, -1, flags, &st, NULL) != SQLITE_OK) {
 		db_err(db, e, "prepare");
 		return NULL;
 	}
 	return st;
+}
+
+sqlite3_stmt *
+db_prepare(struct db *db, const char *sql, struct err *e)
+{
+	return db_prepare_flags(db, sql, 0, e);
+}
+
+/* After the migrations, so every table the statements name exists. */
+static int
+db_stmt_prepare_all(struct db *db, struct err *e)
+{
+	for (int i = 0; i < DB_NSTMT; i++) {
+		db->stmt[i] = db_prepare_flags(db, db_stmt_sql[i], SQLITE_PREPARE_PERSISTENT, e);
+		if (db->stmt[i] == NULL)
+			return -1;
+	}
+	return 0;
+}
+
+static void
+db_stmt_finalize_all(struct db *db)
+{
+	for (int i = 0; i < DB_NSTMT; i++) {
+		sqlite3_finalize(db->stmt[i]);
+		db->stmt[i] = NULL;
+	}
+}
+
+sqlite3_stmt *
+db_stmt(struct db *db, enum db_stmt_id id)
+{
+	/* Reset again in case a caller's early return skipped db_stmt_done. */
+	db_stmt_done(db->stmt[id]);
+	return db->stmt[id];
+}
+
+void
+db_stmt_done(sqlite3_stmt *st)
+{
+	if (st == NULL)
+		return;
+	sqlite3_reset(st);
+	sqlite3_clear_bindings(st);
 }
 
 static int
@@ -209,12 +297,13 @@ db_open(const char *path, struct err *e)
 	    db_exec(db, "PRAGMA synchronous = FULL", e) < 0 ||
 	    db_exec(db, "PRAGMA foreign_keys = ON", e) < 0 ||
 	    db_exec(db, "PRAGMA busy_timeout = 5000", e) < 0 ||
-	    db_migrate(db, e) < 0) {
+	    db_migrate(db, e) < 0 || db_stmt_prepare_all(db, e) < 0) {
 		err_wrap(e, "%s", path);
 		goto fail;
 	}
 	return db;
 fail:
+	db_stmt_finalize_all(db);
 	sqlite3_close(db->h);
 	free(db);
 	return NULL;
@@ -225,6 +314,7 @@ db_close(struct db *db)
 {
 	if (db == NULL)
 		return;
+	db_stmt_finalize_all(db);
 	sqlite3_wal_checkpoint_v2(db->h, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
 	if (sqlite3_close(db->h) != SQLITE_OK)
 		log_warn("state.db: close: %s", sqlite3_errmsg(db->h));

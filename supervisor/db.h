@@ -29,6 +29,34 @@ void db_rollback(struct db *db);
 /* Prepares sql; the statement belongs to the caller (sqlite3_finalize). */
 sqlite3_stmt *db_prepare(struct db *db, const char *sql, struct err *e);
 
+/* The statements of the hot paths (a block's put, get and reference
+ * changes, a resync item's steps), prepared once when state.db opens and
+ * finalized when it closes; their SQL is in db.c.  db_stmt hands one out
+ * reset and unbound, never NULL; the caller steps it and hands it back
+ * with db_stmt_done (reset, bindings cleared: no pointer it bound with
+ * SQLITE_STATIC outlives the call, no read stays open).  One user at a
+ * time: never hold one across a call that could use the same one. */
+enum db_stmt_id {
+	DB_BLOCK_STORED,                /* a block's stored bytes, if any */
+	DB_BLOCK_INSERT_NOREF,          /* put, unreferenced (queued for GC) */
+	DB_BLOCK_INSERT_REF,            /* put, one more reference */
+	DB_BLOCK_INCREF,
+	DB_BLOCK_DECREF,
+	DB_BLOCK_READ,                  /* what a get needs */
+	DB_BLOCK_STAT,                  /* a block and its error state */
+	DB_RESYNC_ENQUEUE,
+	DB_RESYNC_CHECK,                /* refcount, zero since, next try */
+	DB_RESYNC_ERROR_DELETE,
+	DB_RESYNC_ERROR_NEXT_TRY,
+	DB_RESYNC_QUEUE_DELETE,
+	DB_RESYNC_QUEUE_DONE,           /* delete an item not moved meanwhile */
+	DB_RESYNC_QUEUE_MOVE,           /* move an item not moved meanwhile */
+	DB_NSTMT
+};
+
+sqlite3_stmt *db_stmt(struct db *db, enum db_stmt_id id);
+void db_stmt_done(sqlite3_stmt *st);
+
 /* The meta table: small named values fixed at creation (geometry) or
  * updated rarely.  get returns 1 if found, 0 if not, -1 on error. */
 int db_meta_get(struct db *db, const char *key, char *val, size_t len, struct err *e);

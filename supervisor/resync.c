@@ -68,34 +68,28 @@ struct resync {
 static void resync_item_enter(struct resync_item *it, enum resync_state next);
 static void resync_pump(struct resync *r);
 
+/* Runs one of db.c's statements on hash (?1) with ?2 = a and ?3 = b; a
+ * statement with fewer parameters ignores the extra ones. */
 static int
-rs_exec_hash(struct resync *r, const char *sql, const uint8_t hash[HASH_LEN],
+rs_exec_hash(struct resync *r, enum db_stmt_id id, const uint8_t hash[HASH_LEN],
     int64_t a, int64_t b, struct err *e)
 {
-	sqlite3_stmt *st = db_prepare(r->d->db, sql, e);
+	sqlite3_stmt *st = db_stmt(r->d->db, id);
 	int rc;
 
-	if (st == NULL)
-		return -1;
 	sqlite3_bind_blob(st, 1, hash, HASH_LEN, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, a);
 	sqlite3_bind_int64(st, 3, b);
 	rc = sqlite3_step(st) == SQLITE_DONE ? 0 :
 	    err_set(e, "state.db: resync: %s", sqlite3_errmsg(db_handle(r->d->db)));
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	return rc;
 }
-
-/* One item per hash, due at the earliest time asked for: one statement,
- * so a crash keeps either the old item or the moved one. */
-#define RS_ENQUEUE_SQL "INSERT INTO resync_queue (hash, due_ms) VALUES (?1, ?2) " \
-	"ON CONFLICT DO UPDATE SET due_ms = excluded.due_ms " \
-	"WHERE excluded.due_ms < due_ms"
 
 int
 resync_enqueue(struct resync *r, const uint8_t hash[HASH_LEN], uint64_t due_ms, struct err *e)
 {
-	if (rs_exec_hash(r, RS_ENQUEUE_SQL, hash, (int64_t)due_ms, 0, e) < 0)
+	if (rs_exec_hash(r, DB_RESYNC_ENQUEUE, hash, (int64_t)due_ms, 0, e) < 0)
 		return -1;
 	if (due_ms <= clock_real_ms() && r->timer != NULL)
 		event_active(r->timer, EV_TIMEOUT, 0);
@@ -135,7 +129,7 @@ resync_satisfied(struct resync *r, const uint8_t hash[HASH_LEN])
 {
 	struct err e;
 
-	if (rs_exec_hash(r, "DELETE FROM resync_errors WHERE hash = ?1", hash,
+	if (rs_exec_hash(r, DB_RESYNC_ERROR_DELETE, hash,
 	    0, 0, &e) < 0)
 		log_err("%s", e.msg);
 	else if (sqlite3_changes(db_handle(r->d->db)) > 0) {
@@ -155,9 +149,9 @@ resync_forget(struct resync *r, const uint8_t hash[HASH_LEN])
 {
 	struct err e;
 
-	if (rs_exec_hash(r, "DELETE FROM resync_errors WHERE hash = ?1", hash,
+	if (rs_exec_hash(r, DB_RESYNC_ERROR_DELETE, hash,
 	    0, 0, &e) < 0 ||
-	    rs_exec_hash(r, "DELETE FROM resync_queue WHERE hash = ?1", hash,
+	    rs_exec_hash(r, DB_RESYNC_QUEUE_DELETE, hash,
 	    0, 0, &e) < 0)
 		log_err("%s", e.msg);
 }
@@ -183,7 +177,7 @@ resync_retry_now(struct resync *r, const uint8_t *hash, struct err *e)
 		uint8_t h[HASH_LEN];
 
 		memcpy(h, sqlite3_column_blob(st, 0), HASH_LEN);
-		if (rs_exec_hash(r, RS_ENQUEUE_SQL, h, (int64_t)now, 0, e) < 0) {
+		if (rs_exec_hash(r, DB_RESYNC_ENQUEUE, h, (int64_t)now, 0, e) < 0) {
 			sqlite3_finalize(st);
 			goto fail;
 		}
@@ -217,7 +211,7 @@ rs_collect_done(void *arg, int result, const char *error)
 		struct err e;
 
 		/* Gone on purpose: nothing left to repair. */
-		if (rs_exec_hash(it->r, "DELETE FROM resync_errors WHERE hash = ?1", it->hash,
+		if (rs_exec_hash(it->r, DB_RESYNC_ERROR_DELETE, it->hash,
 		    0, 0, &e) < 0)
 			log_err("%s", e.msg);
 		block_hex(it->hash, hex);
@@ -263,15 +257,9 @@ rs_check(struct resync_item *it)
 	struct resync *r = it->r;
 	uint64_t now = clock_real_ms();
 	sqlite3_stmt *st;
-	struct err e;
 	int64_t refs = -1, zero_since = 0, next_try = -1;
 
-	st = db_prepare(r->d->db, "SELECT b.refcount, b.zero_since_ms, r.next_try_ms FROM "
-	    "blocks b LEFT JOIN resync_errors r ON r.hash = b.hash WHERE b.hash = ?", &e);
-	if (st == NULL) {
-		snprintf(it->reason, sizeof(it->reason), "%s", e.msg);
-		return RS_FAILED;
-	}
+	st = db_stmt(r->d->db, DB_RESYNC_CHECK);
 	sqlite3_bind_blob(st, 1, it->hash, HASH_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		refs = sqlite3_column_int64(st, 0);
@@ -279,7 +267,7 @@ rs_check(struct resync_item *it)
 		next_try = sqlite3_column_type(st, 2) == SQLITE_NULL ? -1 :
 		    sqlite3_column_int64(st, 2);
 	}
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	if (refs < 0) {
 		resync_satisfied(r, it->hash);  /* no block, nothing to repair */
 		return RS_DONE;
@@ -326,7 +314,7 @@ rs_failed(struct resync_item *it)
 	}
 	it->requeue_ms = now + backoff_resync_ms(r->d->cfg.blocks.resync_retry_base_ms,
 	    (unsigned)errors);
-	if (rs_exec_hash(r, "UPDATE resync_errors SET next_try_ms = ?2 WHERE hash = ?1",
+	if (rs_exec_hash(r, DB_RESYNC_ERROR_NEXT_TRY,
 	    it->hash, (int64_t)it->requeue_ms, 0, &e) < 0)
 		log_err("%s", e.msg);
 	r->failed++;
@@ -345,8 +333,8 @@ rs_requeue(struct resync_item *it)
 {
 	struct err e;
 
-	if (rs_exec_hash(it->r, "UPDATE resync_queue SET due_ms = ?3 WHERE hash = ?1 AND "
-	    "due_ms = ?2", it->hash, (int64_t)it->due_ms, (int64_t)it->requeue_ms, &e) < 0)
+	if (rs_exec_hash(it->r, DB_RESYNC_QUEUE_MOVE, it->hash, (int64_t)it->due_ms,
+	    (int64_t)it->requeue_ms, &e) < 0)
 		log_err("%s", e.msg);
 	return RS_DONE;
 }
@@ -358,7 +346,7 @@ rs_finish(struct resync_item *it)
 	struct err e;
 
 	if (it->requeue_ms == 0 &&
-	    rs_exec_hash(r, "DELETE FROM resync_queue WHERE hash = ?1 AND due_ms = ?2",
+	    rs_exec_hash(r, DB_RESYNC_QUEUE_DONE,
 	    it->hash, (int64_t)it->due_ms, 0, &e) < 0)
 		log_err("%s", e.msg);
 	r->last_us = clock_mono_us() - it->started_us;
