@@ -1,80 +1,75 @@
 /*
- * farm.h: a farm is a directory on a disk holding an Ed25519 identity
- * (identity.key, mode 0600) and plot.bin, preallocated to
- * sectors × sector_size; sector i lives at byte i × sector_size
- * (DESIGN §3, §6).  Its geometry comes from a built-in profile and is
- * fixed at creation: the database keeps a copy, never the profile name
- * alone.
+ * farm.h: the registry of farms (DESIGN §6): the farms table, loaded at
+ * start and grown by `farm add`, and each farm's counters.
  *
- * This file is the farm as files on disk: profiles, identity, creating
- * and opening plot.bin.  The sectors in it are plot.c's.
+ * A farm here is a row of `farms` plus what the loop keeps about it: its
+ * plot.bin descriptor (farmdir.c opened it; -1 when the farm is
+ * unusable), the number of its sectors in each state (sector.c keeps
+ * them in step with the table), its sectors in flight and its plotting
+ * time histograms.  Farms are never removed while farmd runs.
  */
 #ifndef FARMD_FARM_H
 #define FARMD_FARM_H
 
 #include <limits.h>
 #include <stdint.h>
+#include <sys/queue.h>
 
-#include "encode_v1.h"
+#include <jansson.h>
+
 #include "err.h"
+#include "farmdir.h"
 #include "hash.h"
+#include "plot.h"
+#include "sector.h"
 
-#define FARM_FORMAT_V1 1
-#define FARM_IDENTITY "identity.key"
-#define FARM_PLOT "plot.bin"
+/* Time histograms per farm, one per phase of a sector job. */
+enum { PH_TOTAL, PH_READ, PH_ENCODE, PH_WRITE, PH_COUNT };
 
-struct farm_profile {
-	const char *name;
-	uint32_t pieces_in_sector;
-	uint32_t min_sector_lifetime;   /* segments */
-	uint32_t recent_segments;
-	double recent_history_fraction;
-	struct encode_params scrypt;
+struct hist {
+	uint64_t bucket[PLOT_HIST_BUCKETS];     /* non-cumulative */
+	uint64_t count;
+	double sum;
 };
 
-/* "demo" or "production"; NULL if unknown. */
-const struct farm_profile *farm_profile_find(const char *name);
-
-/* A farm's fixed description, as stored in the farms table. */
-struct farm_geom {
-	uint32_t sectors;
-	uint32_t pieces_in_sector;
-	uint64_t piece_size;
-	uint64_t sector_size;           /* pieces_in_sector × piece_size */
-	uint32_t pieces_per_segment;
-	uint32_t min_sector_lifetime;
-	uint32_t recent_segments;
-	double recent_history_fraction;
-	struct encode_params scrypt;
-	char profile[16];
-};
-
-/* A farm being created: filled by the caller, then farm_create() runs on
- * the I/O pool and records what it made so farm_create_undo() removes
- * exactly that. */
-struct farm_create {
+struct farm {
+	uint32_t id;
 	char dir[PATH_MAX];
-	struct farm_geom geom;
-	uint8_t pkh[HASH_LEN];          /* out: public_key_hash */
-	int fd;                         /* out: plot.bin, locked */
-	int made_dir, made_identity, made_plot;
-	struct err e;
+	struct farmdir_geom g;
+	uint8_t pkh[HASH_LEN];
+	int fd;                         /* plot.bin; -1: unusable, see error */
+	char error[ERR_MSG_MAX];
+	uint64_t count[SECTOR_NSTATES];
+	uint32_t in_flight;
+	uint64_t plotted_total, errors_total;
+	char last_error[ERR_MSG_MAX];
+	struct hist hist[PH_COUNT];
+	TAILQ_ENTRY(farm) link;
 };
 
-/* Blocking (I/O pool): creates DIR if needed, adopts or generates the
- * identity and preallocates plot.bin.  On failure nothing it made is
- * left and c->e says why. */
-int farm_create(struct farm_create *c);
-/* Removes what farm_create made (the database refused the farm). */
-void farm_create_undo(struct farm_create *c);
+/* Loads every farm of the farms table and opens its files (a farm whose
+ * files are unusable is kept, with fd -1 and error set). */
+int farm_load(struct plot *p, struct err *e);
+/* Closes and frees every farm. */
+void farm_free_all(struct plot *p);
 
-/* Opens an existing farm's plot.bin: its size must be
- * sectors × sector_size, its identity must hash to pkh, and no other
- * process may hold it (flock).  Returns the descriptor, or -1. */
-int farm_open(const char *dir, const struct farm_geom *g, const uint8_t pkh[HASH_LEN],
-    struct err *e);
+struct farm *farm_by_id(struct plot *p, uint32_t id);
+/* A farm named by its id or its directory. */
+struct farm *farm_lookup(struct plot *p, const char *name, struct err *e);
 
-/* public_key_hash = SHA-256(raw Ed25519 public key) of a PEM key file. */
-int farm_identity_load(const char *path, uint8_t pkh[HASH_LEN], struct err *e);
+/* farm add (plot_farm_add): creates the files on the I/O pool, then the
+ * rows; cb is called exactly once. */
+void farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *profile,
+    plot_reply_cb cb, void *arg);
+
+void farm_hist_add(struct farm *f, int ph, uint64_t us);
+/* Sectors waiting for a slot. */
+uint64_t farm_queued(const struct farm *f);
+/* Sectors whose content is current. */
+uint64_t farm_plotted(const struct farm *f);
+/* "error", "plotting", "idle" or "waiting" (for history). */
+const char *farm_state(struct plot *p, const struct farm *f);
+/* The farm as `farm list` and `farm add` show it. */
+json_t *farm_json(struct plot *p, struct farm *f);
 
 #endif

@@ -1,0 +1,574 @@
+/*
+ * sjob.c: the sector pipeline (sjob.h has the steps).
+ *
+ * Invariants:
+ *  - A sector row says 'plotting' (checksum NULL) from before the first
+ *    byte of its range is written until the fdatasync that ends the
+ *    rewrite has returned; only then does a commit give it a checksum.
+ *    So after a crash at any moment every row with a checksum describes
+ *    bytes that are on disk, and every 'plotting' row is replotted.
+ *  - sjob_enter() is the one place a job's state changes; a step that
+ *    waits for completions returns SJOB_ASYNC and the last completion
+ *    (sjob_complete) moves the job on.  The first failure is the reason
+ *    shown.
+ *
+ * The pipeline works in batches of at most PLOT_BATCH_BYTES so memory
+ * stays bounded for large sectors (a production sector is 1000 MiB);
+ * a demo sector (4 MiB) is one batch.  Each batch is split into encode
+ * jobs of a few pieces so W workers keep W cores busy.
+ */
+#include "sjob.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "blockstore.h"
+#include "clock.h"
+#include "db.h"
+#include "encode_v1.h"
+#include "farmd.h"
+#include "fdio.h"
+#include "history.h"
+#include "io.h"
+#include "log.h"
+#include "plot_int.h"
+#include "pool.h"
+#include "sector.h"
+
+#define PLOT_BATCH_BYTES (16u << 20)
+/* Pieces per encode job: one full pass of the widest scrypt kernel (16
+ * lanes of AVX-512, scrypt.h); an 8-piece job ran half-empty passes that
+ * cost most of a full one.  A job's frame also stays within max_frame
+ * (sjob_encode). */
+#define PLOT_JOB_PIECES_MAX 16
+
+const char *const sjob_names[] = {
+	[SJOB_MARK] = "queued", [SJOB_READ] = "reading", [SJOB_ENCODE] = "encoding",
+	[SJOB_WRITE] = "writing", [SJOB_SYNC] = "writing", [SJOB_COMMIT] = "written",
+	[SJOB_DONE] = "done", [SJOB_ERROR] = "error", [SJOB_WAIT] = "waiting",
+};
+
+/* One encode job of a batch. */
+struct sjob_part {
+	struct sjob *j;
+	uint32_t first;                 /* piece offset within the batch */
+	uint32_t n;
+	uint64_t job_id;                /* 0 once answered */
+};
+
+static void sjob_enter(struct sjob *j, enum sjob_state next);
+
+struct sjob *
+sjob_find(struct plot *p, const struct farm *f, uint32_t idx)
+{
+	struct sjob *j;
+
+	TAILQ_FOREACH(j, &p->jobs, link)
+		if (j->f == f && j->index == idx)
+			return j;
+	return NULL;
+}
+
+/* A progress event: kept in the ring `plot progress` shows. */
+static void
+sjob_event(struct sjob *j, const char *event, uint64_t took_us)
+{
+	struct plot_event *ev = &j->p->events[j->p->nevents++ % PLOT_EVENTS];
+
+	ev->ms = clock_real_ms();
+	ev->farm = j->f->id;
+	ev->index = j->index;
+	ev->event = event;
+	ev->took_ms = took_us / 1000;
+	log_debug("sector %" PRIu32 "/%" PRIu32 ": %s (%" PRIu64 " ms)", j->f->id, j->index,
+	    event, took_us / 1000);
+}
+
+/* Closes the current phase's timer into phase ph. */
+static uint64_t
+sjob_phase_end(struct sjob *j, int ph)
+{
+	uint64_t now = clock_mono_us(), took = now - j->t_phase_us;
+
+	j->phase_us[ph] += took;
+	j->t_phase_us = now;
+	return took;
+}
+
+static void
+sjob_fail(struct sjob *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+sjob_fail(struct sjob *j, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (j->failed)
+		return;                 /* the first failure is the reason */
+	j->failed = 1;
+	va_start(ap, fmt);
+	vsnprintf(j->error, sizeof(j->error), fmt, ap);
+	va_end(ap);
+}
+
+void
+sjob_free(struct sjob *j)
+{
+	struct plot *p = j->p;
+
+	TAILQ_REMOVE(&p->jobs, j, link);
+	j->f->in_flight--;
+	if (j->fd >= 0)
+		close(j->fd);
+	if (j->timer != NULL)
+		event_free(j->timer);
+	EVP_MD_CTX_free(j->sha);
+	free(j->parts);
+	free(j->buf);
+	free(j);
+}
+
+/* A completion of the current step.  The last one moves the job on, or
+ * frees it when plotting is stopping. */
+static void
+sjob_complete(struct sjob *j, enum sjob_state next)
+{
+	if (--j->pending > 0)
+		return;
+	if (j->p->stopping) {
+		sjob_free(j);
+		return;
+	}
+	sjob_enter(j, j->failed ? SJOB_ERROR : next);
+}
+
+static enum sjob_state
+sjob_mark(struct sjob *j)
+{
+	struct plot *p = j->p;
+	char path[PATH_MAX + 16];
+	struct err e;
+
+	j->failed = 0;
+	j->error[0] = '\0';
+	j->history_size = history_size(p->d->history);
+	if (j->history_size == 0) {
+		sjob_fail(j, "history is empty");
+		return SJOB_ERROR;
+	}
+	encode_v1_sector_id(j->f->pkh, j->index, j->history_size, j->sector_id);
+	/* Fresh for each attempt, so an earlier attempt's error is not
+	 * reported to (or hidden from) this one. */
+	if (j->fd >= 0)
+		close(j->fd);
+	snprintf(path, sizeof(path), "%s/%s", j->f->dir, FARMDIR_PLOT);
+	if ((j->fd = open(path, O_WRONLY | O_CLOEXEC)) < 0) {
+		sjob_fail(j, "%s: %s", path, strerror(errno));
+		return SJOB_ERROR;
+	}
+	if (sector_move(p, j->f, j->index, SECTOR_PLOTTING, j->history_size, NULL, -1,
+	    SECTOR_AT_CLEAR, &e) < 0) {
+		sjob_fail(j, "%s", e.msg);
+		return SJOB_ERROR;
+	}
+	if (EVP_DigestInit_ex(j->sha, EVP_sha256(), NULL) != 1) {
+		sjob_fail(j, "SHA-256 init failed");
+		return SJOB_ERROR;
+	}
+	j->batch_first = 0;
+	j->batch_n = 0;
+	j->pieces_done = 0;
+	j->t_start_us = j->t_phase_us = clock_mono_us();
+	memset(j->phase_us, 0, sizeof(j->phase_us));
+	sjob_event(j, "queued", 0);
+	return SJOB_READ;
+}
+
+struct sjob_piece {
+	struct sjob *j;
+	uint32_t slot;                  /* within the batch */
+	uint64_t piece_index;
+};
+
+static void
+sjob_piece_cb(void *arg, uint8_t *data, size_t len, enum block_status st, const char *error)
+{
+	struct sjob_piece *t = arg;
+	struct sjob *j = t->j;
+	uint64_t ps = j->f->g.piece_size;
+
+	(void)st;
+	if (error != NULL)
+		sjob_fail(j, "piece %" PRIu64 ": %s; the sector waits for resync", t->piece_index,
+		    error);
+	else if (len != ps)
+		sjob_fail(j, "piece %" PRIu64 ": %zu bytes, expected %" PRIu64, t->piece_index,
+		    len, ps);
+	else
+		memcpy(j->buf + (uint64_t)t->slot * ps, data, len);
+	free(data);
+	free(t);
+	sjob_complete(j, SJOB_ENCODE);
+}
+
+/* READ: the pieces of the next batch, each verified by the block store
+ * (a missing or corrupt one is reported to resync there). */
+static enum sjob_state
+sjob_read(struct sjob *j)
+{
+	struct plot *p = j->p;
+	struct farm *f = j->f;
+	struct err e;
+
+	if (j->batch_n > 0)
+		sjob_phase_end(j, PH_WRITE);
+	j->batch_first += j->batch_n;
+	j->batch_n = f->g.pieces_in_sector - j->batch_first;
+	if (j->batch_n > j->batch_max)
+		j->batch_n = j->batch_max;
+	sjob_event(j, "reading", 0);
+	j->pending = 1;                 /* held until every get is issued */
+	for (uint32_t i = 0; i < j->batch_n && !j->failed; i++) {
+		uint8_t hash[HASH_LEN], root[HASH_LEN];
+		struct sjob_piece *t;
+		uint64_t pi;
+
+		if (sector_piece(p, f, j->sector_id, j->history_size, j->batch_first + i, &pi,
+		    hash, root, &e) < 0) {
+			sjob_fail(j, "%s", e.msg);
+			break;
+		}
+		if ((t = malloc(sizeof(*t))) == NULL) {
+			sjob_fail(j, "out of memory");
+			break;
+		}
+		t->j = j;
+		t->slot = i;
+		t->piece_index = pi;
+		j->pending++;
+		blockstore_get(p->d->blocks, hash, sjob_piece_cb, t);
+	}
+	sjob_complete(j, SJOB_ENCODE);
+	return SJOB_ASYNC;
+}
+
+static void
+sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, void *arg)
+{
+	struct sjob_part *part = arg;
+	struct sjob *j = part->j;
+	uint64_t ps = j->f->g.piece_size;
+	const ProtobufCBinaryData *out;
+
+	(void)job_id;
+	part->job_id = 0;
+	if (error != NULL) {
+		sjob_fail(j, "encode: %s", error);
+	} else if ((out = pool_encode_pieces(res, part->n, ps)) == NULL) {
+		sjob_fail(j, "encode worker answered with the wrong pieces");
+	} else {
+		for (uint32_t i = 0; i < part->n; i++)
+			memcpy(j->buf + (uint64_t)(part->first + i) * ps, out[i].data, ps);
+		j->pieces_done += part->n;
+	}
+	sjob_complete(j, SJOB_WRITE);
+}
+
+/* ENCODE: split the batch across encode jobs; the pool queues what its
+ * workers cannot take yet. */
+static enum sjob_state
+sjob_encode(struct sjob *j)
+{
+	struct plot *p = j->p;
+	struct farm *f = j->f;
+	uint32_t workers = p->d->cfg.workers.encode ? p->d->cfg.workers.encode : 1;
+	uint32_t per = (j->batch_n + workers - 1) / workers;
+	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, p->d->cfg.plotting.retry_delay_ms, 0 };
+	ProtobufCBinaryData pieces[PLOT_JOB_PIECES_MAX];
+
+	sjob_phase_end(j, PH_READ);
+	sjob_event(j, "encoding", 0);
+	if (per > PLOT_JOB_PIECES_MAX)
+		per = PLOT_JOB_PIECES_MAX;
+	/* The request frame: the pieces plus a few hundred bytes of fields. */
+	if (per > (p->d->cfg.daemon.max_frame - 4096) / f->g.piece_size)
+		per = (uint32_t)((p->d->cfg.daemon.max_frame - 4096) / f->g.piece_size);
+	if (per == 0)
+		per = 1;
+	j->nparts = 0;
+	j->pending = 1;
+	for (uint32_t first = 0; first < j->batch_n && !j->failed; first += per) {
+		struct sjob_part *part = &j->parts[j->nparts];
+		struct err e;
+
+		part->j = j;
+		part->first = first;
+		part->n = j->batch_n - first < per ? j->batch_n - first : per;
+		for (uint32_t i = 0; i < part->n; i++) {
+			pieces[i].data = j->buf + (uint64_t)(first + i) * f->g.piece_size;
+			pieces[i].len = f->g.piece_size;
+		}
+		part->job_id = pool_submit_encode(p->d->pool, j->sector_id,
+		    j->batch_first + first, &f->g.scrypt, pieces, part->n, 0, &opts,
+		    sjob_encode_cb, part, &e);
+		if (part->job_id == 0) {
+			sjob_fail(j, "encode: %s", e.msg);
+			break;
+		}
+		j->nparts++;
+		j->pending++;
+	}
+	sjob_complete(j, SJOB_WRITE);
+	return SJOB_ASYNC;
+}
+
+/* I/O pool: the batch at its place in plot.bin, and into the checksum. */
+static void
+sjob_write_work(void *arg)
+{
+	struct sjob *j = arg;
+	uint64_t len = (uint64_t)j->batch_n * j->f->g.piece_size;
+	off_t off = (off_t)((uint64_t)j->index * j->f->g.sector_size +
+	    (uint64_t)j->batch_first * j->f->g.piece_size);
+	const uint8_t *b = j->buf;
+
+	j->io_err = 0;
+	if (j->write_fault) {
+		j->io_err = EIO;
+		return;
+	}
+	if (fdio_pwrite_all(j->fd, b, (size_t)len, off) < 0) {
+		j->io_err = errno;
+		return;
+	}
+	if (EVP_DigestUpdate(j->sha, j->buf, (size_t)j->batch_n * j->f->g.piece_size) != 1)
+		j->io_err = EINVAL;
+}
+
+static void
+sjob_write_done(void *arg)
+{
+	struct sjob *j = arg;
+
+	if (j->io_err)
+		sjob_fail(j, "write %s/%s at sector %" PRIu32 ": %s", j->f->dir, FARMDIR_PLOT,
+		    j->index, strerror(j->io_err));
+	sjob_complete(j, j->batch_first + j->batch_n < j->f->g.pieces_in_sector ?
+	    SJOB_READ : SJOB_SYNC);
+}
+
+static enum sjob_state
+sjob_write(struct sjob *j)
+{
+	sjob_phase_end(j, PH_ENCODE);
+	if (j->batch_first + j->batch_n == j->f->g.pieces_in_sector)
+		sjob_event(j, "encoded", j->phase_us[PH_ENCODE]);
+	sjob_event(j, "writing", 0);
+#ifdef FAULT_INJECTION
+	j->write_fault = j->p->write_fault;
+	j->p->write_fault = 0;
+#endif
+	j->pending = 1;
+	if (io_submit(j->p->d->io, sjob_write_work, sjob_write_done, j) < 0) {
+		j->pending = 0;
+		sjob_fail(j, "cannot queue the write");
+		return SJOB_ERROR;
+	}
+	return SJOB_ASYNC;
+}
+
+static void
+sjob_sync_work(void *arg)
+{
+	struct sjob *j = arg;
+	unsigned int len = 0;
+
+	j->io_err = 0;
+	if (fdatasync(j->fd) < 0)
+		j->io_err = errno;
+	else if (EVP_DigestFinal_ex(j->sha, j->checksum, &len) != 1 || len != HASH_LEN)
+		j->io_err = EINVAL;
+}
+
+static void
+sjob_sync_done(void *arg)
+{
+	struct sjob *j = arg;
+
+	if (j->io_err)
+		sjob_fail(j, "fdatasync %s/%s: %s", j->f->dir, FARMDIR_PLOT, strerror(j->io_err));
+	sjob_complete(j, SJOB_COMMIT);
+}
+
+static enum sjob_state
+sjob_sync(struct sjob *j)
+{
+	j->pending = 1;
+	if (io_submit(j->p->d->io, sjob_sync_work, sjob_sync_done, j) < 0) {
+		j->pending = 0;
+		sjob_fail(j, "cannot queue the fdatasync");
+		return SJOB_ERROR;
+	}
+	return SJOB_ASYNC;
+}
+
+/* COMMIT: the bytes are on disk; now the row may say so. */
+static enum sjob_state
+sjob_commit(struct sjob *j)
+{
+	struct plot *p = j->p;
+	struct farm *f = j->f;
+	uint64_t now = history_size(p->d->history);
+	char hex[HASH_HEX_LEN + 1];
+	int64_t exp;
+	struct err e;
+	int to;
+
+	sjob_phase_end(j, PH_WRITE);
+	sjob_event(j, "written", j->phase_us[PH_WRITE]);
+	if (db_begin(p->d->db, &e) < 0)
+		goto fail;
+	if ((exp = sector_expiry(p, f, j->index, j->history_size, now, &e)) < -1)
+		goto rollback;
+	to = sector_state_for(exp, now);
+	if (sector_move(p, f, j->index, to, j->history_size, j->checksum, exp, SECTOR_AT_SET,
+	    &e) < 0)
+		goto rollback;
+	if (db_commit(p->d->db, &e) < 0)
+		goto rollback;
+	f->plotted_total++;
+	for (int ph = 0; ph < PH_COUNT; ph++)
+		farm_hist_add(f, ph, ph == PH_TOTAL ? clock_mono_us() - j->t_start_us :
+		    j->phase_us[ph]);
+	hex_encode(j->checksum, 8, hex);
+	log_info("sector %" PRIu32 "/%" PRIu32 " plotted at history size %" PRIu64 " in %"
+	    PRIu64 " ms (read %" PRIu64 ", encode %" PRIu64 ", write %" PRIu64 "), checksum %s…",
+	    f->id, j->index, j->history_size, (clock_mono_us() - j->t_start_us) / 1000,
+	    j->phase_us[PH_READ] / 1000, j->phase_us[PH_ENCODE] / 1000,
+	    j->phase_us[PH_WRITE] / 1000, hex);
+	return SJOB_DONE;
+rollback:
+	db_rollback(p->d->db);
+	/* The rolled-back move left count[] as it was. */
+	sector_recount(p, f, &e);
+fail:
+	sjob_fail(j, "commit: %s", e.msg);
+	return SJOB_ERROR;
+}
+
+static void
+sjob_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct sjob *j = arg;
+
+	(void)fd;
+	(void)what;
+	if (j->p->stopping)
+		return;
+	sjob_enter(j, SJOB_MARK);
+}
+
+/* ERROR: counted and shown; the sector stays 'plotting' and the job
+ * starts over from MARK after retry_delay. */
+static enum sjob_state
+sjob_error(struct sjob *j)
+{
+	struct farm *f = j->f;
+	uint64_t ms = j->p->d->cfg.plotting.retry_delay_ms;
+	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+
+	f->errors_total++;
+	snprintf(f->last_error, sizeof(f->last_error), "sector %" PRIu32 ": %s", j->index,
+	    j->error);
+	sjob_event(j, "error", 0);
+	/* A sector waiting for a piece fails the same way every second. */
+	if (strcmp(j->last_logged, j->error) != 0) {
+		log_warn("sector %" PRIu32 "/%" PRIu32 ": %s; retrying every %" PRIu64 " ms",
+		    f->id, j->index, j->error, ms);
+		snprintf(j->last_logged, sizeof(j->last_logged), "%s", j->error);
+	}
+	evtimer_add(j->timer, &tv);
+	return SJOB_WAIT;
+}
+
+static enum sjob_state (*const sjob_steps[])(struct sjob *) = {
+	[SJOB_MARK] = sjob_mark, [SJOB_READ] = sjob_read, [SJOB_ENCODE] = sjob_encode,
+	[SJOB_WRITE] = sjob_write, [SJOB_SYNC] = sjob_sync, [SJOB_COMMIT] = sjob_commit,
+	[SJOB_ERROR] = sjob_error,
+};
+
+/* The one place a sector job's state changes (DESIGN §9). */
+static void
+sjob_enter(struct sjob *j, enum sjob_state next)
+{
+	while (next != SJOB_ASYNC) {
+		log_debug("sector %" PRIu32 "/%" PRIu32 ": %s -> %s", j->f->id, j->index,
+		    sjob_names[j->state], sjob_names[next]);
+		j->state = next;
+		if (next == SJOB_WAIT)
+			return;
+		if (next == SJOB_DONE) {
+			struct plot *p = j->p;
+
+			sjob_free(j);
+			plot_pump(p);
+			return;
+		}
+		next = sjob_steps[next](j);
+	}
+}
+
+int
+sjob_start(struct plot *p, struct farm *f, uint32_t idx)
+{
+	struct sjob *j = calloc(1, sizeof(*j));
+	uint64_t batch = PLOT_BATCH_BYTES / f->g.piece_size;
+
+	if (j == NULL)
+		return -1;
+	if (batch == 0)
+		batch = 1;
+	if (batch > f->g.pieces_in_sector)
+		batch = f->g.pieces_in_sector;
+	j->batch_max = (uint32_t)batch;
+	j->p = p;
+	j->f = f;
+	j->index = idx;
+	j->fd = -1;
+	j->buf = malloc(batch * f->g.piece_size);
+	j->parts = calloc(j->batch_max, sizeof(*j->parts));   /* ≥ 1 piece each */
+	j->sha = EVP_MD_CTX_new();
+	j->timer = evtimer_new(p->d->base, sjob_timer_cb, j);
+	TAILQ_INSERT_TAIL(&p->jobs, j, link);
+	f->in_flight++;
+	if (j->buf == NULL || j->parts == NULL || j->sha == NULL || j->timer == NULL) {
+		sjob_free(j);
+		return -1;
+	}
+	sjob_enter(j, SJOB_MARK);
+	return 0;
+}
+
+void
+sjob_cancel_all(struct plot *p)
+{
+	struct sjob *j, *jt;
+
+	for (j = TAILQ_FIRST(&p->jobs); j != NULL; j = jt) {
+		jt = TAILQ_NEXT(j, link);
+		for (uint32_t i = 0; i < j->nparts; i++)
+			if (j->parts[i].job_id != 0) {
+				pool_cancel(p->d->pool, j->parts[i].job_id);
+				j->parts[i].job_id = 0;
+				j->pending--;
+			}
+		if (j->state == SJOB_WAIT || (j->state == SJOB_ENCODE && j->pending == 0))
+			sjob_free(j);
+	}
+}

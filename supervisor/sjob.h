@@ -1,0 +1,80 @@
+/*
+ * sjob.h: a sector job, the pipeline that (re)plots one sector
+ * (DESIGN §9):
+ *
+ *   MARK (state 'plotting' committed before a byte changes) → READ pieces
+ *   from the block store → ENCODE in encode workers → WRITE at
+ *   index × sector_size (I/O pool) → … per batch … → SYNC (fdatasync,
+ *   checksum) → COMMIT (history size, checksum, expiry, state).
+ *   Any failure → ERROR → WAIT, retried from MARK after [plotting]
+ *   retry_delay.
+ *
+ * The scheduler (plot.c) starts jobs; a job frees itself when it is done
+ * and asks the scheduler for the next.
+ */
+#ifndef FARMD_SJOB_H
+#define FARMD_SJOB_H
+
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include <event2/event.h>
+#include <openssl/evp.h>
+
+#include "err.h"
+#include "farm.h"
+#include "hash.h"
+
+struct plot;
+
+/* The pipeline's states.  Public phases are the progress events:
+ * queued, reading, encoding, encoded, writing, written, error. */
+enum sjob_state {
+	SJOB_MARK, SJOB_READ, SJOB_ENCODE, SJOB_WRITE, SJOB_SYNC, SJOB_COMMIT, SJOB_DONE,
+	SJOB_ERROR, SJOB_WAIT, SJOB_ASYNC       /* ASYNC: a step is waiting for completions */
+};
+
+/* Phase names of the states, for logs and `plot progress`. */
+extern const char *const sjob_names[];
+
+struct sjob_part;
+
+struct sjob {
+	struct plot *p;
+	struct farm *f;
+	uint32_t index;
+	enum sjob_state state;
+	uint64_t history_size;
+	uint8_t sector_id[HASH_LEN];
+	uint32_t batch_first, batch_n, batch_max;
+	uint8_t *buf;                   /* batch_max × piece_size */
+	struct sjob_part *parts;
+	uint32_t nparts;
+	uint32_t pending;               /* completions the current step awaits */
+	uint32_t pieces_done;
+	int failed;
+	int write_fault;
+	/* A descriptor of its own: a writeback error is reported to one
+	 * fdatasync per open file, and it must be this sector's. */
+	int fd;
+	EVP_MD_CTX *sha;                /* sector checksum, batches in order */
+	uint8_t checksum[HASH_LEN];
+	uint64_t t_start_us, t_phase_us, phase_us[PH_COUNT];
+	char error[ERR_MSG_MAX];
+	char last_logged[ERR_MSG_MAX];
+	struct event *timer;            /* retry_delay after an error */
+	int io_err;                     /* errno of the last write/sync */
+	TAILQ_ENTRY(sjob) link;
+};
+
+/* Starts plotting sector idx of f: -1 when out of memory. */
+int sjob_start(struct plot *p, struct farm *f, uint32_t idx);
+/* The job of that sector, NULL if it is not in flight. */
+struct sjob *sjob_find(struct plot *p, const struct farm *f, uint32_t idx);
+void sjob_free(struct sjob *j);
+/* Shutdown: cancels the worker jobs and frees the jobs that nothing
+ * else will complete; the others free themselves when their disk work
+ * returns. */
+void sjob_cancel_all(struct plot *p);
+
+#endif
