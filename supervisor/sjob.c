@@ -328,6 +328,20 @@ sjob_encode(struct sjob *j)
 	return SJOB_ASYNC;
 }
 
+/* Queues the disk work of a step (WRITE, SYNC): its completion moves
+ * the job on. */
+static enum sjob_state
+sjob_io(struct sjob *j, void (*work)(void *), void (*done)(void *), const char *what)
+{
+	j->pending = 1;
+	if (io_submit(j->p->d->io, work, done, j) < 0) {
+		j->pending = 0;
+		sjob_fail(j, "cannot queue the %s", what);
+		return SJOB_ERROR;
+	}
+	return SJOB_ASYNC;
+}
+
 /* I/O pool: the batch at its place in plot.bin, and into the checksum. */
 static void
 sjob_write_work(void *arg)
@@ -374,13 +388,7 @@ sjob_write(struct sjob *j)
 	j->write_fault = j->p->write_fault;
 	j->p->write_fault = 0;
 #endif
-	j->pending = 1;
-	if (io_submit(j->p->d->io, sjob_write_work, sjob_write_done, j) < 0) {
-		j->pending = 0;
-		sjob_fail(j, "cannot queue the write");
-		return SJOB_ERROR;
-	}
-	return SJOB_ASYNC;
+	return sjob_io(j, sjob_write_work, sjob_write_done, "write");
 }
 
 static void
@@ -409,13 +417,7 @@ sjob_sync_done(void *arg)
 static enum sjob_state
 sjob_sync(struct sjob *j)
 {
-	j->pending = 1;
-	if (io_submit(j->p->d->io, sjob_sync_work, sjob_sync_done, j) < 0) {
-		j->pending = 0;
-		sjob_fail(j, "cannot queue the fdatasync");
-		return SJOB_ERROR;
-	}
-	return SJOB_ASYNC;
+	return sjob_io(j, sjob_sync_work, sjob_sync_done, "fdatasync");
 }
 
 /* COMMIT: the bytes are on disk; now the row may say so. */
