@@ -5,8 +5,9 @@
  *
  * Every SQL statement on `sectors` is in sector.c.  A single sector's
  * state changes only through sector_move(), which keeps the farm's
- * count[] in step; the bulk changes (sector_move_due, sector_create)
- * adjust or set count[] themselves, and sector_recount() rebuilds it.
+ * count[] in step; the one bulk change, sector_move_due(), moves count[]
+ * by the rows it changed; farm.c sets a new farm's count[] once its
+ * rows (sector_create) commit, and sector_recount() rebuilds it.
  */
 #ifndef FARMD_SECTOR_H
 #define FARMD_SECTOR_H

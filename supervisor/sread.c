@@ -71,9 +71,6 @@ sread_finish(struct sread *r, const char *fmt, ...)
 	free(r);
 }
 
-/* The row and the sector's job may have changed while the read was on
- * the I/O pool: only an unchanged, idle sector can be judged. */
-
 static void
 sread_root_work(void *arg)
 {
