@@ -26,6 +26,8 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 
+#include "fdio.h"
+
 static const struct farmdir_profile profiles[] = {
 	{ "demo", 64, 4, 2, 0.1, { 1024, 8, 1 } },
 	{ "production", 1000, 4, 2, 0.1, { 16384, 8, 1 } },
@@ -103,15 +105,8 @@ farmdir_identity_load(const char *path, uint8_t pkh[HASH_LEN], struct err *e)
 static int
 farmdir_fsync_path(const char *path, struct err *e)
 {
-	int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd < 0 || fsync(fd) < 0) {
-		err_sys(e, "fsync %s", path);
-		if (fd >= 0)
-			close(fd);
-		return -1;
-	}
-	close(fd);
+	if (fdio_fsync_dir(path) < 0)
+		return err_sys(e, "fsync %s", path);
 	return 0;
 }
 

@@ -483,7 +483,7 @@ sjob_error(struct sjob *j)
 {
 	struct farm *f = j->f;
 	uint64_t ms = j->p->d->cfg.plotting.retry_delay_ms;
-	struct timeval tv = { (time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000 };
+	struct timeval tv = clock_tv(ms);
 
 	f->errors_total++;
 	snprintf(f->last_error, sizeof(f->last_error), "sector %" PRIu32 ": %s", j->index,
