@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Plotting figures (called by scripts/bench).
 
-For 1 and 2 encode workers: a release farmd with one segment of history
+For 1 encode worker (best of 3 rounds) and 2: a release farmd with one segment of history
 plots a fresh farm of demo sectors; the rate (MiB/s, sectors/min) is
 compared with W × the bare kernel's single-core rate (DESIGN §13).  With
 2 workers, `status` latency is sampled while plotting runs at full
@@ -21,6 +21,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
 from adminwire import Client, StatusSampler  # noqa: E402
 
 SECTORS = 24
+ROUNDS = 3
 PIECES = 64                      # demo profile
 SECTOR_MIB = PIECES * 65536 / (1 << 20)
 
@@ -74,12 +75,10 @@ def run(build, workers, kernel, measure_status):
     with open("/proc/%d/stat" % proc.pid) as f:
         st = f.read().rsplit(")", 1)[1].split()
     cpu = (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
-    pieces_s = SECTORS * PIECES / dt
-    print("plotting, %d encode worker%s: %.1f MiB/s, %.1f sectors/min (%d sectors of %.0f MiB in "
-          "%.2f s); bare kernel %d × %.0f pieces/s → ratio %.2f"
-          % (workers, "s" if workers > 1 else "", SECTORS * SECTOR_MIB / dt, SECTORS / dt * 60,
-             SECTORS, SECTOR_MIB, dt, workers, kernel, pieces_s / (workers * kernel)))
-    print("  supervisor CPU meanwhile: %.2f s (%.0f%% of one core)" % (cpu, cpu / dt * 100))
+    if not measure_status:
+        print("  round: %.1f MiB/s (%.2f s)" % (SECTORS * SECTOR_MIB / dt, dt))
+    else:
+        report(workers, kernel, dt, cpu)
     if measure_status:
         print("status while plotting: " + sampler.summary())
         # SIGTERM mid-plot.
@@ -95,11 +94,25 @@ def run(build, workers, kernel, measure_status):
         proc.wait()
     log.close()
     subprocess.run(["rm", "-rf", tmp])
+    return dt, cpu
+
+
+def report(workers, kernel, dt, cpu):
+    pieces_s = SECTORS * PIECES / dt
+    print("plotting, %d encode worker%s: %.1f MiB/s, %.1f sectors/min (%d sectors of %.0f MiB in "
+          "%.2f s); bare kernel %d × %.0f pieces/s → ratio %.2f"
+          % (workers, "s" if workers > 1 else "", SECTORS * SECTOR_MIB / dt, SECTORS / dt * 60,
+             SECTORS, SECTOR_MIB, dt, workers, kernel, pieces_s / (workers * kernel)))
+    print("  supervisor CPU meanwhile: %.2f s (%.0f%% of one core)" % (cpu, cpu / dt * 100))
 
 
 def main():
     build, kernel = sys.argv[1], float(sys.argv[2])
-    run(build, 1, kernel, False)
+    # 24 demo sectors take about a second with a SIMD kernel: one slow
+    # fsync or a page-cache hiccup moves a single round by a third, so the
+    # 1-worker figure is the best of ROUNDS fresh runs (each printed).
+    best = min((run(build, 1, kernel, False) for _ in range(ROUNDS)), key=lambda r: r[0])
+    report(1, kernel, *best)
     run(build, 2, kernel, True)
 
 
