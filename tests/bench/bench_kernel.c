@@ -161,128 +161,185 @@ encode_batch_rate(struct encode_v1_ctx *ctx, struct scrypt_ctx *sc,
 	return (double)n / t;
 }
 
+/* What the single-core figures share: one context, one 1 MiB buffer. */
+struct kbench {
+	struct encode_v1_ctx *ctx;
+	uint8_t id[HASH_LEN], seed[HASH_LEN];
+	uint8_t *buf;
+};
+
+static const struct encode_params demo = { .n = 1024, .r = 8, .p = 1 };
+static const struct encode_params prod = { .n = 16384, .r = 8, .p = 1 };
+#define MIB ((size_t)1 << 20)
+#define PIECE_64K ((size_t)64 << 10)
+
+/* One operation each; i is the call's number (piece offsets change). */
+static void
+op_mask(struct kbench *b, uint64_t i)
+{
+	struct err e;
+
+	(void)i;
+	if (encode_v1_mask(b->ctx, b->seed, b->buf, b->buf, MIB, &e) < 0)
+		die("mask", &e);
+}
+
+static void
+op_seed_demo(struct kbench *b, uint64_t i)
+{
+	struct err e;
+
+	if (encode_v1_seed(b->ctx, b->id, (uint32_t)i, &demo, b->seed, &e) < 0)
+		die("seed", &e);
+}
+
+static void
+op_seed_prod(struct kbench *b, uint64_t i)
+{
+	struct err e;
+
+	if (encode_v1_seed(b->ctx, b->id, (uint32_t)i, &prod, b->seed, &e) < 0)
+		die("seed", &e);
+}
+
+/* Full encode_v1_piece (scrypt + ChaCha20), 64 KiB demo pieces: the
+ * portable kernel. */
+static void
+op_piece(struct kbench *b, uint64_t i)
+{
+	struct err e;
+
+	if (encode_v1_piece(b->ctx, b->id, (uint32_t)i, &demo, b->buf, b->buf, PIECE_64K,
+	    &e) < 0)
+		die("piece", &e);
+}
+
+static void
+op_sha256(struct kbench *b, uint64_t i)
+{
+	uint8_t h[HASH_LEN];
+
+	(void)i;
+	hash_sha256(b->buf, MIB, h);
+	b->buf[0] ^= h[0];
+}
+
+/* Merkle root of a 1 MiB piece (32768 chunks). */
+static void
+op_merkle(struct kbench *b, uint64_t i)
+{
+	uint8_t h[HASH_LEN];
+
+	(void)i;
+	if (merkle_root(b->buf, MIB / HASH_LEN, h) < 0) {
+		fprintf(stderr, "bench_kernel: merkle_root failed\n");
+		exit(1);
+	}
+	b->buf[0] ^= h[0];
+}
+
+/* The one timing loop: calls of op per second over at least secs. */
+static double
+per_second(void (*op)(struct kbench *, uint64_t), struct kbench *b, double secs)
+{
+	double t0 = now(), t;
+	uint64_t n = 0;
+
+	do
+		op(b, n++);
+	while ((t = now() - t0) < secs);
+	return (double)n / t;
+}
+
+/* Printed in this order; bytes > 0: the figure is MB/s of that many
+ * bytes per call, else calls per second in `unit`. */
+static const struct kfigure {
+	const char *name;
+	void (*op)(struct kbench *, uint64_t);
+	size_t bytes;
+	const char *unit;
+} figures[] = {
+	{ "chacha20_mask_1MiB", op_mask, MIB, "MB/s" },
+	{ "scrypt_seed_demo_N1024_r8_p1", op_seed_demo, 0, "seeds/s" },
+	{ "scrypt_seed_production_N16384_r8_p1", op_seed_prod, 0, "seeds/s" },
+	{ "encode_piece_64KiB_demo_portable", op_piece, 0, "pieces/s" },
+};
+static const struct kfigure hashes[] = {
+	{ "sha256_1MiB", op_sha256, MIB, "MB/s" },
+	{ "merkle_root_1MiB", op_merkle, MIB, "MB/s" },
+};
+
+static void
+print_figures(const struct kfigure *f, size_t n, struct kbench *b, double secs)
+{
+	for (size_t i = 0; i < n; i++) {
+		double r = per_second(f[i].op, b, secs);
+
+		if (f[i].bytes > 0)
+			printf("%s %.1f %s\n", f[i].name, r * (double)f[i].bytes / 1e6, f[i].unit);
+		else
+			printf("%s %.1f %s\n", f[i].name, r, f[i].unit);
+	}
+}
+
+/* What an encode worker runs: its kernel, batches of 16 pieces. */
+static void
+encode_worker_figure(struct kbench *b, double secs)
+{
+	struct err e = { "" };
+	enum scrypt_kernel k;
+	struct scrypt_ctx *sc;
+	double rate;
+
+	if (scrypt_kernel_select(getenv("FARMD_KERNEL"), &k, &e) < 0)
+		die("kernel", &e);
+	if (k == SCRYPT_KERNEL_PORTABLE) {
+		rate = per_second(op_piece, b, secs);
+	} else {
+		if ((sc = scrypt_ctx_new(k, &e)) == NULL)
+			die("scrypt_ctx_new", &e);
+		(void)encode_batch_rate(b->ctx, sc, b->id, &demo, b->buf, PIECE_64K, 0);
+		rate = encode_batch_rate(b->ctx, sc, b->id, &demo, b->buf, PIECE_64K, secs);
+		scrypt_ctx_free(sc);
+	}
+	printf("encode_kernel_%s 1 kernel\n", scrypt_kernel_name(k));
+	printf("encode_piece_64KiB_demo %.1f pieces/s\n", rate);
+	printf("encode_piece_64KiB_demo_bytes %.1f MB/s\n", rate * PIECE_64K / 1e6);
+}
+
 int
 main(int argc, char **argv)
 {
-	static const struct encode_params demo = { .n = 1024, .r = 8, .p = 1 };
-	static const struct encode_params prod = { .n = 16384, .r = 8, .p = 1 };
-	const size_t mib = 1 << 20, piece64k = 64 << 10;
 	double secs = argc > 1 ? atof(argv[1]) : 1.0;
+	uint8_t pkh[HASH_LEN] = { 0 };
 	struct err e = { "" };
-	struct encode_v1_ctx *ctx;
-	uint8_t id[HASH_LEN], seed[HASH_LEN], h[HASH_LEN], pkh[HASH_LEN] = { 0 };
-	uint8_t *buf;
-	double t0, t;
-	uint64_t n;
+	struct kbench b;
 
 	if (secs <= 0) {
 		fprintf(stderr, "usage: bench_kernel [SECONDS]\n");
 		return 2;
 	}
-	buf = malloc(mib);
-	if (buf == NULL) {
+	if ((b.buf = malloc(MIB)) == NULL) {
 		perror("malloc");
 		return 1;
 	}
-	for (size_t i = 0; i < mib; i++)
-		buf[i] = (uint8_t)(i * 131 + 7);
-	ctx = encode_v1_ctx_new(&e);
-	if (ctx == NULL)
+	for (size_t i = 0; i < MIB; i++)
+		b.buf[i] = (uint8_t)(i * 131 + 7);
+	if ((b.ctx = encode_v1_ctx_new(&e)) == NULL)
 		die("encode_v1_ctx_new", &e);
-	encode_v1_sector_id(pkh, 0, 1, id);
-	if (encode_v1_seed(ctx, id, 0, &demo, seed, &e) < 0)
+	encode_v1_sector_id(pkh, 0, 1, b.id);
+	if (encode_v1_seed(b.ctx, b.id, 0, &demo, b.seed, &e) < 0)
 		die("seed", &e);
 
-	/* ChaCha20 masking, 1 MiB buffers, in place. */
-	n = 0;
-	t0 = now();
-	do {
-		if (encode_v1_mask(ctx, seed, buf, buf, mib, &e) < 0)
-			die("mask", &e);
-		n++;
-	} while ((t = now() - t0) < secs);
-	printf("chacha20_mask_1MiB %.1f MB/s\n", (double)n * mib / t / 1e6);
-
-	/* scrypt seeds, demo and production profiles. */
-	n = 0;
-	t0 = now();
-	do {
-		if (encode_v1_seed(ctx, id, (uint32_t)n, &demo, seed, &e) < 0)
-			die("seed", &e);
-		n++;
-	} while ((t = now() - t0) < secs);
-	printf("scrypt_seed_demo_N1024_r8_p1 %.1f seeds/s\n", (double)n / t);
-
-	n = 0;
-	t0 = now();
-	do {
-		if (encode_v1_seed(ctx, id, (uint32_t)n, &prod, seed, &e) < 0)
-			die("seed", &e);
-		n++;
-	} while ((t = now() - t0) < secs);
-	printf("scrypt_seed_production_N16384_r8_p1 %.1f seeds/s\n", (double)n / t);
-
-	/* Full encode_v1_piece (scrypt + ChaCha20), 64 KiB pieces, demo: the
-	 * portable kernel. */
-	n = 0;
-	t0 = now();
-	do {
-		if (encode_v1_piece(ctx, id, (uint32_t)n, &demo, buf, buf,
-		    piece64k, &e) < 0)
-			die("piece", &e);
-		n++;
-	} while ((t = now() - t0) < secs);
-	printf("encode_piece_64KiB_demo_portable %.1f pieces/s\n", (double)n / t);
-
-	/* What an encode worker runs (its kernel, batches of 16 pieces). */
-	{
-		enum scrypt_kernel k;
-		struct scrypt_ctx *sc;
-		double rate = (double)n / t;
-
-		if (scrypt_kernel_select(getenv("FARMD_KERNEL"), &k, &e) < 0)
-			die("kernel", &e);
-		if (k != SCRYPT_KERNEL_PORTABLE) {
-			if ((sc = scrypt_ctx_new(k, &e)) == NULL)
-				die("scrypt_ctx_new", &e);
-			(void)encode_batch_rate(ctx, sc, id, &demo, buf, piece64k, 0);
-			rate = encode_batch_rate(ctx, sc, id, &demo, buf, piece64k, secs);
-			scrypt_ctx_free(sc);
-		}
-		printf("encode_kernel_%s 1 kernel\n", scrypt_kernel_name(k));
-		printf("encode_piece_64KiB_demo %.1f pieces/s\n", rate);
-		printf("encode_piece_64KiB_demo_bytes %.1f MB/s\n", rate * piece64k / 1e6);
-	}
-
+	print_figures(figures, sizeof(figures) / sizeof(figures[0]), &b, secs);
+	encode_worker_figure(&b, secs);
 	/* The scrypt kernels side by side with OpenSSL. */
 	scrypt_report(&demo, "demo", secs);
 	scrypt_report(&prod, "production", secs);
+	print_figures(hashes, sizeof(hashes) / sizeof(hashes[0]), &b, secs);
 
-	/* SHA-256 over 1 MiB. */
-	n = 0;
-	t0 = now();
-	do {
-		hash_sha256(buf, mib, h);
-		buf[0] ^= h[0];
-		n++;
-	} while ((t = now() - t0) < secs);
-	printf("sha256_1MiB %.1f MB/s\n", (double)n * mib / t / 1e6);
-
-	/* Merkle root of a 1 MiB piece (32768 chunks). */
-	n = 0;
-	t0 = now();
-	do {
-		if (merkle_root(buf, mib / HASH_LEN, h) < 0) {
-			fprintf(stderr, "bench_kernel: merkle_root failed\n");
-			return 1;
-		}
-		buf[0] ^= h[0];
-		n++;
-	} while ((t = now() - t0) < secs);
-	printf("merkle_root_1MiB %.1f MB/s\n", (double)n * mib / t / 1e6);
-
-	sink = buf[0];
-	encode_v1_ctx_free(ctx);
-	free(buf);
+	sink = b.buf[0];
+	encode_v1_ctx_free(b.ctx);
+	free(b.buf);
 	return 0;
 }
