@@ -43,6 +43,12 @@ log_level_parse(const char *s, enum log_level *out)
 	return -1;
 }
 
+int
+log_enabled(enum log_level level)
+{
+	return level <= logger.level;
+}
+
 void
 log_msg(enum log_level level, const char *fmt, ...)
 {

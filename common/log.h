@@ -13,6 +13,9 @@ void log_set_level(enum log_level level);
 /* Parses "error", "warn", "info", "debug"; returns -1 if unknown. */
 int log_level_parse(const char *s, enum log_level *out);
 
+/* Whether a message at this level would be printed (to skip building one). */
+int log_enabled(enum log_level level);
+
 void log_msg(enum log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
