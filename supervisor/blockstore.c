@@ -37,7 +37,7 @@
 #include "fdio.h"
 #include "io.h"
 #include "log.h"
-#include "resync.h"
+#include "resyncq.h"
 
 #define BS_CHUNK (1u << 20)
 
@@ -46,6 +46,7 @@ struct blockstore {
 	char dir[PATH_MAX];
 	char tmpdir[PATH_MAX + 8];
 	struct budget budget;
+	struct resyncq *q;              /* blocks that need resync */
 	uint64_t blocks, bytes;
 	uint64_t bytes_read, bytes_written, corruptions, missing;
 	uint64_t tmp_seq;
@@ -384,7 +385,7 @@ bs_commit_row(struct put_op *op, struct err *e)
 	} else {
 		bs->budget.used += delta;
 	}
-	if (op->noref && old_stored < 0 && resync_enqueue(bs->d->resync, op->hash,
+	if (op->noref && old_stored < 0 && resyncq_enqueue(bs->q, op->hash,
 	    clock_real_ms() + bs->d->cfg.blocks.gc_delay_ms, e) < 0)
 		goto fail;
 	if (db_commit(db, e) < 0)
@@ -394,7 +395,7 @@ bs_commit_row(struct put_op *op, struct err *e)
 		bs->bytes += op->size;
 	}
 	bs->bytes_written += op->stored;
-	resync_satisfied(bs->d->resync, op->hash);
+	resyncq_satisfied(bs->q, op->hash);
 	return 0;
 fail:
 	db_stmt_done(st);
@@ -707,7 +708,7 @@ bs_get_done(void *arg)
 	/* Resync's own checks report through their state machine. */
 	if (op->st != BLOCK_IOERR && op->report) {
 		log_warn("%s", msg);
-		resync_report(bs->d->resync, op->hash,
+		resyncq_report(bs->q, op->hash,
 		    op->st == BLOCK_CORRUPT ? "corrupt" : "missing");
 	}
 	op->cb(op->arg, NULL, 0, op->st, msg);
@@ -901,7 +902,7 @@ blockstore_decref(struct blockstore *bs, const uint8_t hash[HASH_LEN], int64_t *
 	}
 	db_stmt_done(st);
 	*left = info.refcount - 1;
-	if (*left == 0 && resync_enqueue(bs->d->resync, hash,
+	if (*left == 0 && resyncq_enqueue(bs->q, hash,
 	    now + bs->d->cfg.blocks.gc_delay_ms, e) < 0)
 		goto fail;
 	return db_commit(bs->d->db, e);
@@ -1066,7 +1067,7 @@ blockstore_purge(struct blockstore *bs, const uint8_t hash[HASH_LEN], int64_t *r
 		return -1;
 	if (rc == 0)
 		return err_set(e, "block %s: no such block", hex);
-	resync_forget(bs->d->resync, hash);
+	resyncq_forget(bs->q, hash);
 	log_warn("block %s purged with %lld reference%s", hex, (long long)*refs,
 	    *refs == 1 ? "" : "s");
 	return 0;
@@ -1173,7 +1174,8 @@ blockstore_new(struct farmd *d, struct err *e)
 		stored = (uint64_t)sqlite3_column_int64(st, 2);
 	}
 	sqlite3_finalize(st);
-	if (budget_init(&bs->budget, d->db, "blocks", d->cfg.blocks.budget, stored, &stale, e) < 0) {
+	if (budget_init(&bs->budget, d->db, "blocks", d->cfg.blocks.budget, stored, &stale, e) < 0 ||
+	    (bs->q = resyncq_new(d, e)) == NULL) {
 		free(bs);
 		return NULL;
 	}
@@ -1185,8 +1187,15 @@ blockstore_free(struct blockstore *bs)
 {
 	if (bs == NULL)
 		return;
+	resyncq_free(bs->q);
 	free(bs->busy);
 	free(bs);
+}
+
+struct resyncq *
+blockstore_resyncq(struct blockstore *bs)
+{
+	return bs->q;
 }
 
 void

@@ -23,6 +23,7 @@
 
 struct farmd;
 struct blockstore;
+struct resyncq;
 
 struct block_info {
 	uint8_t hash[HASH_LEN];
@@ -90,6 +91,11 @@ int blockstore_purge(struct blockstore *bs, const uint8_t hash[HASH_LEN],
 typedef void (*block_done_cb)(void *arg, int result, const char *error);
 void blockstore_collect(struct blockstore *bs, const uint8_t hash[HASH_LEN],
     uint64_t now_ms, block_done_cb cb, void *arg);
+
+/* The queue of blocks that need resync, which the store fills (a read
+ * that finds damage, a repair, a last reference dropped) and the resync
+ * runner drains.  The store owns it. */
+struct resyncq *blockstore_resyncq(struct blockstore *bs);
 
 /* Counters and gauges for status and metrics. */
 struct blockstore_stats {

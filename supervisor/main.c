@@ -255,9 +255,9 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return err_set(e, "out of memory");
 	if ((d->io = io_new(d->base, IO_THREADS, e)) == NULL)
 		return -1;
-	if ((d->resync = resync_new(d, e)) == NULL)
-		return -1;
 	if ((d->blocks = blockstore_new(d, e)) == NULL)
+		return -1;
+	if ((d->resync = resync_new(d, e)) == NULL)
 		return -1;
 	if ((d->history = history_new(d, &config_error, e)) == NULL)
 		return config_error ? -2 : -1;
