@@ -14,7 +14,7 @@
  * (row moved, one statement), so a crash at any point processes the item
  * again; every step is idempotent.
  *
- * Fetching from peers plugs in at resync_fetch(): today no peers exist,
+ * Fetching from peers plugs in at rs_fetch() (FETCH): today no peers exist,
  * so a referenced block whose only copy is gone stays in the error table,
  * retried with back-off, until a put of the same bytes satisfies it.
  */
@@ -27,6 +27,7 @@
 #include "blockstore.h"
 #include "clock.h"
 #include "farmd.h"
+#include "fsm.h"
 #include "log.h"
 #include "resyncq.h"
 
@@ -36,12 +37,7 @@
 
 enum resync_state {
 	RS_CHECK, RS_COLLECT, RS_VERIFY, RS_FETCH, RS_FAILED, RS_REQUEUE, RS_DONE,
-};
-
-static const char *const rs_names[] = {
-	[RS_CHECK] = "check", [RS_COLLECT] = "collect", [RS_VERIFY] = "verify",
-	[RS_FETCH] = "fetch", [RS_FAILED] = "failed", [RS_REQUEUE] = "requeue",
-	[RS_DONE] = "done",
+	RS_NSTATES
 };
 
 struct resync_item {
@@ -49,7 +45,7 @@ struct resync_item {
 	uint8_t hash[HASH_LEN];
 	uint64_t due_ms;                /* its queue row */
 	uint64_t requeue_ms;            /* RS_REQUEUE: the new due time */
-	enum resync_state state;
+	struct fsm fsm;                 /* its state: enum resync_state */
 	uint64_t started_us;
 	char reason[128];
 };
@@ -64,7 +60,6 @@ struct resync {
 	uint64_t done, failed, collected, last_us;
 };
 
-static void resync_item_enter(struct resync_item *it, enum resync_state next);
 static void resync_pump(struct resync *r);
 
 static void
@@ -83,61 +78,11 @@ resync_retry_now(struct resync *r, const uint8_t *hash, struct err *e)
 
 /* ---- the item state machine ------------------------------------------ */
 
-static void
-rs_collect_done(void *arg, int result, const char *error)
-{
-	struct resync_item *it = arg;
-
-	if (result < 0) {
-		snprintf(it->reason, sizeof(it->reason), "%s", error);
-		resync_item_enter(it, RS_FAILED);
-		return;
-	}
-	if (result > 0) {
-		char hex[HASH_HEX_LEN + 1];
-
-		/* Gone on purpose: nothing left to repair. */
-		resyncq_collected(it->r->q, it->hash);
-		block_hex(it->hash, hex);
-		log_info("block %s collected (unreferenced for %llu ms)", hex,
-		    (unsigned long long)it->r->d->cfg.blocks.gc_delay_ms);
-		it->r->collected++;
-	}
-	resync_item_enter(it, RS_DONE);
-}
-
-static void
-rs_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
-    const char *error)
-{
-	struct resync_item *it = arg;
-
-	(void)len;
-	free(data);
-	if (st == BLOCK_OK) {
-		resyncq_satisfied(it->r->q, it->hash);
-		resync_item_enter(it, RS_DONE);
-		return;
-	}
-	snprintf(it->reason, sizeof(it->reason), "%s", st == BLOCK_CORRUPT ? "corrupt" :
-	    st == BLOCK_MISSING ? "missing" : error);
-	resync_item_enter(it, RS_FETCH);
-}
-
-/* The seam for fetching a block from peers.  With no peer configured
- * there is nothing to try and the attempt fails honestly. */
-static void
-resync_fetch(struct resync_item *it)
-{
-	snprintf(it->reason + strlen(it->reason), sizeof(it->reason) - strlen(it->reason),
-	    "; no peer to fetch it from");
-	resync_item_enter(it, RS_FAILED);
-}
-
 /* CHECK: decide from the block's row and its error entry. */
-static enum resync_state
-rs_check(struct resync_item *it)
+static int
+rs_check(void *obj)
 {
+	struct resync_item *it = obj;
 	struct resync *r = it->r;
 	uint64_t now = clock_real_ms();
 	struct resyncq_block b;
@@ -165,10 +110,84 @@ rs_check(struct resync_item *it)
 	return RS_VERIFY;
 }
 
-/* FAILED: one more error; retry at last_try + base × 2^min(errors-1, 6). */
-static enum resync_state
-rs_failed(struct resync_item *it)
+static void
+rs_collect_done(void *arg, int result, const char *error)
 {
+	struct resync_item *it = arg;
+
+	if (result < 0) {
+		snprintf(it->reason, sizeof(it->reason), "%s", error);
+		fsm_enter(&it->fsm, it, RS_FAILED);
+		return;
+	}
+	if (result > 0) {
+		char hex[HASH_HEX_LEN + 1];
+
+		/* Gone on purpose: nothing left to repair. */
+		resyncq_collected(it->r->q, it->hash);
+		block_hex(it->hash, hex);
+		log_info("block %s collected (unreferenced for %llu ms)", hex,
+		    (unsigned long long)it->r->d->cfg.blocks.gc_delay_ms);
+		it->r->collected++;
+	}
+	fsm_enter(&it->fsm, it, RS_DONE);
+}
+
+static void
+rs_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
+    const char *error)
+{
+	struct resync_item *it = arg;
+
+	(void)len;
+	free(data);
+	if (st == BLOCK_OK) {
+		resyncq_satisfied(it->r->q, it->hash);
+		fsm_enter(&it->fsm, it, RS_DONE);
+		return;
+	}
+	snprintf(it->reason, sizeof(it->reason), "%s", st == BLOCK_CORRUPT ? "corrupt" :
+	    st == BLOCK_MISSING ? "missing" : error);
+	fsm_enter(&it->fsm, it, RS_FETCH);
+}
+
+/* COLLECT: delete the block if it is still unreferenced and old enough. */
+static int
+rs_collect(void *obj)
+{
+	struct resync_item *it = obj;
+
+	blockstore_collect(it->r->d->blocks, it->hash, clock_real_ms(), rs_collect_done, it);
+	return FSM_ASYNC;
+}
+
+/* VERIFY: read the stored copy (without reporting it: this is the check). */
+static int
+rs_verify(void *obj)
+{
+	struct resync_item *it = obj;
+
+	blockstore_verify(it->r->d->blocks, it->hash, rs_verify_done, it);
+	return FSM_ASYNC;
+}
+
+/* FETCH, the seam for fetching a block from peers.  With no peer
+ * configured there is nothing to try and the attempt fails honestly. */
+static int
+rs_fetch(void *obj)
+{
+	struct resync_item *it = obj;
+
+	snprintf(it->reason + strlen(it->reason), sizeof(it->reason) - strlen(it->reason),
+	    "; no peer to fetch it from");
+	return RS_FAILED;
+}
+
+/* FAILED: one more error; retry at last_try + base × 2^min(errors-1, 6). */
+static int
+rs_failed(void *obj)
+{
+	struct resync_item *it = obj;
 	struct resync *r = it->r;
 	uint64_t now = clock_real_ms();
 	int64_t errors;
@@ -186,16 +205,21 @@ rs_failed(struct resync_item *it)
 /* REQUEUE: the item's row moves to its new time in one statement.  A row
  * that moved meanwhile (an enqueue asked for an earlier time while this
  * item was in flight) is left where it is: it will be checked again. */
-static enum resync_state
-rs_requeue(struct resync_item *it)
+static int
+rs_requeue(void *obj)
 {
+	struct resync_item *it = obj;
+
 	resyncq_move(it->r->q, it->hash, it->due_ms, it->requeue_ms);
 	return RS_DONE;
 }
 
-static void
-rs_finish(struct resync_item *it)
+/* DONE, the final state: the item leaves the queue (unless it moved) and
+ * is freed. */
+static int
+rs_finish(void *obj)
 {
+	struct resync_item *it = obj;
 	struct resync *r = it->r;
 
 	if (it->requeue_ms == 0)
@@ -211,45 +235,39 @@ rs_finish(struct resync_item *it)
 	free(it);
 	if (!r->stopping)
 		event_active(r->timer, EV_TIMEOUT, 0);
+	return FSM_ASYNC;
 }
 
-/* The one place an item changes state: states that finish synchronously
- * return their successor; asynchronous ones continue from a callback. */
 static void
-resync_item_enter(struct resync_item *it, enum resync_state next)
+rs_label(const void *obj, char *buf, size_t len)
 {
-	for (;;) {
-		char hex[HASH_HEX_LEN + 1];
+	const struct resync_item *it = obj;
+	char hex[HASH_HEX_LEN + 1];
 
-		block_hex(it->hash, hex);
-		log_debug("resync %.16s: %s -> %s", hex, rs_names[it->state], rs_names[next]);
-		it->state = next;
-		switch (next) {
-		case RS_CHECK:
-			next = rs_check(it);
-			continue;
-		case RS_COLLECT:
-			blockstore_collect(it->r->d->blocks, it->hash, clock_real_ms(),
-			    rs_collect_done, it);
-			return;
-		case RS_VERIFY:
-			blockstore_verify(it->r->d->blocks, it->hash, rs_verify_done, it);
-			return;
-		case RS_FETCH:
-			resync_fetch(it);
-			return;
-		case RS_FAILED:
-			next = rs_failed(it);
-			continue;
-		case RS_REQUEUE:
-			next = rs_requeue(it);
-			continue;
-		case RS_DONE:
-			rs_finish(it);
-			return;
-		}
-	}
+	block_hex(it->hash, hex);
+	snprintf(buf, len, "resync %.16s", hex);
 }
+
+/* fsm_enter() is the one place an item changes state; COLLECT and VERIFY
+ * continue from the block store's callback. */
+static const struct fsm_state rs_states[RS_NSTATES] = {
+	[RS_CHECK] = { "check", rs_check },
+	[RS_COLLECT] = { "collect", rs_collect },
+	[RS_VERIFY] = { "verify", rs_verify },
+	[RS_FETCH] = { "fetch", rs_fetch },
+	[RS_FAILED] = { "failed", rs_failed },
+	[RS_REQUEUE] = { "requeue", rs_requeue },
+	[RS_DONE] = { "done", rs_finish },
+};
+
+static const struct fsm_def rs_machine = {
+	.name = "resync",
+	.states = rs_states,
+	.nstates = RS_NSTATES,
+	.error = RS_FAILED,
+	.final = RS_DONE,
+	.label = rs_label,
+};
 
 static int
 rs_inflight(struct resync *r, const uint8_t hash[HASH_LEN])
@@ -288,7 +306,8 @@ resync_pump(struct resync *r)
 		it->due_ms = due[i].due_ms;
 		it->started_us = clock_mono_us();
 		r->inflight[r->ninflight++] = it;
-		resync_item_enter(it, RS_CHECK);
+		fsm_init(&it->fsm, &rs_machine, RS_CHECK);
+		fsm_enter(&it->fsm, it, RS_CHECK);
 	}
 	if (r->ninflight > 0 && next > now + 50)
 		next = now + 50;
