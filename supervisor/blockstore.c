@@ -15,7 +15,6 @@
 #include "blockstore.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,10 +24,9 @@
 #include <unistd.h>
 #include <dirent.h>
 
-#include <openssl/evp.h>
 #include <sqlite3.h>
-#include <zstd.h>
 
+#include "blockfile.h"
 #include "budget.h"
 #include "clock.h"
 #include "config.h"
@@ -38,8 +36,6 @@
 #include "io.h"
 #include "log.h"
 #include "resyncq.h"
-
-#define BS_CHUNK (1u << 20)
 
 struct blockstore {
 	struct farmd *d;
@@ -119,36 +115,14 @@ bs_busy_del(struct blockstore *bs, const uint8_t hash[HASH_LEN])
 	}
 }
 
-static void
-dirname_of(const char *path, char *out, size_t len)
-{
-	const char *slash = strrchr(path, '/');
-	size_t n = slash ? (size_t)(slash - path) : 0;
-
-	if (n >= len)
-		n = len - 1;
-	memcpy(out, path, n);
-	out[n] = '\0';
-}
-
 /* ---- put ------------------------------------------------------------- */
 
 struct put_op {
 	struct blockstore *bs;
-	int fd;                         /* source, or -1 for memory */
-	const uint8_t *mem;             /* memory source (the caller's) */
-	uint64_t size;                  /* expected bytes */
-	int level;                      /* zstd level, 0 = none */
+	struct blockfile_write w;       /* the source, the temp file, the name */
 	int64_t resv_id;
 	uint64_t resv;
-	char tmp[PATH_MAX + 64];
 	char final[PATH_MAX + 80];
-	uint8_t hash[HASH_LEN];
-	uint64_t stored;
-	int compressed;
-	uint8_t *inline_data;
-	int failed;
-	char err[ERR_MSG_MAX];
 	block_put_cb cb;
 	void *arg;
 	struct event *wait_ev;
@@ -157,177 +131,22 @@ struct put_op {
 
 static void bs_put_stage1_done(void *arg);
 
-static void
-put_fail(struct put_op *op, const char *fmt, const char *what)
-{
-	op->failed = 1;
-	snprintf(op->err, sizeof(op->err), fmt, what, strerror(errno));
-}
-
-/* Streams the source through SHA-256 (and zstd) into a temp file, or
- * into memory for an inline block. */
+/* Stage 1, on the I/O pool: the source into a temp file or memory. */
 static void
 bs_put_stage1(void *arg)
 {
 	struct put_op *op = arg;
-	EVP_MD_CTX *md = EVP_MD_CTX_new();
-	ZSTD_CCtx *z = NULL;
-	uint8_t *buf = NULL, *zbuf = NULL;
-	size_t zcap = 0;
-	uint64_t got = 0;
-	int out = -1, inl = op->size < BLOCK_INLINE_MAX;
 
-	if (md == NULL || EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-	    (buf = malloc(BS_CHUNK)) == NULL) {
-		op->failed = 1;
-		snprintf(op->err, sizeof(op->err), "out of memory");
-		goto done;
-	}
-	if (inl && (op->inline_data = malloc(BLOCK_INLINE_MAX)) == NULL) {
-		op->failed = 1;
-		snprintf(op->err, sizeof(op->err), "out of memory");
-		goto done;
-	}
-	if (!inl) {
-		out = open(op->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
-		if (out < 0) {
-			put_fail(op, "create %s: %s", op->tmp);
-			goto done;
-		}
-		if (op->level > 0) {
-			z = ZSTD_createCCtx();
-			zcap = ZSTD_CStreamOutSize();
-			if (z == NULL || (zbuf = malloc(zcap)) == NULL) {
-				op->failed = 1;
-				snprintf(op->err, sizeof(op->err), "out of memory");
-				goto done;
-			}
-			ZSTD_CCtx_setParameter(z, ZSTD_c_compressionLevel, op->level);
-			ZSTD_CCtx_setParameter(z, ZSTD_c_checksumFlag, 0);
-		}
-	}
-	for (;;) {
-		ssize_t n;
-		const uint8_t *p = buf;
-
-		if (op->fd >= 0) {
-			n = read(op->fd, buf, BS_CHUNK);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0) {
-				put_fail(op, "read %s: %s", "source");
-				goto done;
-			}
-		} else {
-			n = (ssize_t)(op->size - got < BS_CHUNK ? op->size - got : BS_CHUNK);
-			p = op->mem + got;
-		}
-		if (got + (uint64_t)n > op->size) {
-			op->failed = 1;
-			snprintf(op->err, sizeof(op->err), "source grew while it was read "
-			    "(%" PRIu64 " bytes expected)", op->size);
-			goto done;
-		}
-		EVP_DigestUpdate(md, p, (size_t)n);
-		if (inl)
-			memcpy(op->inline_data + got, p, (size_t)n);
-		else if (z != NULL) {
-			ZSTD_inBuffer in = { p, (size_t)n, 0 };
-			ZSTD_EndDirective mode = got + (uint64_t)n == op->size || n == 0 ?
-			    ZSTD_e_end : ZSTD_e_continue;
-			size_t rem;
-
-			do {
-				ZSTD_outBuffer ob = { zbuf, zcap, 0 };
-
-				rem = ZSTD_compressStream2(z, &ob, &in, mode);
-				if (ZSTD_isError(rem)) {
-					op->failed = 1;
-					snprintf(op->err, sizeof(op->err), "zstd: %s", ZSTD_getErrorName(rem));
-					goto done;
-				}
-				if (ob.pos > 0 && fdio_write_all(out, zbuf, ob.pos) < 0) {
-					put_fail(op, "write %s: %s", op->tmp);
-					goto done;
-				}
-				op->stored += ob.pos;
-			} while (mode == ZSTD_e_end ? rem != 0 : in.pos < in.size);
-		} else if (n > 0) {
-			if (fdio_write_all(out, p, (size_t)n) < 0) {
-				put_fail(op, "write %s: %s", op->tmp);
-				goto done;
-			}
-			op->stored += (uint64_t)n;
-		}
-		got += (uint64_t)n;
-		if (n == 0 || (op->fd < 0 && got == op->size))
-			break;
-		if (z != NULL && got == op->size)
-			break;
-	}
-	if (got != op->size) {
-		op->failed = 1;
-		snprintf(op->err, sizeof(op->err), "source shrank while it was read "
-		    "(%" PRIu64 " of %" PRIu64 " bytes)", got, op->size);
-		goto done;
-	}
-	EVP_DigestFinal_ex(md, op->hash, NULL);
-	if (inl)
-		op->stored = op->size;
-	else if (fsync(out) < 0) {
-		put_fail(op, "fsync %s: %s", op->tmp);
-		goto done;
-	}
-	op->compressed = z != NULL;
-	bs_path(op->bs, op->hash, op->compressed, op->final, sizeof(op->final));
-done:
-	if (out >= 0 && close(out) < 0 && !op->failed)
-		put_fail(op, "close %s: %s", op->tmp);
-	if (op->failed && !inl)
-		unlink(op->tmp);
-	if (op->fd >= 0) {
-		close(op->fd);
-		op->fd = -1;
-	}
-	ZSTD_freeCCtx(z);
-	EVP_MD_CTX_free(md);
-	free(zbuf);
-	free(buf);
+	blockfile_write(&op->w);
 }
 
-/* Renames the temp file into place and makes that durable. */
+/* Stage 2, on the I/O pool: the temp file into place, durably. */
 static void
 bs_put_stage2(void *arg)
 {
 	struct put_op *op = arg;
-	char d1[PATH_MAX + 80], d2[PATH_MAX + 80];
 
-	int new1, new2;
-
-	dirname_of(op->final, d2, sizeof(d2));
-	dirname_of(d2, d1, sizeof(d1));
-	new1 = mkdir(d1, 0750) == 0;
-	if (!new1 && errno != EEXIST) {
-		put_fail(op, "mkdir %s: %s", d1);
-		unlink(op->tmp);
-		return;
-	}
-	new2 = mkdir(d2, 0750) == 0;
-	if (!new2 && errno != EEXIST) {
-		put_fail(op, "mkdir %s: %s", d2);
-		unlink(op->tmp);
-		return;
-	}
-	if (rename(op->tmp, op->final) < 0) {
-		put_fail(op, "rename to %s: %s", op->final);
-		unlink(op->tmp);
-		return;
-	}
-	/* The file's entry; a parent only when this put created a directory
-	 * in it (measured: two fewer fsyncs per put once the fan-out exists). */
-	if (fdio_fsync_dir(d2) < 0 || (new2 && fdio_fsync_dir(d1) < 0) ||
-	    (new1 && fdio_fsync_dir(op->bs->dir) < 0))
-		put_fail(op, "fsync directory of %s: %s", op->final);
+	blockfile_place(&op->w, op->final, op->bs->dir);
 }
 
 static void
@@ -335,10 +154,10 @@ bs_put_finish(struct put_op *op, const char *error)
 {
 	if (op->resv_id != 0)
 		budget_release(&op->bs->budget, op->resv_id, op->resv, 0);
-	op->cb(op->arg, error ? NULL : op->hash, error);
+	op->cb(op->arg, error ? NULL : op->w.hash, error);
 	if (op->wait_ev != NULL)
 		event_free(op->wait_ev);
-	free(op->inline_data);
+	free(op->w.inline_data);
 	free(op);
 }
 
@@ -355,7 +174,7 @@ bs_commit_row(struct put_op *op, struct err *e)
 	if (db_begin(db, e) < 0)
 		return -1;
 	st = db_stmt(db, DB_BLOCK_STORED);
-	sqlite3_bind_blob(st, 1, op->hash, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 1, op->w.hash, HASH_LEN, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW)
 		old_stored = sqlite3_column_int64(st, 0);
 	db_stmt_done(st);
@@ -364,12 +183,12 @@ bs_commit_row(struct put_op *op, struct err *e)
 	st = db_stmt(db, op->noref ? DB_BLOCK_INSERT_NOREF : DB_BLOCK_INSERT_REF);
 	if (op->noref)
 		sqlite3_bind_int64(st, 6, (int64_t)clock_real_ms());
-	sqlite3_bind_blob(st, 1, op->hash, HASH_LEN, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, (int64_t)op->size);
-	sqlite3_bind_int64(st, 3, (int64_t)op->stored);
-	sqlite3_bind_int(st, 4, op->compressed);
-	if (op->inline_data != NULL)
-		sqlite3_bind_blob(st, 5, op->inline_data, (int)op->size, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 1, op->w.hash, HASH_LEN, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 2, (int64_t)op->w.size);
+	sqlite3_bind_int64(st, 3, (int64_t)op->w.stored);
+	sqlite3_bind_int(st, 4, op->w.compressed);
+	if (op->w.inline_data != NULL)
+		sqlite3_bind_blob(st, 5, op->w.inline_data, (int)op->w.size, SQLITE_STATIC);
 	else
 		sqlite3_bind_null(st, 5);
 	if (sqlite3_step(st) != SQLITE_DONE) {
@@ -378,24 +197,24 @@ bs_commit_row(struct put_op *op, struct err *e)
 	}
 	db_stmt_done(st);
 	st = NULL;
-	delta = old_stored < 0 ? op->stored : op->stored - (uint64_t)old_stored;
+	delta = old_stored < 0 ? op->w.stored : op->w.stored - (uint64_t)old_stored;
 	if (op->resv_id != 0) {
 		budget_release(&bs->budget, op->resv_id, op->resv, delta);
 		op->resv_id = 0;
 	} else {
 		bs->budget.used += delta;
 	}
-	if (op->noref && old_stored < 0 && resyncq_enqueue(bs->q, op->hash,
+	if (op->noref && old_stored < 0 && resyncq_enqueue(bs->q, op->w.hash,
 	    clock_real_ms() + bs->d->cfg.blocks.gc_delay_ms, e) < 0)
 		goto fail;
 	if (db_commit(db, e) < 0)
 		goto fail;
 	if (old_stored < 0) {
 		bs->blocks++;
-		bs->bytes += op->size;
+		bs->bytes += op->w.size;
 	}
-	bs->bytes_written += op->stored;
-	resyncq_satisfied(bs->q, op->hash);
+	bs->bytes_written += op->w.stored;
+	resyncq_satisfied(bs->q, op->w.hash);
 	return 0;
 fail:
 	db_stmt_done(st);
@@ -409,8 +228,8 @@ bs_put_stage2_done(void *arg)
 	struct put_op *op = arg;
 	struct err e;
 
-	if (op->failed) {
-		bs_put_finish(op, op->err);
+	if (op->w.failed) {
+		bs_put_finish(op, op->w.err);
 		return;
 	}
 #ifdef FAULT_INJECTION
@@ -460,11 +279,11 @@ bs_put_stage1_done(void *arg)
 	struct err e;
 	int found;
 
-	if (op->failed) {
-		bs_put_finish(op, op->err);
+	if (op->w.failed) {
+		bs_put_finish(op, op->w.err);
 		return;
 	}
-	if (bs_busy(bs, op->hash)) {
+	if (bs_busy(bs, op->w.hash)) {
 		/* Being deleted right now: store it afresh once that is done. */
 		struct timeval tv = clock_tv(10);
 
@@ -473,37 +292,37 @@ bs_put_stage1_done(void *arg)
 		evtimer_add(op->wait_ev, &tv);
 		return;
 	}
-	found = blockstore_stat(bs, op->hash, &info, &e);
+	found = blockstore_stat(bs, op->w.hash, &info, &e);
 	if (found < 0) {
-		if (op->inline_data == NULL)
-			unlink(op->tmp);
+		if (op->w.inline_data == NULL)
+			unlink(op->w.tmp);
 		bs_put_finish(op, e.msg);
 		return;
 	}
-	if (op->inline_data != NULL) {
+	if (op->w.inline_data != NULL) {
 		bs_put_finish(op, bs_commit_row(op, &e) < 0 ? e.msg : NULL);
 		return;
 	}
 	/* A second put of a stored block does not rewrite it, unless the
 	 * stored copy is known bad or gone: then this put repairs it. */
 	if (found && strcmp(info.state, "error") != 0 && !info.inline_ &&
-	    (bs_path(bs, op->hash, info.compressed, op->final, sizeof(op->final)),
+	    (bs_path(bs, op->w.hash, info.compressed, op->final, sizeof(op->final)),
 	    stat(op->final, &st) == 0)) {
-		unlink(op->tmp);
-		bs_put_finish(op, !op->noref && bs_incref(bs, op->hash, &e) < 0 ? e.msg : NULL);
+		unlink(op->w.tmp);
+		bs_put_finish(op, !op->noref && bs_incref(bs, op->w.hash, &e) < 0 ? e.msg : NULL);
 		return;
 	}
-	bs_path(bs, op->hash, op->compressed, op->final, sizeof(op->final));
+	bs_path(bs, op->w.hash, op->w.compressed, op->final, sizeof(op->final));
 	/* Before the rename: a crash between rename and commit leaves a
 	 * file that only this name leads back to (blockstore_reconcile). */
 	if (op->resv_id != 0 &&
-	    budget_name(&bs->budget, op->resv_id, op->hash, HASH_LEN, &e) < 0) {
-		unlink(op->tmp);
+	    budget_name(&bs->budget, op->resv_id, op->w.hash, HASH_LEN, &e) < 0) {
+		unlink(op->w.tmp);
 		bs_put_finish(op, e.msg);
 		return;
 	}
 	if (io_submit(bs->d->io, bs_put_stage2, bs_put_stage2_done, op) < 0) {
-		unlink(op->tmp);
+		unlink(op->w.tmp);
 		bs_put_finish(op, "out of memory");
 	}
 }
@@ -514,16 +333,17 @@ bs_put_start(struct blockstore *bs, struct put_op *op)
 	struct err e;
 
 	op->bs = bs;
-	op->level = bs->d->cfg.blocks.compression_level;
-	snprintf(op->tmp, sizeof(op->tmp), "%s/%d-%" PRIu64 ".tmp", bs->tmpdir,
+	op->w.level = bs->d->cfg.blocks.compression_level;
+	op->w.inl = op->w.size < BLOCK_INLINE_MAX;
+	snprintf(op->w.tmp, sizeof(op->w.tmp), "%s/%d-%" PRIu64 ".tmp", bs->tmpdir,
 	    (int)getpid(), ++bs->tmp_seq);
-	if (op->size >= BLOCK_INLINE_MAX) {
-		if (budget_reserve(&bs->budget, op->size, &op->resv_id, &e) < 0) {
+	if (op->w.size >= BLOCK_INLINE_MAX) {
+		if (budget_reserve(&bs->budget, op->w.size, &op->resv_id, &e) < 0) {
 			bs_put_finish(op, e.msg);
 			return;
 		}
-		op->resv = op->size;
-	} else if (budget_check(&bs->budget, op->size, &e) < 0) {
+		op->resv = op->w.size;
+	} else if (budget_check(&bs->budget, op->w.size, &e) < 0) {
 		bs_put_finish(op, e.msg);
 		return;
 	}
@@ -544,15 +364,15 @@ blockstore_put_fd(struct blockstore *bs, int fd, block_put_cb cb, void *arg)
 	}
 	op->cb = cb;
 	op->arg = arg;
-	op->fd = fd;
+	op->w.fd = fd;
 	op->bs = bs;
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
 		close(fd);
-		op->fd = -1;
+		op->w.fd = -1;
 		bs_put_finish(op, "not a regular file");
 		return;
 	}
-	op->size = (uint64_t)st.st_size;
+	op->w.size = (uint64_t)st.st_size;
 	bs_put_start(bs, op);
 }
 
@@ -566,10 +386,10 @@ blockstore_store_mem(struct blockstore *bs, const uint8_t *data, size_t len, int
 		cb(arg, NULL, "out of memory");
 		return;
 	}
-	op->mem = data;
+	op->w.mem = data;
 	op->noref = noref;
-	op->fd = -1;
-	op->size = len;
+	op->w.fd = -1;
+	op->w.size = len;
 	op->cb = cb;
 	op->arg = arg;
 	op->bs = bs;
@@ -580,99 +400,20 @@ blockstore_store_mem(struct blockstore *bs, const uint8_t *data, size_t len, int
 
 struct get_op {
 	struct blockstore *bs;
-	uint8_t hash[HASH_LEN];
-	uint64_t size;
-	int compressed;
-	char path[PATH_MAX + 80];
-	uint8_t *data;
-	uint64_t read;
-	enum block_status st;
-	char err[ERR_MSG_MAX];
+	struct blockfile_read f;        /* the file, what it held, the verdict */
 	block_get_cb cb;
 	void *arg;
 	int report;
 	int inline_;
 };
 
-static void
-get_verify(struct get_op *op, const uint8_t *data, size_t len)
-{
-	uint8_t h[HASH_LEN];
-
-	hash_sha256(data, len, h);
-	if (len != op->size || memcmp(h, op->hash, HASH_LEN) != 0) {
-		op->st = BLOCK_CORRUPT;
-		snprintf(op->err, sizeof(op->err), "its bytes do not hash to its name");
-	}
-}
-
+/* On the I/O pool. */
 static void
 bs_get_work(void *arg)
 {
 	struct get_op *op = arg;
-	uint8_t *raw = NULL;
-	struct stat st;
-	ssize_t got;
-	int fd;
 
-	fd = open(op->path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		op->st = errno == ENOENT ? BLOCK_MISSING : BLOCK_IOERR;
-		snprintf(op->err, sizeof(op->err), "%s: %s", op->path, strerror(errno));
-		return;
-	}
-	if (fstat(fd, &st) < 0 || (raw = malloc((size_t)st.st_size + 1)) == NULL) {
-		op->st = BLOCK_IOERR;
-		snprintf(op->err, sizeof(op->err), "%s: cannot read", op->path);
-		close(fd);
-		return;
-	}
-	if ((got = fdio_pread_all(fd, raw, (size_t)st.st_size, 0)) != (ssize_t)st.st_size) {
-		op->st = BLOCK_IOERR;
-		snprintf(op->err, sizeof(op->err), "%s: read: %s", op->path,
-		    got >= 0 ? "unexpected end of file" : strerror(errno));
-		close(fd);
-		free(raw);
-		return;
-	}
-	close(fd);
-	op->read = (uint64_t)st.st_size;
-	if (op->compressed) {
-		/* Decompress into exactly the recorded size: a frame claiming
-		 * more is corrupt, never an allocation. */
-		size_t n;
-
-		if ((op->data = malloc(op->size + 1)) == NULL) {
-			op->st = BLOCK_IOERR;
-			snprintf(op->err, sizeof(op->err), "out of memory");
-			free(raw);
-			return;
-		}
-		n = ZSTD_decompress(op->data, op->size, raw, (size_t)st.st_size);
-		free(raw);
-		if (ZSTD_isError(n)) {
-			op->st = BLOCK_CORRUPT;
-			snprintf(op->err, sizeof(op->err), "zstd: %s", ZSTD_getErrorName(n));
-		} else {
-			get_verify(op, op->data, n);
-		}
-	} else {
-		op->data = raw;
-		get_verify(op, raw, (size_t)st.st_size);
-	}
-	if (op->st == BLOCK_CORRUPT) {
-		char bad[PATH_MAX + 96];
-
-		/* Out of the way, kept for inspection; the name is free for a
-		 * repaired copy. */
-		snprintf(bad, sizeof(bad), "%s.corrupted", op->path);
-		if (rename(op->path, bad) == 0) {
-			char dir[PATH_MAX + 80];
-
-			dirname_of(op->path, dir, sizeof(dir));
-			fdio_fsync_dir(dir);
-		}
-	}
+	blockfile_read(&op->f);
 }
 
 static void
@@ -682,36 +423,36 @@ bs_get_done(void *arg)
 	struct blockstore *bs = op->bs;
 	char hex[HASH_HEX_LEN + 1], msg[ERR_MSG_MAX + 128];
 
-	bs->bytes_read += op->read;
-	block_hex(op->hash, hex);
-	if (op->st == BLOCK_OK) {
-		op->cb(op->arg, op->data, op->size, BLOCK_OK, NULL);
+	bs->bytes_read += op->f.read;
+	block_hex(op->f.hash, hex);
+	if (op->f.st == BLOCK_OK) {
+		op->cb(op->arg, op->f.data, op->f.size, BLOCK_OK, NULL);
 		free(op);
 		return;
 	}
-	free(op->data);
-	if (op->st == BLOCK_CORRUPT && op->inline_) {
+	free(op->f.data);
+	if (op->f.st == BLOCK_CORRUPT && op->inline_) {
 		bs->corruptions++;
 		snprintf(msg, sizeof(msg), "block %s is corrupt: its inline copy in state.db "
 		    "does not hash to its name; queued for resync", hex);
-	} else if (op->st == BLOCK_CORRUPT) {
+	} else if (op->f.st == BLOCK_CORRUPT) {
 		bs->corruptions++;
 		snprintf(msg, sizeof(msg), "block %s is corrupt: %s; moved to %s.corrupted and "
-		    "queued for resync", hex, op->err, op->path);
-	} else if (op->st == BLOCK_MISSING) {
+		    "queued for resync", hex, op->f.err, op->f.path);
+	} else if (op->f.st == BLOCK_MISSING) {
 		bs->missing++;
 		snprintf(msg, sizeof(msg), "block %s is missing (%s); queued for resync", hex,
-		    op->err);
+		    op->f.err);
 	} else {
-		snprintf(msg, sizeof(msg), "block %s: %s", hex, op->err);
+		snprintf(msg, sizeof(msg), "block %s: %s", hex, op->f.err);
 	}
 	/* Resync's own checks report through their state machine. */
-	if (op->st != BLOCK_IOERR && op->report) {
+	if (op->f.st != BLOCK_IOERR && op->report) {
 		log_warn("%s", msg);
-		resyncq_report(bs->q, op->hash,
-		    op->st == BLOCK_CORRUPT ? "corrupt" : "missing");
+		resyncq_report(bs->q, op->f.hash,
+		    op->f.st == BLOCK_CORRUPT ? "corrupt" : "missing");
 	}
-	op->cb(op->arg, NULL, 0, op->st, msg);
+	op->cb(op->arg, NULL, 0, op->f.st, msg);
 	free(op);
 }
 
@@ -729,7 +470,7 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 		return;
 	}
 	op->bs = bs;
-	memcpy(op->hash, hash, HASH_LEN);
+	memcpy(op->f.hash, hash, HASH_LEN);
 	op->cb = cb;
 	op->arg = arg;
 	op->report = report;
@@ -743,30 +484,30 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 		cb(arg, NULL, 0, BLOCK_MISSING, e.msg);
 		return;
 	}
-	op->size = (uint64_t)sqlite3_column_int64(st, 0);
-	op->compressed = sqlite3_column_int(st, 1);
-	if (sqlite3_column_type(st, 2) == SQLITE_BLOB || op->size < BLOCK_INLINE_MAX) {
+	op->f.size = (uint64_t)sqlite3_column_int64(st, 0);
+	op->f.compressed = sqlite3_column_int(st, 1);
+	if (sqlite3_column_type(st, 2) == SQLITE_BLOB || op->f.size < BLOCK_INLINE_MAX) {
 		/* Inline: small enough to verify right here. */
 		const uint8_t *p = sqlite3_column_blob(st, 2);
 		size_t n = (size_t)sqlite3_column_bytes(st, 2);
 
-		op->data = malloc(n + 1);
-		if (op->data != NULL && n > 0)
-			memcpy(op->data, p, n);
+		op->f.data = malloc(n + 1);
+		if (op->f.data != NULL && n > 0)
+			memcpy(op->f.data, p, n);
 		db_stmt_done(st);
-		if (op->data == NULL) {
+		if (op->f.data == NULL) {
 			free(op);
 			cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
 			return;
 		}
 		op->inline_ = 1;
-		get_verify(op, op->data, n);
-		op->read = n;
+		blockfile_check(&op->f, op->f.data, n);
+		op->f.read = n;
 		bs_get_done(op);
 		return;
 	}
 	db_stmt_done(st);
-	bs_path(bs, hash, op->compressed, op->path, sizeof(op->path));
+	bs_path(bs, hash, op->f.compressed, op->f.path, sizeof(op->f.path));
 	if (io_submit(bs->d->io, bs_get_work, bs_get_done, op) < 0) {
 		free(op);
 		cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
@@ -954,7 +695,7 @@ bs_del_work(void *arg)
 		snprintf(alt, sizeof(alt), "%s.corrupted", op->path);
 		unlink(alt);
 	}
-	dirname_of(op->path, dir, sizeof(dir));
+	blockfile_dirname(op->path, dir, sizeof(dir));
 	fdio_fsync_dir(dir);
 }
 
@@ -1104,7 +845,7 @@ bs_reconcile(struct blockstore *bs)
 			if (unlink(path) == 0) {
 				log_info("blocks: removed %s, left without its row by an "
 				    "interrupted put", path);
-				dirname_of(path, dir, sizeof(dir));
+				blockfile_dirname(path, dir, sizeof(dir));
 				fdio_fsync_dir(dir);
 				n++;
 			}

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "blockfile.h"                /* enum block_status */
 #include "err.h"
 #include "hash.h"
 
@@ -34,8 +35,6 @@ struct block_info {
 	bool compressed;
 	const char *state;              /* "ok", "error", "unreferenced" */
 };
-
-enum block_status { BLOCK_OK, BLOCK_MISSING, BLOCK_CORRUPT, BLOCK_IOERR };
 
 /* put: hash is the block's name on success; error is NULL then. */
 typedef void (*block_put_cb)(void *arg, const uint8_t hash[HASH_LEN], const char *error);

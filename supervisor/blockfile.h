@@ -1,0 +1,71 @@
+/*
+ * blockfile.h: a block's bytes, the block store's work on the I/O pool
+ * (DESIGN §5).  Writing streams a source through SHA-256 (and zstd) into
+ * a temp file, or into memory for an inline block, then renames the file
+ * into place durably; reading loads a file back, decompresses it and
+ * checks it against the block's name.  Each call works on its own job
+ * struct and touches no database and no shared state, so it is safe on
+ * any thread; the block store (blockstore.c) does everything else on the
+ * loop.
+ */
+#ifndef FARMD_BLOCKFILE_H
+#define FARMD_BLOCKFILE_H
+
+#include <limits.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "hash.h"
+
+/* What a read found. */
+enum block_status { BLOCK_OK, BLOCK_MISSING, BLOCK_CORRUPT, BLOCK_IOERR };
+
+struct blockfile_write {
+	/* in */
+	int fd;                         /* source (closed here), or -1: mem */
+	const uint8_t *mem;             /* memory source (the caller's) */
+	uint64_t size;                  /* expected bytes */
+	int level;                      /* zstd level, 0 = none */
+	int inl;                        /* inline: into inline_data, no file */
+	char tmp[PATH_MAX + 64];        /* the temp file */
+	/* out */
+	uint8_t hash[HASH_LEN];
+	uint64_t stored;                /* bytes in the file (or inline) */
+	int compressed;
+	uint8_t *inline_data;           /* inl: the bytes; the caller frees */
+	int failed;
+	char err[ERR_MSG_MAX];
+};
+
+/* Streams the source into w->tmp (fsynced) or w->inline_data and names
+ * it; on failure no temp file is left. */
+void blockfile_write(struct blockfile_write *w);
+/* Renames w->tmp to final and fsyncs the directories that changed, up to
+ * root (the store's directory, whose two-level fan-out it creates as
+ * needed); on failure no temp file is left. */
+void blockfile_place(struct blockfile_write *w, const char *final, const char *root);
+
+struct blockfile_read {
+	/* in */
+	char path[PATH_MAX + 80];
+	uint8_t hash[HASH_LEN];
+	uint64_t size;
+	int compressed;
+	/* out */
+	uint8_t *data;                  /* the bytes, size of them; caller frees */
+	uint64_t read;                  /* bytes read from disk */
+	enum block_status st;
+	char err[ERR_MSG_MAX];
+};
+
+/* Reads r->path; a corrupt file is renamed *.corrupted (kept for
+ * inspection, its name free for a repaired copy). */
+void blockfile_read(struct blockfile_read *r);
+/* Checks len bytes against r->hash and r->size (BLOCK_CORRUPT if not). */
+void blockfile_check(struct blockfile_read *r, const uint8_t *data, size_t len);
+
+/* The directory part of path. */
+void blockfile_dirname(const char *path, char *out, size_t len);
+
+#endif
