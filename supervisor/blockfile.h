@@ -18,8 +18,12 @@
 #include "err.h"
 #include "hash.h"
 
-/* What a read found. */
-enum block_status { BLOCK_OK, BLOCK_MISSING, BLOCK_CORRUPT, BLOCK_IOERR };
+/* What a read found.  MISSING: the block's row names a file that is gone
+ * (damage: a get queues it for resync); NOT_FOUND: the store has no row
+ * for the block at all ("no such block": never stored, or deleted on
+ * purpose), which is no damage and set by the store, never by a read of
+ * a file. */
+enum block_status { BLOCK_OK, BLOCK_MISSING, BLOCK_CORRUPT, BLOCK_IOERR, BLOCK_NOT_FOUND };
 
 struct blockfile_write {
 	/* in */

@@ -481,7 +481,7 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 		db_stmt_done(st);
 		free(op);
 		snprintf(e.msg, sizeof(e.msg), "block %s: no such block", hex);
-		cb(arg, NULL, 0, BLOCK_MISSING, e.msg);
+		cb(arg, NULL, 0, BLOCK_NOT_FOUND, e.msg);
 		return;
 	}
 	op->f.size = (uint64_t)sqlite3_column_int64(st, 0);

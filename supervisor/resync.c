@@ -147,7 +147,7 @@ rs_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
 		return;
 	}
 	snprintf(it->reason, sizeof(it->reason), "%s", st == BLOCK_CORRUPT ? "corrupt" :
-	    st == BLOCK_MISSING ? "missing" : error);
+	    st == BLOCK_MISSING || st == BLOCK_NOT_FOUND ? "missing" : error);
 	fsm_enter(&it->fsm, it, RS_FETCH);
 }
 

@@ -197,7 +197,7 @@ scrub_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
 		return;
 	/* A row deleted meanwhile is not a corruption. */
 	scrub_item_done(s, clock_mono_us() - s->verify_started_us, st == BLOCK_CORRUPT ||
-	    (st == BLOCK_MISSING && error != NULL && strstr(error, "no such block") == NULL));
+	    (st == BLOCK_MISSING && error != NULL));
 }
 
 static void
