@@ -9,8 +9,13 @@
  * - work on one hash that changes its file (store, collect, purge) is
  *   serialised through bs->busy: a put that meets a hash being deleted
  *   waits for the delete to finish, so it can never lose a fresh file;
- * - hashing, compression and disk I/O run on the I/O pool; the loop only
- *   touches the database.
+ * - a block whose last reference goes (decref, or a new block stored
+ *   with noref) is queued for collection in the transaction that drops
+ *   it, so a crash cannot leave garbage that nothing collects;
+ * - hashing, compression and the reads and writes of block files run on
+ *   the I/O pool (blockfile.c, bs_del_work); the loop touches the
+ *   database, hashes only inline blocks (under BLOCK_INLINE_MAX bytes)
+ *   and does no file work beyond a stat() or an unlink().
  */
 #include "blockstore.h"
 
@@ -314,7 +319,7 @@ bs_put_stage1_done(void *arg)
 	}
 	bs_path(bs, op->w.hash, op->w.compressed, op->final, sizeof(op->final));
 	/* Before the rename: a crash between rename and commit leaves a
-	 * file that only this name leads back to (blockstore_reconcile). */
+	 * file that only this name leads back to (bs_reconcile). */
 	if (op->resv_id != 0 &&
 	    budget_name(&bs->budget, op->resv_id, op->w.hash, HASH_LEN, &e) < 0) {
 		unlink(op->w.tmp);

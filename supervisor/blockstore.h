@@ -3,11 +3,12 @@
  *
  * A block is named by the SHA-256 of its bytes.  Blocks under
  * BLOCK_INLINE_MAX bytes live in state.db; larger ones in
- * <state dir>/blocks/ab/cd/<hash>[.zst].  Every read verifies; a mismatch
- * renames the file *.corrupted and queues the block for resync.  Writes
- * go temp file → fsync → rename → fsync directory before the row that
- * names the file commits.  Hashing, compression and disk I/O run on the
- * I/O pool, never on the loop.
+ * <state dir>/blocks/ab/cd/<hash>[.zst].  Every read verifies; a get that
+ * finds a block missing or corrupt queues it for resync (a corrupt file
+ * is renamed *.corrupted first).  Writes go temp file → fsync → rename →
+ * fsync directory before the row that names the file commits.  Hashing,
+ * compression and the reads and writes of files run on the I/O pool
+ * (blockfile.c); the loop hashes only inline blocks, a few KiB at most.
  */
 #ifndef FARMD_BLOCKSTORE_H
 #define FARMD_BLOCKSTORE_H
@@ -38,8 +39,9 @@ struct block_info {
 
 /* put: hash is the block's name on success; error is NULL then. */
 typedef void (*block_put_cb)(void *arg, const uint8_t hash[HASH_LEN], const char *error);
-/* get/verify: data (verified, owned by the callee: free it) and its
- * length on success; error set otherwise. */
+/* get/verify: st BLOCK_OK with the verified bytes in data (the callback
+ * owns them and frees them) and their length; otherwise data is NULL and
+ * error says why, BLOCK_NOT_FOUND meaning the store has no such block. */
 typedef void (*block_get_cb)(void *arg, uint8_t *data, size_t len,
     enum block_status st, const char *error);
 
@@ -52,18 +54,17 @@ void blockstore_put_fd(struct blockstore *bs, int fd, block_put_cb cb, void *arg
 
 /* Stores len bytes from memory the caller keeps alive and unchanged until
  * cb runs (no copy on the loop).  With noref no reference is taken: a new
- * block is then
- * unreferenced and collected after gc_delay unless the caller references
- * it with blockstore_incref() in the meantime, typically in the same
- * transaction as the row that owns it, so a crash cannot leak a
- * reference. */
+ * block is then unreferenced and collected after gc_delay unless the
+ * caller references it with blockstore_incref() in the meantime,
+ * typically in the same transaction as the row that owns it, so a crash
+ * cannot leak a reference. */
 void blockstore_store_mem(struct blockstore *bs, const uint8_t *data, size_t len,
     int noref, block_put_cb cb, void *arg);
-/* One more reference to a stored block (fails if it is gone). */
+/* One more reference to a stored block (fails if it has no row). */
 int blockstore_incref(struct blockstore *bs, const uint8_t hash[HASH_LEN], struct err *e);
 
-/* Reads and verifies.  A missing or corrupt block is queued for resync
- * before cb runs. */
+/* Reads and verifies.  A missing or corrupt block is logged and queued
+ * for resync before cb runs. */
 void blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN],
     block_get_cb cb, void *arg);
 
@@ -85,8 +86,9 @@ int blockstore_decref(struct blockstore *bs, const uint8_t hash[HASH_LEN],
 int blockstore_purge(struct blockstore *bs, const uint8_t hash[HASH_LEN],
     int64_t *refs, struct err *e);
 
-/* For resync and scrub: deletes an unreferenced block whose delay has
- * passed (1 if deleted, 0 if it is referenced again or young). */
+/* For resync: deletes an unreferenced block whose delay has passed; cb
+ * gets 1 if it was deleted, 0 if it is referenced again, young, gone or
+ * being deleted already, -1 and error on failure. */
 typedef void (*block_done_cb)(void *arg, int result, const char *error);
 void blockstore_collect(struct blockstore *bs, const uint8_t hash[HASH_LEN],
     uint64_t now_ms, block_done_cb cb, void *arg);
@@ -120,7 +122,7 @@ void blockstore_set_budget(struct blockstore *bs, uint64_t limit);
 int blockstore_arm_fault(struct blockstore *bs, const char *fault);
 #endif
 
-/* Hex form of a hash in a static-free buffer. */
+/* Hex form of a hash, into the caller's buffer. */
 void block_hex(const uint8_t hash[HASH_LEN], char out[HASH_HEX_LEN + 1]);
 
 #endif
