@@ -35,6 +35,7 @@
 #include "history.h"
 #include "io.h"
 #include "plot.h"
+#include "plot_scrub.h"
 #include "pool.h"
 #include "resync.h"
 #include "scrub.h"
@@ -264,7 +265,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 	if ((d->plot = plot_new(d, e)) == NULL)
 		return -1;
 	/* After plot: a scrub resumed mid-run may be checking sectors. */
-	if ((d->scrub = scrub_new(d, e)) == NULL)
+	if ((d->scrub = scrub_new(d, (const struct scrub_source *const[]){
+	    &scrub_source_blocks, &plot_scrub_sectors, NULL }, e)) == NULL)
 		return -1;
 	if ((d->pool = pool_new(d, e)) == NULL)
 		return -1;

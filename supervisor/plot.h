@@ -59,17 +59,6 @@ typedef void (*plot_read_cb)(void *arg, uint8_t *data, size_t len, const char *e
 void plot_sector_read(struct plot *p, const char *farm, uint32_t sector,
     uint32_t offset, plot_read_cb cb, void *arg);
 
-/* Plot scrub, driven by scrub.c.  next: the first sector holding content
- * after (farm, idx) (or the first of all when !have): 1 found, 0 end,
- * -1 database error (logged). */
-int plot_scrub_next(struct plot *p, int have, uint32_t farm, uint32_t idx,
-    uint32_t *nfarm, uint32_t *nidx);
-/* result: 0 verified, 1 corrupt (marked expired, to be replotted),
- * -1 skipped (in flight, changed meanwhile, or unreadable). */
-typedef void (*plot_scrub_cb)(void *arg, int result);
-void plot_scrub_sector(struct plot *p, uint32_t farm, uint32_t idx,
-    plot_scrub_cb cb, void *arg);
-
 #ifdef FAULT_INJECTION
 /* The next sector write fails with EIO. */
 void plot_arm_write_fault(struct plot *p);

@@ -1,7 +1,8 @@
 /*
- * plot_scrub.c: the plot scrub's two steps, driven by scrub.c: find the
- * next sector holding content, and re-read it whole (I/O pool) against
- * the checksum its row recorded.
+ * plot_scrub.c: the plotted sectors as a scrub source (plot_scrub.h), the
+ * row scrub.c walks after the blocks: next finds the sector holding
+ * content after a position "farm:index", check re-reads it whole (I/O
+ * pool) against the checksum its row recorded.
  *
  * Invariants:
  *  - A sector in flight is never checked, and a mismatch (or an EIO)
@@ -10,10 +11,11 @@
  *  - Every check on the I/O pool is counted in p->checks until it
  *    answers, and stops early once p->cancel is set (shutdown).
  */
-#include "plot.h"
+#include "plot_scrub.h"
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,20 +27,22 @@
 #include "io.h"
 #include "log.h"
 #include "plot_int.h"
+#include "scrub.h"
 #include "sector.h"
 #include "sjob.h"
 
 #define PLOT_SCRUB_CHUNK (1u << 20)
 
-int
-plot_scrub_next(struct plot *p, int have, uint32_t farm, uint32_t idx, uint32_t *nfarm,
-    uint32_t *nidx)
+/* The first sector holding content after pos (or the first of all). */
+static int
+plot_scrub_next(struct farmd *d, const char *pos, char item[SCRUB_POS_MAX], struct err *e)
 {
-	struct err e;
-	int found = sector_next_plotted(p, have, farm, idx, nfarm, nidx, &e);
+	uint32_t farm = 0, idx = 0, nfarm, nidx;
+	int have = sscanf(pos, "%" SCNu32 ":%" SCNu32, &farm, &idx) == 2;
+	int found = sector_next_plotted(d->plot, have, farm, idx, &nfarm, &nidx, e);
 
-	if (found < 0)
-		log_err("plot scrub: %s", e.msg);
+	if (found == 1)
+		snprintf(item, SCRUB_POS_MAX, "%" PRIu32 ":%" PRIu32, nfarm, nidx);
 	return found;
 }
 
@@ -50,7 +54,7 @@ struct plot_scrub_check {
 	struct sector_row row;
 	uint8_t sum[HASH_LEN];
 	int io_err;
-	plot_scrub_cb cb;
+	scrub_check_cb cb;
 	void *arg;
 };
 
@@ -99,22 +103,22 @@ plot_scrub_done(void *arg)
 {
 	struct plot_scrub_check *c = arg;
 	struct plot *p = c->p;
-	int result = -1;
+	int result = SCRUB_SKIPPED;
 
 	p->checks--;
 	if (p->stopping || c->io_err == ECANCELED) {
-		result = -1;
+		result = SCRUB_SKIPPED;
 	} else if (c->io_err == EIO && plot_sector_unchanged(p, c->f, c->idx, &c->row)) {
 		/* Unreadable bytes are damaged bytes: replot them. */
-		result = 1;
+		result = SCRUB_CORRUPT;
 		plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: read failed: "
 		    "Input/output error");
 	} else if (c->io_err) {
 		log_warn("plot scrub: sector %" PRIu32 "/%" PRIu32 ": %s", c->f->id, c->idx,
 		    strerror(c->io_err));
 	} else if (plot_sector_unchanged(p, c->f, c->idx, &c->row)) {
-		result = memcmp(c->sum, c->row.checksum, HASH_LEN) != 0;
-		if (result == 1)
+		result = memcmp(c->sum, c->row.checksum, HASH_LEN) != 0 ? SCRUB_CORRUPT : SCRUB_OK;
+		if (result == SCRUB_CORRUPT)
 			plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: bytes do not "
 			    "match the checksum");
 	}
@@ -122,17 +126,25 @@ plot_scrub_done(void *arg)
 	free(c);
 }
 
-void
-plot_scrub_sector(struct plot *p, uint32_t farm, uint32_t idx, plot_scrub_cb cb, void *arg)
+/* A sector in flight, gone or without a checksum is skipped. */
+static void
+plot_scrub_check(struct farmd *d, const char *item, scrub_check_cb cb, void *arg)
 {
-	struct farm *f = farm_by_id(p, farm);
+	struct plot *p = d->plot;
+	uint32_t farm, idx;
+	struct farm *f;
 	struct plot_scrub_check *c;
 	struct err e;
 
+	if (sscanf(item, "%" SCNu32 ":%" SCNu32, &farm, &idx) != 2) {
+		cb(arg, SCRUB_SKIPPED);
+		return;
+	}
+	f = farm_by_id(p, farm);
 	if (p->stopping || f == NULL || f->fd < 0 || idx >= f->g.sectors ||
 	    sjob_find(p, f, idx) != NULL ||
 	    (c = calloc(1, sizeof(*c))) == NULL) {
-		cb(arg, -1);
+		cb(arg, SCRUB_SKIPPED);
 		return;
 	}
 	c->p = p;
@@ -143,9 +155,15 @@ plot_scrub_sector(struct plot *p, uint32_t farm, uint32_t idx, plot_scrub_cb cb,
 	if (sector_get(p, f, idx, &c->row, &e) < 0 || !c->row.have_checksum ||
 	    io_submit(p->d->io, plot_scrub_work, plot_scrub_done, c) < 0) {
 		free(c);
-		cb(arg, -1);
+		cb(arg, SCRUB_SKIPPED);
 		return;
 	}
 	p->checks++;
 }
+
+const struct scrub_source plot_scrub_sectors = {
+	.name = "sectors", .next = plot_scrub_next, .check = plot_scrub_check,
+	.pos_key = "scrub.sector_position", .checked_key = "scrub.sectors_checked",
+	.corruptions_key = "scrub.sector_corruptions",
+};
 

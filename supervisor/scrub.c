@@ -1,18 +1,33 @@
 /*
- * scrub.c: the scrubber as a state machine (DESIGN §9).
+ * scrub.c: the scrubber as a state machine (DESIGN §9) on the fsm runner.
  *
- *   IDLE ─start/schedule─► NEXT ─► VERIFY ─► SLEEP ─► NEXT … ─► (end) IDLE
- *                           ▲                  │
- *                 resume    │   PAUSED ◄─pause─┘ (after the block in hand)
+ *   IDLE ─start/schedule─► NEXT ─► VERIFY ─► CHECKED ─► SLEEP ─► NEXT …
+ *     ▲                     │ ▲                 │
+ *     └──── end of run ─────┘ ├─resume─ PAUSED ◄┘ pause (after the item in hand)
+ *                             └─resume─ ERROR ◄── a failed query, allocation,
+ *                                                 check or save
+ *   cancel: any state ─► IDLE
  *
- * A run has two phases: blocks, then plotted sectors.  NEXT picks the
- * first block (or sector) after the saved position; VERIFY reads a block
- * through the block store (which reports corrupt or missing blocks to
- * resync) or rehashes a sector against its checksum (plot.c marks a
- * mismatch expired, so it is replotted); SLEEP waits tranquility × the
- * time the item took.  The run's
- * state, position and counters live in the meta table and are saved at
- * most every SCRUB_SAVE_MS, so a crash re-checks at most a few blocks.
+ * A run walks the sources given to scrub_new in order (the blocks, then
+ * the plotted sectors); it knows them only by their rows.  NEXT asks the
+ * source in hand for the first item after its position and moves on to
+ * the next source at the end of one; VERIFY hands the item to the
+ * source's check (a block is read through the block store, which reports
+ * corrupt or missing blocks to resync; a sector is rehashed against its
+ * checksum, and a mismatch is marked expired, so it is replotted);
+ * CHECKED counts the answer and moves the position; SLEEP waits
+ * tranquility × the time the item took.
+ *
+ * Invariants:
+ * - fsm_enter is the only writer of the state;
+ * - status and the meta table show the public state (sc_public): ERROR
+ *   shows, and is saved, as "paused", as it was before it had a state of
+ *   its own, so resume retries it and a restart keeps it paused;
+ * - the run's state, phase, positions and counters live in the meta
+ *   table under the keys of each source's row, saved at most every
+ *   SCRUB_SAVE_MS, so a crash re-checks at most a few items;
+ * - an answer that arrives after a cancel or restart of its run (a new
+ *   generation) is dropped.
  */
 #include "scrub.h"
 
@@ -27,92 +42,125 @@
 #include "clock.h"
 #include "db.h"
 #include "farmd.h"
+#include "fsm.h"
 #include "log.h"
-#include "plot.h"
 
 #define SCRUB_SAVE_MS 500
 #define SCRUB_SCHEDULE_CHECK_MS 60000
 
-enum scrub_state { SC_IDLE, SC_NEXT, SC_VERIFY, SC_SLEEP, SC_PAUSED };
+enum scrub_state {
+	SC_IDLE, SC_NEXT, SC_VERIFY, SC_CHECKED, SC_SLEEP, SC_PAUSED, SC_ERROR, SC_NSTATES
+};
 
-static const char *const sc_names[] = {
-	[SC_IDLE] = "idle", [SC_NEXT] = "next", [SC_VERIFY] = "verify",
-	[SC_SLEEP] = "sleep", [SC_PAUSED] = "paused",
+/* A source and where the run is in it. */
+struct scrub_walk {
+	const struct scrub_source *src;
+	char pos[SCRUB_POS_MAX];        /* the last item checked, "" for none */
+	uint64_t checked, corruptions;
 };
 
 struct scrub {
 	struct farmd *d;
-	enum scrub_state state;
+	struct fsm m;
 	int want_pause;
 	int stopping;
-	uint8_t position[HASH_LEN];
-	int have_position;
-	int sectors;                    /* phase 2: plotted sectors */
-	int have_spos;
-	uint32_t spos_farm, spos_idx;   /* last sector checked */
-	uint32_t cur_farm, cur_idx;
-	uint64_t checked, corruptions;
-	uint64_t sectors_checked, sector_corruptions;
+	struct scrub_walk walk[SCRUB_MAX_SOURCES];
+	int nwalk;
+	int phase;                      /* the walk in hand */
+	char cur[SCRUB_POS_MAX];        /* the item being verified */
+	int result;                     /* its answer (enum scrub_result) */
+	uint64_t took_us;
 	uint64_t started_ms, last_done_ms, next_run_ms;
 	uint64_t verify_started_us, last_saved_ms;
-	uint8_t current[HASH_LEN];
+	char error[ERR_MSG_MAX];        /* why ERROR was entered */
 	uint64_t gen;                   /* bumped by start and cancel */
 	int inflight;                   /* verifies not yet answered */
 	struct event *timer;            /* SLEEP wake-up and schedule checks */
 };
 
-/* A verify in flight, tied to the run that asked for it: an answer that
- * arrives after a cancel or restart of the run is dropped. */
+/* A verify in flight, tied to the run that asked for it. */
 struct scrub_ticket {
 	struct scrub *s;
 	uint64_t gen;
 };
 
-static void scrub_enter(struct scrub *s, enum scrub_state next);
+static int scrub_idle(void *obj);
+static int scrub_next(void *obj);
+static int scrub_verify(void *obj);
+static int scrub_checked(void *obj);
+static int scrub_sleep(void *obj);
+static int scrub_stop(void *obj);
+
+static const struct fsm_state sc_states[SC_NSTATES] = {
+	[SC_IDLE] =     { "idle", scrub_idle },         /* arms the schedule */
+	[SC_NEXT] =     { "next", scrub_next },
+	[SC_VERIFY] =   { "verify", scrub_verify },     /* until the source answers */
+	[SC_CHECKED] =  { "checked", scrub_checked },
+	[SC_SLEEP] =    { "sleep", scrub_sleep },       /* until the timer */
+	[SC_PAUSED] =   { "paused", scrub_stop },       /* until resume or cancel */
+	[SC_ERROR] =    { "error", scrub_stop },        /* until resume or cancel */
+};
+
+static const struct fsm_def sc_def = {
+	.name = "scrub", .states = sc_states, .nstates = SC_NSTATES,
+	.error = SC_ERROR, .final = -1,
+};
+
+/* What status shows and scrub.state holds (unchanged formats). */
+static const char *const sc_public[SC_NSTATES] = {
+	[SC_IDLE] = "idle", [SC_NEXT] = "running", [SC_VERIFY] = "running",
+	[SC_CHECKED] = "running", [SC_SLEEP] = "running", [SC_PAUSED] = "paused",
+	[SC_ERROR] = "paused",
+};
 
 static const char *
 scrub_public_state(const struct scrub *s)
 {
-	return s->state == SC_IDLE ? "idle" : s->state == SC_PAUSED ? "paused" : "running";
+	return sc_public[s->m.state];
 }
 
-static void
+/* Enters ERROR's cause; returns the state to go to. */
+static int
+scrub_fail(struct scrub *s, const char *msg)
+{
+	snprintf(s->error, sizeof(s->error), "%s", msg);
+	return SC_ERROR;
+}
+
+static int
 scrub_save(struct scrub *s)
 {
-	char pos[HASH_HEX_LEN + 1], v[64];
+	char v[64];
 	struct err e;
 
-	if (s->have_position)
-		block_hex(s->position, pos);
-	else
-		pos[0] = '\0';
 	if (db_begin(s->d->db, &e) < 0)
 		goto fail;
 #define SAVE(key, fmt, val) do { snprintf(v, sizeof(v), fmt, val); \
 	if (db_meta_set(s->d->db, key, v, &e) < 0) goto rollback; } while (0)
 	SAVE("scrub.state", "%s", scrub_public_state(s));
-	SAVE("scrub.checked", "%" PRIu64, s->checked);
-	SAVE("scrub.corruptions", "%" PRIu64, s->corruptions);
 	SAVE("scrub.started_ms", "%" PRIu64, s->started_ms);
 	SAVE("scrub.last_done_ms", "%" PRIu64, s->last_done_ms);
 	SAVE("scrub.next_run_ms", "%" PRIu64, s->next_run_ms);
-	SAVE("scrub.phase", "%s", s->sectors ? "sectors" : "blocks");
-	SAVE("scrub.sectors_checked", "%" PRIu64, s->sectors_checked);
-	SAVE("scrub.sector_corruptions", "%" PRIu64, s->sector_corruptions);
-	snprintf(v, sizeof(v), "%" PRIu32 ":%" PRIu32, s->spos_farm, s->spos_idx);
-	if (db_meta_set(s->d->db, "scrub.sector_position", s->have_spos ? v : "", &e) < 0)
-		goto rollback;
+	SAVE("scrub.phase", "%s", s->walk[s->phase].src->name);
+	for (int i = 0; i < s->nwalk; i++) {
+		const struct scrub_walk *w = &s->walk[i];
+
+		SAVE(w->src->checked_key, "%" PRIu64, w->checked);
+		SAVE(w->src->corruptions_key, "%" PRIu64, w->corruptions);
+		if (db_meta_set(s->d->db, w->src->pos_key, w->pos, &e) < 0)
+			goto rollback;
+	}
 #undef SAVE
-	if (db_meta_set(s->d->db, "scrub.position", pos, &e) < 0)
-		goto rollback;
 	if (db_commit(s->d->db, &e) < 0)
 		goto rollback;
 	s->last_saved_ms = clock_mono_ms();
-	return;
+	return 0;
 rollback:
 	db_rollback(s->d->db);
 fail:
 	log_err("scrub: cannot save progress: %s", e.msg);
+	snprintf(s->error, sizeof(s->error), "cannot save progress: %s", e.msg);
+	return -1;
 }
 
 /* interval × [5/6, 7/6]: 25–35 days for the default 30. */
@@ -145,181 +193,173 @@ scrub_arm_schedule(struct scrub *s)
 	scrub_arm(s, wait < SCRUB_SCHEDULE_CHECK_MS ? wait : SCRUB_SCHEDULE_CHECK_MS);
 }
 
-/* An item (block or sector) answered: move the position, count, save
- * now and then, sleep.  corrupt < 0: a sector skipped (in flight or
- * changed meanwhile), not counted as checked. */
 static void
-scrub_item_done(struct scrub *s, uint64_t took_us, int corrupt)
+scrub_rewind(struct scrub *s)
 {
-	double tranq = s->d->cfg.blocks.scrub_tranquility;
-
-	if (s->sectors) {
-		s->spos_farm = s->cur_farm;
-		s->spos_idx = s->cur_idx;
-		s->have_spos = 1;
-		s->sectors_checked += corrupt >= 0;
-		s->sector_corruptions += corrupt == 1;
-	} else {
-		memcpy(s->position, s->current, HASH_LEN);
-		s->have_position = 1;
-		s->checked++;
-		s->corruptions += corrupt;
-	}
-	if (s->stopping) {
-		s->state = SC_SLEEP;    /* saved as running: continues at start */
-		scrub_save(s);
-		return;
-	}
-	if (s->checked + s->sectors_checked == 1 ||
-	    clock_mono_ms() - s->last_saved_ms >= SCRUB_SAVE_MS)
-		scrub_save(s);
-	if (s->want_pause) {
-		scrub_enter(s, SC_PAUSED);
-		return;
-	}
-	s->state = SC_SLEEP;
-	scrub_arm(s, (uint64_t)((double)took_us * tranq / 1000.0));
+	for (int i = 0; i < s->nwalk; i++)
+		s->walk[i].pos[0] = '\0';
+	s->phase = 0;
 }
 
-static void
-scrub_verify_done(void *arg, uint8_t *data, size_t len, enum block_status st,
-    const char *error)
+static const struct scrub_walk *
+scrub_walk_named(const struct scrub *s, const char *name)
 {
-	struct scrub_ticket *t = arg;
-	struct scrub *s = t->s;
-	int stale = t->gen != s->gen || s->state != SC_VERIFY;
+	for (int i = 0; i < s->nwalk; i++)
+		if (strcmp(s->walk[i].src->name, name) == 0)
+			return &s->walk[i];
+	return NULL;
+}
 
-	(void)len;
-	free(data);
-	free(t);
-	s->inflight--;
-	if (stale)
-		return;
-	/* A row deleted meanwhile is not a corruption. */
-	scrub_item_done(s, clock_mono_us() - s->verify_started_us, st == BLOCK_CORRUPT ||
-	    (st == BLOCK_MISSING && error != NULL));
+static uint64_t
+scrub_blocks_checked(const struct scrub *s)
+{
+	struct scrub_stats st;
+
+	scrub_stats(s, &st);
+	return st.checked;
+}
+
+/* ---- the steps -------------------------------------------------------- */
+
+/* IDLE: the run is over (or cancelled); the schedule starts the next. */
+static int
+scrub_idle(void *obj)
+{
+	struct scrub *s = obj;
+
+	scrub_rewind(s);
+	scrub_save(s);
+	scrub_arm_schedule(s);
+	return FSM_ASYNC;
 }
 
 static void
-scrub_sector_done(void *arg, int result)
+scrub_log_finished(const struct scrub *s)
 {
-	struct scrub_ticket *t = arg;
-	struct scrub *s = t->s;
-	int stale = t->gen != s->gen || s->state != SC_VERIFY;
+	struct scrub_stats st;
 
-	free(t);
-	s->inflight--;
-	if (stale)
-		return;
-	scrub_item_done(s, clock_mono_us() - s->verify_started_us, result);
+	scrub_stats(s, &st);
+	log_info("scrub finished: %" PRIu64 " blocks checked, %" PRIu64 " corrupt or missing; "
+	    "%" PRIu64 " sectors checked, %" PRIu64 " corrupt", st.checked, st.corruptions,
+	    st.sectors_checked, st.sector_corruptions);
 }
 
-/* NEXT, second phase: the first plotted sector after the position. */
-static enum scrub_state
-scrub_next_sector(struct scrub *s)
+/* NEXT: the first item after the position in the source in hand, else
+ * in the sources after it; at the end of the last the run is over. */
+static int
+scrub_next(void *obj)
 {
-	switch (plot_scrub_next(s->d->plot, s->have_spos, s->spos_farm, s->spos_idx,
-	    &s->cur_farm, &s->cur_idx)) {
-	case 1:
-		return SC_VERIFY;
-	case 0:
-		return SC_IDLE;
-	default:
-		return SC_PAUSED;       /* logged; resume retries */
+	struct scrub *s = obj;
+	struct err e = { "" };
+	char why[ERR_MSG_MAX + 32];
+
+	for (;;) {
+		struct scrub_walk *w = &s->walk[s->phase];
+		int rc = w->src->next(s->d, w->pos, s->cur, &e);
+
+		if (rc > 0)
+			return SC_VERIFY;
+		if (rc < 0) {
+			snprintf(why, sizeof(why), "%s: %s", w->src->name, e.msg);
+			return scrub_fail(s, why);
+		}
+		if (s->phase + 1 == s->nwalk)
+			break;
+		s->phase++;
 	}
-}
-
-/* The first block after the position; IDLE at the end of the blocks. */
-static enum scrub_state
-scrub_next_block(struct scrub *s)
-{
-	sqlite3_stmt *st;
-	struct err e;
-	int rc;
-
-	st = db_prepare(s->d->db, s->have_position ?
-	    "SELECT hash FROM blocks WHERE hash > ? ORDER BY hash LIMIT 1" :
-	    "SELECT hash FROM blocks ORDER BY hash LIMIT 1", &e);
-	if (st == NULL) {
-		log_err("scrub: %s", e.msg);
-		return SC_PAUSED;
-	}
-	if (s->have_position)
-		sqlite3_bind_blob(st, 1, s->position, HASH_LEN, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_ROW && sqlite3_column_bytes(st, 0) == HASH_LEN) {
-		memcpy(s->current, sqlite3_column_blob(st, 0), HASH_LEN);
-		sqlite3_finalize(st);
-		return SC_VERIFY;
-	}
-	sqlite3_finalize(st);
-	return SC_IDLE;
-}
-
-/* NEXT: blocks, then sectors; at the end of both the run is over. */
-static enum scrub_state
-scrub_next(struct scrub *s)
-{
-	enum scrub_state next = s->sectors ? SC_IDLE : scrub_next_block(s);
-
-	if (next == SC_VERIFY || next == SC_PAUSED)
-		return next;
-	s->sectors = 1;
-	if ((next = scrub_next_sector(s)) != SC_IDLE)
-		return next;
 	s->last_done_ms = clock_real_ms();
 	s->next_run_ms = scrub_next_run(s, s->last_done_ms);
-	log_info("scrub finished: %" PRIu64 " blocks checked, %" PRIu64 " corrupt or missing; "
-	    "%" PRIu64 " sectors checked, %" PRIu64 " corrupt", s->checked, s->corruptions,
-	    s->sectors_checked, s->sector_corruptions);
+	scrub_log_finished(s);
 	return SC_IDLE;
 }
 
-/* The one place the scrub's state changes. */
 static void
-scrub_enter(struct scrub *s, enum scrub_state next)
+scrub_check_done(void *arg, int result)
 {
-	for (;;) {
-		log_debug("scrub: %s -> %s", sc_names[s->state], sc_names[next]);
-		s->state = next;
-		switch (next) {
-		case SC_NEXT:
-			next = scrub_next(s);
-			continue;
-		case SC_VERIFY: {
-			struct scrub_ticket *t = malloc(sizeof(*t));
+	struct scrub_ticket *t = arg;
+	struct scrub *s = t->s;
+	int stale = t->gen != s->gen || s->m.state != SC_VERIFY;
 
-			if (t == NULL) {
-				next = SC_PAUSED;
-				continue;
-			}
-			t->s = s;
-			t->gen = s->gen;
-			s->inflight++;
-			s->verify_started_us = clock_mono_us();
-			if (s->sectors)
-				plot_scrub_sector(s->d->plot, s->cur_farm, s->cur_idx,
-				    scrub_sector_done, t);
-			else
-				blockstore_get(s->d->blocks, s->current, scrub_verify_done, t);
-			return;
-		}
-		case SC_SLEEP:
-			return;                 /* the timer goes on to NEXT */
-		case SC_PAUSED:
-			s->want_pause = 0;
-			scrub_save(s);
-			return;
-		case SC_IDLE:
-			s->have_position = 0;
-			s->have_spos = 0;
-			s->sectors = 0;
-			scrub_save(s);
-			scrub_arm_schedule(s);
-			return;
-		}
-	}
+	free(t);
+	s->inflight--;
+	if (stale)
+		return;
+	s->result = result;
+	s->took_us = clock_mono_us() - s->verify_started_us;
+	fsm_enter(&s->m, s, SC_CHECKED);
 }
+
+/* VERIFY: hands the item to its source; scrub_check_done goes on. */
+static int
+scrub_verify(void *obj)
+{
+	struct scrub *s = obj;
+	struct scrub_ticket *t = malloc(sizeof(*t));
+
+	if (t == NULL)
+		return scrub_fail(s, "out of memory");
+	t->s = s;
+	t->gen = s->gen;
+	s->inflight++;
+	s->verify_started_us = clock_mono_us();
+	s->walk[s->phase].src->check(s->d, s->cur, scrub_check_done, t);
+	return FSM_ASYNC;
+}
+
+/* CHECKED: move the position, count, save now and then; then pause or
+ * sleep.  A skipped item moves the position but is not counted. */
+static int
+scrub_checked(void *obj)
+{
+	struct scrub *s = obj;
+	struct scrub_walk *w = &s->walk[s->phase];
+	uint64_t total = 0;
+
+	if (s->result == SCRUB_FAILED) {
+		snprintf(s->error, sizeof(s->error), "%s %s: cannot check it now", w->src->name,
+		    s->cur);
+		return SC_ERROR;
+	}
+	memcpy(w->pos, s->cur, sizeof(w->pos));
+	w->checked += s->result >= 0;
+	w->corruptions += s->result == SCRUB_CORRUPT;
+	if (s->stopping) {
+		scrub_save(s);          /* saved as running: continues at start */
+		return FSM_ASYNC;
+	}
+	for (int i = 0; i < s->nwalk; i++)
+		total += s->walk[i].checked;
+	if ((total == 1 || clock_mono_ms() - s->last_saved_ms >= SCRUB_SAVE_MS) &&
+	    scrub_save(s) < 0)
+		return SC_ERROR;
+	return s->want_pause ? SC_PAUSED : SC_SLEEP;
+}
+
+/* SLEEP: tranquility × the time the item took; the timer goes on. */
+static int
+scrub_sleep(void *obj)
+{
+	struct scrub *s = obj;
+
+	scrub_arm(s, (uint64_t)((double)s->took_us * s->d->cfg.blocks.scrub_tranquility /
+	    1000.0));
+	return FSM_ASYNC;
+}
+
+/* PAUSED and ERROR: saved as paused; resume or cancel goes on. */
+static int
+scrub_stop(void *obj)
+{
+	struct scrub *s = obj;
+
+	if (s->m.state == SC_ERROR)
+		log_err("scrub: %s; paused (scrub resume retries)", s->error);
+	s->want_pause = 0;
+	scrub_save(s);
+	return FSM_ASYNC;
+}
+
+/* ---- events and commands ---------------------------------------------- */
 
 static void
 scrub_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -331,11 +371,11 @@ scrub_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (s->stopping)
 		return;
-	if (s->state == SC_SLEEP) {
-		scrub_enter(s, SC_NEXT);
+	if (s->m.state == SC_SLEEP) {
+		fsm_enter(&s->m, s, SC_NEXT);
 		return;
 	}
-	if (s->state == SC_IDLE) {
+	if (s->m.state == SC_IDLE) {
 		if (clock_real_ms() >= s->next_run_ms) {
 			log_info("scrub: scheduled run starting");
 			scrub_start(s, &e);
@@ -348,22 +388,18 @@ scrub_timer_cb(evutil_socket_t fd, short what, void *arg)
 int
 scrub_start(struct scrub *s, struct err *e)
 {
-	if (s->state != SC_IDLE)
+	if (s->m.state != SC_IDLE)
 		return err_set(e, "scrub is %s already%s", scrub_public_state(s),
-		    s->state == SC_PAUSED ? " (resume or cancel it)" : "");
-	s->have_position = 0;
-	s->have_spos = 0;
-	s->sectors = 0;
-	s->checked = 0;
-	s->corruptions = 0;
-	s->sectors_checked = 0;
-	s->sector_corruptions = 0;
+		    strcmp(scrub_public_state(s), "paused") == 0 ? " (resume or cancel it)" : "");
+	scrub_rewind(s);
+	for (int i = 0; i < s->nwalk; i++)
+		s->walk[i].checked = s->walk[i].corruptions = 0;
 	s->gen++;
 	s->started_ms = clock_real_ms();
 	evtimer_del(s->timer);
 	log_info("scrub started (tranquility %g)", s->d->cfg.blocks.scrub_tranquility);
-	scrub_enter(s, SC_NEXT);
-	if (s->state != SC_IDLE)
+	fsm_enter(&s->m, s, SC_NEXT);
+	if (s->m.state != SC_IDLE)
 		scrub_save(s);
 	return 0;
 }
@@ -371,68 +407,184 @@ scrub_start(struct scrub *s, struct err *e)
 int
 scrub_pause(struct scrub *s, struct err *e)
 {
-	if (s->state == SC_IDLE || s->state == SC_PAUSED)
+	if (s->m.state == SC_IDLE || strcmp(scrub_public_state(s), "paused") == 0)
 		return err_set(e, "scrub is %s, not running", scrub_public_state(s));
-	if (s->state == SC_VERIFY) {
-		s->want_pause = 1;      /* after the block in hand */
+	if (s->m.state == SC_VERIFY) {
+		s->want_pause = 1;      /* after the item in hand */
 		return 0;
 	}
 	evtimer_del(s->timer);
-	scrub_enter(s, SC_PAUSED);
+	fsm_enter(&s->m, s, SC_PAUSED);
 	return 0;
 }
 
 int
 scrub_resume(struct scrub *s, struct err *e)
 {
-	if (s->state != SC_PAUSED)
+	if (s->m.state != SC_PAUSED && s->m.state != SC_ERROR)
 		return err_set(e, "scrub is %s, not paused", scrub_public_state(s));
-	scrub_enter(s, SC_NEXT);
+	fsm_enter(&s->m, s, SC_NEXT);
 	return 0;
 }
 
 int
 scrub_cancel(struct scrub *s, struct err *e)
 {
-	if (s->state == SC_IDLE)
+	if (s->m.state == SC_IDLE)
 		return err_set(e, "scrub is not running");
-	/* An answer for the block in hand still arrives; the new
-	 * generation makes it stale. */
+	/* An answer for the item in hand still arrives; the new generation
+	 * makes it stale. */
 	s->want_pause = 0;
 	s->gen++;
 	evtimer_del(s->timer);
-	log_info("scrub cancelled after %" PRIu64 " blocks", s->checked);
+	log_info("scrub cancelled after %" PRIu64 " blocks", scrub_blocks_checked(s));
 	s->next_run_ms = scrub_next_run(s, clock_real_ms());
-	scrub_enter(s, SC_IDLE);
+	fsm_enter(&s->m, s, SC_IDLE);
 	return 0;
+}
+
+/* ---- status ----------------------------------------------------------- */
+
+void
+scrub_stats(const struct scrub *s, struct scrub_stats *out)
+{
+	const struct scrub_walk *b = scrub_walk_named(s, "blocks");
+	const struct scrub_walk *sec = scrub_walk_named(s, "sectors");
+	static const struct scrub_walk none = { .pos = "" };
+
+	if (b == NULL)
+		b = &none;
+	if (sec == NULL)
+		sec = &none;
+	*out = (struct scrub_stats){
+		.state			= scrub_public_state(s),
+		.phase			= s->walk[s->phase].src->name,
+		.position		= b->pos,
+		.started_ms		= s->started_ms,
+		.last_done_ms		= s->last_done_ms,
+		.next_run_ms		= s->next_run_ms,
+		.checked		= b->checked,
+		.corruptions		= b->corruptions,
+		.sectors_checked	= sec->checked,
+		.sector_corruptions	= sec->corruptions,
+		.tranquility		= s->d->cfg.blocks.scrub_tranquility,
+	};
 }
 
 json_t *
 scrub_json(struct scrub *s)
 {
-	char pos[HASH_HEX_LEN + 1];
+	struct scrub_stats st;
 
-	if (s->have_position)
-		block_hex(s->position, pos);
-	else
-		pos[0] = '\0';
+	scrub_stats(s, &st);
 	return json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:s, s:I, s:I, s:I, s:f}",
-	    "state", scrub_public_state(s), "phase", s->sectors ? "sectors" : "blocks",
-	    "sectors_checked", (json_int_t)s->sectors_checked,
-	    "sector_corruptions", (json_int_t)s->sector_corruptions,
-	    "checked", (json_int_t)s->checked,
-	    "corruptions", (json_int_t)s->corruptions, "position", pos,
-	    "started_ms", (json_int_t)s->started_ms,
-	    "last_done_ms", (json_int_t)s->last_done_ms,
-	    "next_run_ms", (json_int_t)s->next_run_ms,
-	    "tranquility", s->d->cfg.blocks.scrub_tranquility);
+	    "state", st.state, "phase", st.phase,
+	    "sectors_checked", (json_int_t)st.sectors_checked,
+	    "sector_corruptions", (json_int_t)st.sector_corruptions,
+	    "checked", (json_int_t)st.checked,
+	    "corruptions", (json_int_t)st.corruptions, "position", st.position,
+	    "started_ms", (json_int_t)st.started_ms,
+	    "last_done_ms", (json_int_t)st.last_done_ms,
+	    "next_run_ms", (json_int_t)st.next_run_ms,
+	    "tranquility", st.tranquility);
+}
+
+/* ---- the blocks source ------------------------------------------------ */
+
+static int
+scrub_blocks_next(struct farmd *d, const char *pos, char item[SCRUB_POS_MAX], struct err *e)
+{
+	uint8_t after[HASH_LEN];
+	int have = pos[0] != '\0' && hex_decode(pos, after, HASH_LEN) == 0;
+	sqlite3_stmt *st;
+	int found;
+
+	st = db_prepare(d->db, have ?
+	    "SELECT hash FROM blocks WHERE hash > ? ORDER BY hash LIMIT 1" :
+	    "SELECT hash FROM blocks ORDER BY hash LIMIT 1", e);
+	if (st == NULL)
+		return -1;
+	if (have)
+		sqlite3_bind_blob(st, 1, after, HASH_LEN, SQLITE_STATIC);
+	found = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == HASH_LEN;
+	if (found)
+		block_hex(sqlite3_column_blob(st, 0), item);
+	sqlite3_finalize(st);
+	return found;
+}
+
+struct scrub_block_check {
+	scrub_check_cb cb;
+	void *arg;
+};
+
+static void
+scrub_block_done(void *arg, uint8_t *data, size_t len, enum block_status st,
+    const char *error)
+{
+	struct scrub_block_check c = *(struct scrub_block_check *)arg;
+
+	(void)len;
+	free(data);
+	free(arg);
+	/* A row deleted meanwhile is not a corruption. */
+	c.cb(c.arg, st == BLOCK_CORRUPT ||
+	    (st == BLOCK_MISSING && error != NULL));
+}
+
+/* Reads the block through the block store, which reports a corrupt or
+ * missing block to resync. */
+static void
+scrub_blocks_check(struct farmd *d, const char *item, scrub_check_cb cb, void *arg)
+{
+	uint8_t hash[HASH_LEN];
+	struct scrub_block_check *c;
+
+	if (hex_decode(item, hash, HASH_LEN) < 0 || (c = malloc(sizeof(*c))) == NULL) {
+		cb(arg, SCRUB_FAILED);
+		return;
+	}
+	c->cb = cb;
+	c->arg = arg;
+	blockstore_get(d->blocks, hash, scrub_block_done, c);
+}
+
+const struct scrub_source scrub_source_blocks = {
+	.name = "blocks", .next = scrub_blocks_next, .check = scrub_blocks_check,
+	.pos_key = "scrub.position", .checked_key = "scrub.checked",
+	.corruptions_key = "scrub.corruptions",
+};
+
+/* ---- lifecycle -------------------------------------------------------- */
+
+static void
+scrub_load(struct scrub *s)
+{
+	struct db *db = s->d->db;
+	char phase[32] = "";
+
+	s->started_ms = db_meta_get_u64(db, "scrub.started_ms", 0);
+	s->last_done_ms = db_meta_get_u64(db, "scrub.last_done_ms", 0);
+	s->next_run_ms = db_meta_get_u64(db, "scrub.next_run_ms", 0);
+	db_meta_get(db, "scrub.phase", phase, sizeof(phase), NULL);
+	for (int i = 0; i < s->nwalk; i++) {
+		struct scrub_walk *w = &s->walk[i];
+
+		w->checked = db_meta_get_u64(db, w->src->checked_key, 0);
+		w->corruptions = db_meta_get_u64(db, w->src->corruptions_key, 0);
+		db_meta_get(db, w->src->pos_key, w->pos, sizeof(w->pos), NULL);
+		if (strcmp(phase, w->src->name) == 0)
+			s->phase = i;
+	}
+	if (s->next_run_ms == 0)
+		s->next_run_ms = scrub_next_run(s, clock_real_ms());
 }
 
 struct scrub *
-scrub_new(struct farmd *d, struct err *e)
+scrub_new(struct farmd *d, const struct scrub_source *const *sources, struct err *e)
 {
 	struct scrub *s = calloc(1, sizeof(*s));
-	char state[32] = "", pos[HASH_HEX_LEN + 1] = "", phase[16] = "", spos[64] = "";
+	char state[32] = "";
 
 	if (s == NULL || (s->timer = evtimer_new(d->base, scrub_timer_cb, s)) == NULL) {
 		free(s);
@@ -440,29 +592,26 @@ scrub_new(struct farmd *d, struct err *e)
 		return NULL;
 	}
 	s->d = d;
-	s->checked = db_meta_get_u64(d->db, "scrub.checked", 0);
-	s->corruptions = db_meta_get_u64(d->db, "scrub.corruptions", 0);
-	s->started_ms = db_meta_get_u64(d->db, "scrub.started_ms", 0);
-	s->last_done_ms = db_meta_get_u64(d->db, "scrub.last_done_ms", 0);
-	s->next_run_ms = db_meta_get_u64(d->db, "scrub.next_run_ms", 0);
+	for (; sources[s->nwalk] != NULL; s->nwalk++) {
+		if (s->nwalk == SCRUB_MAX_SOURCES) {
+			scrub_free(s);
+			err_set(e, "scrub: more than %d sources", SCRUB_MAX_SOURCES);
+			return NULL;
+		}
+		s->walk[s->nwalk].src = sources[s->nwalk];
+	}
+	if (s->nwalk == 0) {
+		scrub_free(s);
+		err_set(e, "scrub: no sources");
+		return NULL;
+	}
+	scrub_load(s);
 	db_meta_get(d->db, "scrub.state", state, sizeof(state), NULL);
-	db_meta_get(d->db, "scrub.position", pos, sizeof(pos), NULL);
-	s->have_position = hex_decode(pos, s->position, HASH_LEN) == 0;
-	s->sectors_checked = db_meta_get_u64(d->db, "scrub.sectors_checked", 0);
-	s->sector_corruptions = db_meta_get_u64(d->db, "scrub.sector_corruptions", 0);
-	db_meta_get(d->db, "scrub.phase", phase, sizeof(phase), NULL);
-	db_meta_get(d->db, "scrub.sector_position", spos, sizeof(spos), NULL);
-	s->sectors = strcmp(phase, "sectors") == 0;
-	s->have_spos = sscanf(spos, "%" SCNu32 ":%" SCNu32, &s->spos_farm, &s->spos_idx) == 2;
-	if (s->next_run_ms == 0)
-		s->next_run_ms = scrub_next_run(s, clock_real_ms());
+	fsm_init(&s->m, &sc_def, strcmp(state, "paused") == 0 ? SC_PAUSED : SC_IDLE);
 	if (strcmp(state, "running") == 0) {
-		log_info("scrub resumes after %" PRIu64 " blocks checked", s->checked);
-		scrub_enter(s, SC_NEXT);
-	} else if (strcmp(state, "paused") == 0) {
-		s->state = SC_PAUSED;
-	} else {
-		s->state = SC_IDLE;
+		log_info("scrub resumes after %" PRIu64 " blocks checked", scrub_blocks_checked(s));
+		fsm_enter(&s->m, s, SC_NEXT);
+	} else if (s->m.state == SC_IDLE) {
 		scrub_arm_schedule(s);
 	}
 	return s;
@@ -474,7 +623,7 @@ scrub_quiesce(struct scrub *s)
 	if (!s->stopping) {
 		s->stopping = 1;
 		evtimer_del(s->timer);
-		if (s->state != SC_IDLE && s->state != SC_VERIFY)
+		if (s->m.state != SC_IDLE && s->m.state != SC_VERIFY)
 			scrub_save(s);
 	}
 	return s->inflight == 0;
