@@ -57,11 +57,11 @@ plot_json_progress(struct plot *p)
 		TAILQ_FOREACH(j, &p->jobs, link)
 			if (j->f == f)
 				json_array_append_new(fl, json_pack("{s:I, s:s, s:I, s:I, s:I, s:s}",
-				    "index", (json_int_t)j->index, "phase", sjob_names[j->state],
+				    "index", (json_int_t)j->index, "phase", sjob_phase(j),
 				    "pieces_done", (json_int_t)j->pieces_done,
 				    "pieces_total", (json_int_t)f->g.pieces_in_sector,
 				    "history_size", (json_int_t)j->history_size,
-				    "error", j->state == SJOB_WAIT ? j->error : ""));
+				    "error", sjob_waiting(j) ? j->error : ""));
 		if (f->in_flight > 0 || queued > 0)
 			idle = 0;
 		json_array_append_new(farms, json_pack("{s:I, s:s, s:I, s:I, s:s, s:o, s:I, s:I, "

@@ -7,10 +7,12 @@
  *    rewrite has returned; only then does a commit give it a checksum.
  *    So after a crash at any moment every row with a checksum describes
  *    bytes that are on disk, and every 'plotting' row is replotted.
- *  - sjob_enter() is the one place a job's state changes; a step that
- *    waits for completions returns SJOB_ASYNC and the last completion
+ *  - The machine is the table sjob_states (run by fsm.c: fsm_enter() is
+ *    the one place a job's state changes); a step that waits for
+ *    completions returns FSM_ASYNC and the last completion
  *    (sjob_complete) moves the job on.  The first failure is the reason
- *    shown.
+ *    shown.  The state names are internal (the transition log); what
+ *    `plot progress` shows is the separate table sjob_phases.
  *
  * The pipeline works in batches of at most PLOT_BATCH_BYTES so memory
  * stays bounded for large sectors (a production sector is 1000 MiB);
@@ -48,7 +50,8 @@
  * (sjob_encode). */
 #define PLOT_JOB_PIECES_MAX 16
 
-const char *const sjob_names[] = {
+/* The public phase of each state (`plot progress`). */
+static const char *const sjob_phases[SJOB_NSTATES] = {
 	[SJOB_MARK] = "queued", [SJOB_READ] = "reading", [SJOB_ENCODE] = "encoding",
 	[SJOB_WRITE] = "writing", [SJOB_SYNC] = "writing", [SJOB_COMMIT] = "written",
 	[SJOB_DONE] = "done", [SJOB_ERROR] = "error", [SJOB_WAIT] = "waiting",
@@ -62,8 +65,6 @@ struct sjob_part {
 	uint64_t job_id;                /* 0 once answered */
 };
 
-static void sjob_enter(struct sjob *j, enum sjob_state next);
-
 struct sjob *
 sjob_find(struct plot *p, const struct farm *f, uint32_t idx)
 {
@@ -73,6 +74,18 @@ sjob_find(struct plot *p, const struct farm *f, uint32_t idx)
 		if (j->f == f && j->index == idx)
 			return j;
 	return NULL;
+}
+
+const char *
+sjob_phase(const struct sjob *j)
+{
+	return sjob_phases[j->m.state];
+}
+
+int
+sjob_waiting(const struct sjob *j)
+{
+	return j->m.state == SJOB_WAIT;
 }
 
 /* A progress event: kept in the ring `plot progress` shows. */
@@ -145,12 +158,13 @@ sjob_complete(struct sjob *j, enum sjob_state next)
 		sjob_free(j);
 		return;
 	}
-	sjob_enter(j, j->failed ? SJOB_ERROR : next);
+	fsm_enter(&j->m, j, j->failed ? SJOB_ERROR : (int)next);
 }
 
-static enum sjob_state
-sjob_mark(struct sjob *j)
+static int
+sjob_mark(void *arg)
 {
+	struct sjob *j = arg;
 	struct plot *p = j->p;
 	char path[PATH_MAX + 16];
 	struct err e;
@@ -219,9 +233,10 @@ sjob_piece_cb(void *arg, uint8_t *data, size_t len, enum block_status st, const 
 
 /* READ: the pieces of the next batch, each verified by the block store
  * (a missing or corrupt one is reported to resync there). */
-static enum sjob_state
-sjob_read(struct sjob *j)
+static int
+sjob_read(void *arg)
 {
+	struct sjob *j = arg;
 	struct plot *p = j->p;
 	struct farm *f = j->f;
 	struct err e;
@@ -255,7 +270,7 @@ sjob_read(struct sjob *j)
 		blockstore_get(p->d->blocks, hash, sjob_piece_cb, t);
 	}
 	sjob_complete(j, SJOB_ENCODE);
-	return SJOB_ASYNC;
+	return FSM_ASYNC;
 }
 
 static void
@@ -282,9 +297,10 @@ sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, 
 
 /* ENCODE: split the batch across encode jobs; the pool queues what its
  * workers cannot take yet. */
-static enum sjob_state
-sjob_encode(struct sjob *j)
+static int
+sjob_encode(void *arg)
 {
+	struct sjob *j = arg;
 	struct plot *p = j->p;
 	struct farm *f = j->f;
 	uint32_t workers = p->d->cfg.workers.encode ? p->d->cfg.workers.encode : 1;
@@ -325,12 +341,12 @@ sjob_encode(struct sjob *j)
 		j->pending++;
 	}
 	sjob_complete(j, SJOB_WRITE);
-	return SJOB_ASYNC;
+	return FSM_ASYNC;
 }
 
 /* Queues the disk work of a step (WRITE, SYNC): its completion moves
  * the job on. */
-static enum sjob_state
+static int
 sjob_io(struct sjob *j, void (*work)(void *), void (*done)(void *), const char *what)
 {
 	j->pending = 1;
@@ -339,7 +355,7 @@ sjob_io(struct sjob *j, void (*work)(void *), void (*done)(void *), const char *
 		sjob_fail(j, "cannot queue the %s", what);
 		return SJOB_ERROR;
 	}
-	return SJOB_ASYNC;
+	return FSM_ASYNC;
 }
 
 /* I/O pool: the batch at its place in plot.bin, and into the checksum. */
@@ -377,9 +393,10 @@ sjob_write_done(void *arg)
 	    SJOB_READ : SJOB_SYNC);
 }
 
-static enum sjob_state
-sjob_write(struct sjob *j)
+static int
+sjob_write(void *arg)
 {
+	struct sjob *j = arg;
 	sjob_phase_end(j, PH_ENCODE);
 	if (j->batch_first + j->batch_n == j->f->g.pieces_in_sector)
 		sjob_event(j, "encoded", j->phase_us[PH_ENCODE]);
@@ -414,16 +431,18 @@ sjob_sync_done(void *arg)
 	sjob_complete(j, SJOB_COMMIT);
 }
 
-static enum sjob_state
-sjob_sync(struct sjob *j)
+static int
+sjob_sync(void *arg)
 {
+	struct sjob *j = arg;
 	return sjob_io(j, sjob_sync_work, sjob_sync_done, "fdatasync");
 }
 
 /* COMMIT: the bytes are on disk; now the row may say so. */
-static enum sjob_state
-sjob_commit(struct sjob *j)
+static int
+sjob_commit(void *arg)
 {
+	struct sjob *j = arg;
 	struct plot *p = j->p;
 	struct farm *f = j->f;
 	uint64_t now = history_size(p->d->history);
@@ -473,14 +492,15 @@ sjob_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (j->p->stopping)
 		return;
-	sjob_enter(j, SJOB_MARK);
+	fsm_enter(&j->m, j, SJOB_MARK);
 }
 
 /* ERROR: counted and shown; the sector stays 'plotting' and the job
  * starts over from MARK after retry_delay. */
-static enum sjob_state
-sjob_error(struct sjob *j)
+static int
+sjob_error(void *arg)
 {
+	struct sjob *j = arg;
 	struct farm *f = j->f;
 	uint64_t ms = j->p->d->cfg.plotting.retry_delay_ms;
 	struct timeval tv = clock_tv(ms);
@@ -499,32 +519,43 @@ sjob_error(struct sjob *j)
 	return SJOB_WAIT;
 }
 
-static enum sjob_state (*const sjob_steps[])(struct sjob *) = {
-	[SJOB_MARK] = sjob_mark, [SJOB_READ] = sjob_read, [SJOB_ENCODE] = sjob_encode,
-	[SJOB_WRITE] = sjob_write, [SJOB_SYNC] = sjob_sync, [SJOB_COMMIT] = sjob_commit,
-	[SJOB_ERROR] = sjob_error,
+/* DONE, the final state: the job is gone and its slot free. */
+static int
+sjob_done(void *arg)
+{
+	struct sjob *j = arg;
+	struct plot *p = j->p;
+
+	sjob_free(j);
+	plot_pump(p);
+	return FSM_ASYNC;
+}
+
+static void
+sjob_label(const void *obj, char *buf, size_t len)
+{
+	const struct sjob *j = obj;
+
+	snprintf(buf, len, "sector %" PRIu32 "/%" PRIu32, j->f->id, j->index);
+}
+
+/* The machine (DESIGN §9): internal names, for the transition log. */
+static const struct fsm_state sjob_states[SJOB_NSTATES] = {
+	[SJOB_MARK] = { "mark", sjob_mark },
+	[SJOB_READ] = { "read", sjob_read },
+	[SJOB_ENCODE] = { "encode", sjob_encode },
+	[SJOB_WRITE] = { "write", sjob_write },
+	[SJOB_SYNC] = { "sync", sjob_sync },
+	[SJOB_COMMIT] = { "commit", sjob_commit },
+	[SJOB_DONE] = { "done", sjob_done },
+	[SJOB_ERROR] = { "error", sjob_error },
+	[SJOB_WAIT] = { "wait", NULL },         /* retry_delay: sjob_timer_cb */
 };
 
-/* The one place a sector job's state changes (DESIGN §9). */
-static void
-sjob_enter(struct sjob *j, enum sjob_state next)
-{
-	while (next != SJOB_ASYNC) {
-		log_debug("sector %" PRIu32 "/%" PRIu32 ": %s -> %s", j->f->id, j->index,
-		    sjob_names[j->state], sjob_names[next]);
-		j->state = next;
-		if (next == SJOB_WAIT)
-			return;
-		if (next == SJOB_DONE) {
-			struct plot *p = j->p;
-
-			sjob_free(j);
-			plot_pump(p);
-			return;
-		}
-		next = sjob_steps[next](j);
-	}
-}
+static const struct fsm_def sjob_fsm = {
+	.name = "sector", .states = sjob_states, .nstates = SJOB_NSTATES,
+	.error = SJOB_ERROR, .final = SJOB_DONE, .label = sjob_label,
+};
 
 int
 sjob_start(struct plot *p, struct farm *f, uint32_t idx)
@@ -542,6 +573,7 @@ sjob_start(struct plot *p, struct farm *f, uint32_t idx)
 	j->p = p;
 	j->f = f;
 	j->index = idx;
+	fsm_init(&j->m, &sjob_fsm, SJOB_MARK);
 	j->fd = -1;
 	j->buf = malloc(batch * f->g.piece_size);
 	j->parts = calloc(j->batch_max, sizeof(*j->parts));   /* ≥ 1 piece each */
@@ -553,7 +585,7 @@ sjob_start(struct plot *p, struct farm *f, uint32_t idx)
 		sjob_free(j);
 		return -1;
 	}
-	sjob_enter(j, SJOB_MARK);
+	fsm_enter(&j->m, j, SJOB_MARK);
 	return 0;
 }
 
@@ -570,7 +602,7 @@ sjob_cancel_all(struct plot *p)
 				j->parts[i].job_id = 0;
 				j->pending--;
 			}
-		if (j->state == SJOB_WAIT || (j->state == SJOB_ENCODE && j->pending == 0))
+		if (j->m.state == SJOB_WAIT || (j->m.state == SJOB_ENCODE && j->pending == 0))
 			sjob_free(j);
 	}
 }

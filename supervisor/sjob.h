@@ -23,19 +23,18 @@
 
 #include "err.h"
 #include "farm.h"
+#include "fsm.h"
 #include "hash.h"
 
 struct plot;
 
-/* The pipeline's states.  Public phases are the progress events:
- * queued, reading, encoding, encoded, writing, written, error. */
+/* The pipeline's states (the machine is sjob.c's table, run by fsm.c).
+ * Their names there are internal, for the transition log; what status
+ * shows is sjob_phase(). */
 enum sjob_state {
 	SJOB_MARK, SJOB_READ, SJOB_ENCODE, SJOB_WRITE, SJOB_SYNC, SJOB_COMMIT, SJOB_DONE,
-	SJOB_ERROR, SJOB_WAIT, SJOB_ASYNC       /* ASYNC: a step is waiting for completions */
+	SJOB_ERROR, SJOB_WAIT, SJOB_NSTATES
 };
-
-/* Phase names of the states, for logs and `plot progress`. */
-extern const char *const sjob_names[];
 
 struct sjob_part;
 
@@ -43,7 +42,7 @@ struct sjob {
 	struct plot *p;
 	struct farm *f;
 	uint32_t index;
-	enum sjob_state state;
+	struct fsm m;                   /* an enum sjob_state; fsm_enter() sets it */
 	uint64_t history_size;
 	uint8_t sector_id[HASH_LEN];
 	uint32_t batch_first, batch_n, batch_max;
@@ -72,6 +71,12 @@ int sjob_start(struct plot *p, struct farm *f, uint32_t idx);
 /* The job of that sector, NULL if it is not in flight. */
 struct sjob *sjob_find(struct plot *p, const struct farm *f, uint32_t idx);
 void sjob_free(struct sjob *j);
+/* The public phase of a job, as `plot progress` shows it: queued,
+ * reading, encoding, writing, written, done, error or waiting. */
+const char *sjob_phase(const struct sjob *j);
+/* True while the job waits out retry_delay after an error (j->error is
+ * the reason). */
+int sjob_waiting(const struct sjob *j);
 /* Shutdown: cancels the worker jobs and frees the jobs that nothing
  * else will complete; the others free themselves when their disk work
  * returns. */
