@@ -42,6 +42,12 @@ struct farm_add {
 	TAILQ_ENTRY(farm_add) link;
 };
 
+/* Declared in plot.h (metrics.c prints them); farm_hist_add fills the
+ * buckets. */
+const double plot_hist_bounds[PLOT_HIST_BUCKETS] = {
+	0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120,
+};
+
 struct farm *
 farm_by_id(struct plot *p, uint32_t id)
 {
@@ -298,7 +304,7 @@ farm_add_done(void *arg)
 	    hex);
 	a->cb(a->arg, farm_json(p, f), NULL);
 	free(a);
-	plot_pump(p);
+	plot_kick(p);
 	return;
 undo:
 	free(f);

@@ -2,50 +2,22 @@
  * farm.h: the registry of farms (DESIGN §6): the farms table, loaded at
  * start and grown by `farm add`, and each farm's counters.
  *
- * A farm here is a row of `farms` plus what the loop keeps about it: its
- * plot.bin descriptor (farmdir.c opened it; -1 when the farm is
- * unusable), the number of its sectors in each state (sector.c keeps
- * them in step with the table), its sectors in flight and its plotting
- * time histograms.  Farms are never removed while farmd runs.
+ * A farm (struct farm, plot_int.h) is a row of `farms` plus what the
+ * loop keeps about it.  Farms are never removed while farmd runs.
  */
 #ifndef FARMD_FARM_H
 #define FARMD_FARM_H
 
-#include <limits.h>
 #include <stdint.h>
-#include <sys/queue.h>
 
 #include <jansson.h>
 
 #include "err.h"
-#include "farmdir.h"
-#include "hash.h"
 #include "plot.h"
-#include "sector.h"
+#include "plot_int.h"
 
-/* Time histograms per farm, one per phase of a sector job. */
-enum { PH_TOTAL, PH_READ, PH_ENCODE, PH_WRITE, PH_COUNT };
-
-struct hist {
-	uint64_t bucket[PLOT_HIST_BUCKETS];     /* non-cumulative */
-	uint64_t count;
-	double sum;
-};
-
-struct farm {
-	uint32_t id;
-	char dir[PATH_MAX];
-	struct farmdir_geom g;
-	uint8_t pkh[HASH_LEN];
-	int fd;                         /* plot.bin; -1: unusable, see error */
-	char error[ERR_MSG_MAX];
-	uint64_t count[SECTOR_NSTATES];
-	uint32_t in_flight;
-	uint64_t plotted_total, errors_total;
-	char last_error[ERR_MSG_MAX];
-	struct hist hist[PH_COUNT];
-	TAILQ_ENTRY(farm) link;
-};
+/* struct farm, its histograms and the phases (PH_*) are in plot_int.h:
+ * sector.c, below this file, keeps the farm's count[]. */
 
 /* Loads every farm of the farms table and opens its files (a farm whose
  * files are unusable is kept, with fd -1 and error set). */

@@ -4,7 +4,9 @@
  * The other plotting files: farm.c (the registry of farms, farm add),
  * farmdir.c (a farm's files), sector.c (the sectors table), sjob.c (the
  * pipeline of one sector), plot_expiry.c, sread.c (sector read),
- * plot_scrub.c and plot_json.c; plot_int.h is what they share.
+ * plot_scrub.c and plot_json.c; plot_int.h is what they share.  This
+ * file is the top of them: the others never call it, they kick the
+ * scheduler through p->kick (plot_kick).
  *
  * Invariants:
  *  - A sector is in flight (a struct sjob exists) at most once: the
@@ -31,10 +33,6 @@
 #include "sector.h"
 #include "sjob.h"
 #include "sread.h"
-
-const double plot_hist_bounds[PLOT_HIST_BUCKETS] = {
-	0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 120,
-};
 
 static int
 plot_in_flight(struct plot *p, const struct farm *f, uint32_t idx)
@@ -76,7 +74,8 @@ plot_pump_farm(struct plot *p, struct farm *f)
 	}
 }
 
-void
+/* p->kick: what the lower modules call through plot_kick(). */
+static void
 plot_pump(struct plot *p)
 {
 	struct farm *f;
@@ -112,6 +111,7 @@ plot_new(struct farmd *d, struct err *e)
 		return NULL;
 	}
 	p->d = d;
+	p->kick = plot_pump;
 	TAILQ_INIT(&p->farms);
 	TAILQ_INIT(&p->jobs);
 	TAILQ_INIT(&p->reads);
@@ -148,36 +148,6 @@ plot_farm_add(struct plot *p, const char *dir, uint32_t sectors, const char *pro
     plot_reply_cb cb, void *arg)
 {
 	farm_add(p, dir, sectors, profile, cb, arg);
-}
-
-int
-plot_sector_unchanged(struct plot *p, struct farm *f, uint32_t idx,
-    const struct sector_row *then)
-{
-	struct sector_row now;
-	struct err e;
-
-	return sjob_find(p, f, idx) == NULL && sector_get(p, f, idx, &now, &e) == 0 &&
-	    now.have_checksum && then->have_checksum &&
-	    memcmp(now.checksum, then->checksum, HASH_LEN) == 0 &&
-	    now.history_size == then->history_size && now.state == then->state;
-}
-
-void
-plot_mark_damaged(struct plot *p, struct farm *f, uint32_t idx,
-    const struct sector_row *r, const char *why)
-{
-	struct err e;
-
-	if (sector_move(p, f, idx, SECTOR_EXPIRED, r->history_size, NULL, r->expires_at,
-	    SECTOR_AT_KEEP, &e) < 0) {
-		log_err("sector %" PRIu32 "/%" PRIu32 ": %s (and cannot mark it: %s)", f->id, idx,
-		    why, e.msg);
-		return;
-	}
-	log_warn("sector %" PRIu32 "/%" PRIu32 ": %s; marked expired for replotting", f->id,
-	    idx, why);
-	plot_pump(p);
 }
 
 #ifdef FAULT_INJECTION

@@ -124,7 +124,7 @@ plot_expiry_cb(evutil_socket_t fd, short what, void *arg)
 		p->expiry_us = 0;
 		p->expiry_moved = 0;
 	}
-	plot_pump(p);
+	plot_kick(p);
 }
 
 void

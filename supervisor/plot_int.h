@@ -13,25 +13,62 @@
  *  - Once stopping is set nothing new starts; plot_quiesce() is true
  *    when every list is empty and no check is on the I/O pool.
  *
- * Headers point one way: farmdir.h ← sector.h ← farm.h ← sjob.h;
- * plot_int.h needs none of them.
+ * Modules point one way (scripts/deps-graph): plot.c, the scheduler, on
+ * top; sjob.c, sread.c and plot_expiry.c below it; then farm.c, then
+ * sector.c, farmdir.c and db.c.  A lower module never calls the
+ * scheduler: it kicks it through p->kick (plot_kick), and the types
+ * every layer shares (struct plot, struct farm) are here, in a header
+ * that is no module.  Headers point the same way: plot_int.h needs
+ * plot.h, sector.h and farmdir.h; farm.h needs plot_int.h; sjob.h needs
+ * farm.h.
  */
 #ifndef FARMD_PLOT_INT_H
 #define FARMD_PLOT_INT_H
 
+#include <limits.h>
 #include <stdint.h>
 #include <sys/queue.h>
 
 #include <event2/event.h>
 
+#include "err.h"
+#include "farmdir.h"
+#include "hash.h"
 #include "plot.h"
+#include "sector.h"
 
 /* Worker attempts of one encode or decode job. */
 #define PLOT_JOB_ATTEMPTS 3
 #define PLOT_EVENTS 64
 
-struct farm;
-struct sector_row;
+/* Time histograms per farm, one per phase of a sector job. */
+enum { PH_TOTAL, PH_READ, PH_ENCODE, PH_WRITE, PH_COUNT };
+
+struct hist {
+	uint64_t bucket[PLOT_HIST_BUCKETS];     /* non-cumulative */
+	uint64_t count;
+	double sum;
+};
+
+/* A farm (farm.h): a row of `farms` plus what the loop keeps about it:
+ * its plot.bin descriptor (farmdir.c opened it; -1 when the farm is
+ * unusable), the number of its sectors in each state (sector.c keeps
+ * them in step with the table), its sectors in flight and its plotting
+ * time histograms.  Farms are never removed while farmd runs. */
+struct farm {
+	uint32_t id;
+	char dir[PATH_MAX];
+	struct farmdir_geom g;
+	uint8_t pkh[HASH_LEN];
+	int fd;                         /* plot.bin; -1: unusable, see error */
+	char error[ERR_MSG_MAX];
+	uint64_t count[SECTOR_NSTATES];
+	uint32_t in_flight;
+	uint64_t plotted_total, errors_total;
+	char last_error[ERR_MSG_MAX];
+	struct hist hist[PH_COUNT];
+	TAILQ_ENTRY(farm) link;
+};
 
 struct plot_event {
 	uint64_t ms;
@@ -42,6 +79,10 @@ struct plot_event {
 
 struct plot {
 	struct farmd *d;
+	/* The scheduler (plot.c sets it): fills every farm's free slots.
+	 * Lower modules call it through plot_kick() whenever a slot may have
+	 * freed or a sector become due. */
+	void (*kick)(struct plot *p);
 	TAILQ_HEAD(, farm) farms;
 	TAILQ_HEAD(, sjob) jobs;
 	TAILQ_HEAD(, sread) reads;
@@ -59,15 +100,10 @@ struct plot {
 #endif
 };
 
-/* The scheduler: fills every farm's free slots. */
-void plot_pump(struct plot *p);
-
-/* The row and the sector's job may have changed while a read or check
- * was on the I/O pool: only an unchanged, idle sector can be judged. */
-int plot_sector_unchanged(struct plot *p, struct farm *f, uint32_t idx,
-    const struct sector_row *then);
-/* Marks a sector whose bytes are wrong for replotting. */
-void plot_mark_damaged(struct plot *p, struct farm *f, uint32_t idx,
-    const struct sector_row *r, const char *why);
+static inline void
+plot_kick(struct plot *p)
+{
+	p->kick(p);
+}
 
 #endif

@@ -108,18 +108,18 @@ plot_scrub_done(void *arg)
 	p->checks--;
 	if (p->stopping || c->io_err == ECANCELED) {
 		result = SCRUB_SKIPPED;
-	} else if (c->io_err == EIO && plot_sector_unchanged(p, c->f, c->idx, &c->row)) {
+	} else if (c->io_err == EIO && sjob_sector_unchanged(p, c->f, c->idx, &c->row)) {
 		/* Unreadable bytes are damaged bytes: replot them. */
 		result = SCRUB_CORRUPT;
-		plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: read failed: "
+		sector_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: read failed: "
 		    "Input/output error");
 	} else if (c->io_err) {
 		log_warn("plot scrub: sector %" PRIu32 "/%" PRIu32 ": %s", c->f->id, c->idx,
 		    strerror(c->io_err));
-	} else if (plot_sector_unchanged(p, c->f, c->idx, &c->row)) {
+	} else if (sjob_sector_unchanged(p, c->f, c->idx, &c->row)) {
 		result = memcmp(c->sum, c->row.checksum, HASH_LEN) != 0 ? SCRUB_CORRUPT : SCRUB_OK;
 		if (result == SCRUB_CORRUPT)
-			plot_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: bytes do not "
+			sector_mark_damaged(p, c->f, c->idx, &c->row, "plot scrub: bytes do not "
 			    "match the checksum");
 	}
 	c->cb(c->arg, result);

@@ -26,8 +26,9 @@
 #include "db.h"
 #include "encode_v1.h"
 #include "expiry_v1.h"
-#include "farm.h"
 #include "farmd.h"
+#include "farmdir.h"
+#include "log.h"
 #include "plot_int.h"
 
 const char *const sector_names[SECTOR_NSTATES] = {
@@ -133,6 +134,23 @@ sector_move(struct plot *p, struct farm *f, uint32_t idx, int to, uint64_t histo
 	f->count[old.state]--;
 	f->count[to]++;
 	return 0;
+}
+
+void
+sector_mark_damaged(struct plot *p, struct farm *f, uint32_t idx,
+    const struct sector_row *r, const char *why)
+{
+	struct err e;
+
+	if (sector_move(p, f, idx, SECTOR_EXPIRED, r->history_size, NULL, r->expires_at,
+	    SECTOR_AT_KEEP, &e) < 0) {
+		log_err("sector %" PRIu32 "/%" PRIu32 ": %s (and cannot mark it: %s)", f->id, idx,
+		    why, e.msg);
+		return;
+	}
+	log_warn("sector %" PRIu32 "/%" PRIu32 ": %s; marked expired for replotting", f->id,
+	    idx, why);
+	plot_kick(p);
 }
 
 int

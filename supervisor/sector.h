@@ -50,6 +50,11 @@ enum { SECTOR_AT_KEEP, SECTOR_AT_SET, SECTOR_AT_CLEAR };
 int sector_move(struct plot *p, struct farm *f, uint32_t idx, int to, uint64_t history_size,
     const uint8_t *checksum, int64_t expires_at, int plotted_at, struct err *e);
 
+/* Marks a sector whose bytes are wrong (scrub, sector read) expired for
+ * replotting, and kicks the scheduler. */
+void sector_mark_damaged(struct plot *p, struct farm *f, uint32_t idx,
+    const struct sector_row *r, const char *why);
+
 /* The piece a sector holds at offset (format v1): its global index, its
  * block hash and its piece root. */
 int sector_piece(struct plot *p, const struct farm *f, const uint8_t sector_id[HASH_LEN],

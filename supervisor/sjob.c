@@ -88,6 +88,19 @@ sjob_waiting(const struct sjob *j)
 	return j->m.state == SJOB_WAIT;
 }
 
+int
+sjob_sector_unchanged(struct plot *p, struct farm *f, uint32_t idx,
+    const struct sector_row *then)
+{
+	struct sector_row now;
+	struct err e;
+
+	return sjob_find(p, f, idx) == NULL && sector_get(p, f, idx, &now, &e) == 0 &&
+	    now.have_checksum && then->have_checksum &&
+	    memcmp(now.checksum, then->checksum, HASH_LEN) == 0 &&
+	    now.history_size == then->history_size && now.state == then->state;
+}
+
 /* A progress event: kept in the ring `plot progress` shows. */
 static void
 sjob_event(struct sjob *j, const char *event, uint64_t took_us)
@@ -527,7 +540,7 @@ sjob_done(void *arg)
 	struct plot *p = j->p;
 
 	sjob_free(j);
-	plot_pump(p);
+	plot_kick(p);
 	return FSM_ASYNC;
 }
 

@@ -10,7 +10,7 @@
  *   retry_delay.
  *
  * The scheduler (plot.c) starts jobs; a job frees itself when it is done
- * and asks the scheduler for the next.
+ * and kicks the scheduler (plot_kick) for the next.
  */
 #ifndef FARMD_SJOB_H
 #define FARMD_SJOB_H
@@ -77,6 +77,10 @@ const char *sjob_phase(const struct sjob *j);
 /* True while the job waits out retry_delay after an error (j->error is
  * the reason). */
 int sjob_waiting(const struct sjob *j);
+/* The row and the sector's job may have changed while a read or check
+ * was on the I/O pool: only an unchanged, idle sector can be judged. */
+int sjob_sector_unchanged(struct plot *p, struct farm *f, uint32_t idx,
+    const struct sector_row *then);
 /* Shutdown: cancels the worker jobs and frees the jobs that nothing
  * else will complete; the others free themselves when their disk work
  * returns. */

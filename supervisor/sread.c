@@ -90,12 +90,12 @@ sread_root_done(void *arg)
 		sread_finish(r, NULL);
 		return;
 	}
-	if (r->p->stopping || !plot_sector_unchanged(r->p, r->f, r->idx, &r->row)) {
+	if (r->p->stopping || !sjob_sector_unchanged(r->p, r->f, r->idx, &r->row)) {
 		sread_finish(r, "sector %" PRIu32 "/%" PRIu32 " changed while it was read; try "
 		    "again", r->f->id, r->idx);
 		return;
 	}
-	plot_mark_damaged(r->p, r->f, r->idx, &r->row, "a decoded piece does not match its "
+	sector_mark_damaged(r->p, r->f, r->idx, &r->row, "a decoded piece does not match its "
 	    "piece root");
 	sread_finish(r, "sector %" PRIu32 "/%" PRIu32 " piece offset %" PRIu32 " (piece %"
 	    PRIu64 "): decoded bytes do not match the piece root; the sector is marked for "
