@@ -131,6 +131,8 @@ static const char *const db_stmt_sql[DB_NSTMT] = {
 	[DB_RESYNC_QUEUE_DONE] = "DELETE FROM resync_queue WHERE hash = ?1 AND due_ms = ?2",
 	[DB_RESYNC_QUEUE_MOVE] = "UPDATE resync_queue SET due_ms = ?3 WHERE hash = ?1 AND "
 	    "due_ms = ?2",
+	[DB_SECTOR_QUEUE_FIRST] = "SELECT idx FROM sectors WHERE farm = ? AND state = ? "
+	    "ORDER BY expires_at, idx LIMIT ?",
 };
 
 static int

@@ -51,6 +51,7 @@ enum db_stmt_id {
 	DB_RESYNC_QUEUE_DELETE,
 	DB_RESYNC_QUEUE_DONE,           /* delete an item not moved meanwhile */
 	DB_RESYNC_QUEUE_MOVE,           /* move an item not moved meanwhile */
+	DB_SECTOR_QUEUE_FIRST,          /* the plotting queue (sector.c) */
 	DB_NSTMT
 };
 

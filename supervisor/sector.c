@@ -248,27 +248,29 @@ sector_create(struct plot *p, struct farm *f, uint64_t now_ms, struct err *e)
 	return 0;
 }
 
-/* A fresh query for each sector the scheduler starts: starting one
- * writes its row, and a statement must not be open across a write. */
+/* Run once for each sector the scheduler starts, on every pump: the
+ * persistent statement (db.h), reset before the caller starts the
+ * sector, since starting one writes its row and a read must not be open
+ * across a write. */
 int
 sector_queue_first(struct plot *p, struct farm *f, int state, uint32_t limit,
     int (*busy)(struct plot *, const struct farm *, uint32_t), uint32_t *idx,
     struct err *e)
 {
-	sqlite3_stmt *st = db_prepare(p->d->db, "SELECT idx FROM sectors WHERE farm = ? AND "
-	    "state = ? ORDER BY expires_at, idx LIMIT ?", e);
-	int found = 0;
+	sqlite3_stmt *st = db_stmt(p->d->db, DB_SECTOR_QUEUE_FIRST);
+	int found = 0, rc = SQLITE_DONE;
 
-	if (st == NULL)
-		return -1;
 	sqlite3_bind_int64(st, 1, f->id);
 	sqlite3_bind_text(st, 2, sector_names[state], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, (int64_t)limit);
-	while (!found && sqlite3_step(st) == SQLITE_ROW) {
+	while (!found && (rc = sqlite3_step(st)) == SQLITE_ROW) {
 		*idx = (uint32_t)sqlite3_column_int64(st, 0);
 		found = !busy(p, f, *idx);
 	}
-	sqlite3_finalize(st);
+	if (!found && rc != SQLITE_DONE)
+		found = err_set(e, "sectors of farm %" PRIu32 ": %s", f->id,
+		    sqlite3_errmsg(db_handle(p->d->db)));
+	db_stmt_done(st);
 	return found;
 }
 

@@ -3,9 +3,10 @@
  * and what a row implies: the piece a sector holds at an offset and the
  * segment its expiry is drawn from.
  *
- * Every SQL statement on `sectors` is in sector.c.  A single sector's
- * state changes only through sector_move(), which keeps the farm's
- * count[] in step; the one bulk change, sector_move_due(), moves count[]
+ * Every SQL statement on `sectors` is run from sector.c (the queue's is
+ * a persistent statement, its text in db.c with the others).  A single
+ * sector's state changes only through sector_move(), which keeps the
+ * farm's count[] in step; the one bulk change, sector_move_due(), moves count[]
  * by the rows it changed; farm.c sets a new farm's count[] once its
  * rows (sector_create) commit, and sector_recount() rebuilds it.
  */
