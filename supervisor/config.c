@@ -683,166 +683,219 @@ set_count(struct config *c, const struct key *k, uint64_t v)
 	}
 }
 
+/* One setter per key type: each checks v, then stores it or fail()s with
+ * the message naming [section] key. */
+typedef void (*setter)(struct loader *L, const struct key *k, const char *v);
+
+static void
+set_path(struct loader *L, const struct key *k, const char *v)
+{
+	if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
+		fail(L, "[%s] %s: path too long (max %zu bytes)", k->section, k->name,
+		    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
+		return;
+	}
+	strcpy(field(&L->cfg, k), v);
+}
+
+static void
+set_group(struct loader *L, const struct key *k, const char *v)
+{
+	const char *sec = k->section, *name = k->name;
+
+	if (*v != '\0') {
+		int rc;
+
+		if (strlen(v) >= k->size) {
+			fail(L, "[%s] %s: group name too long (max %zu bytes)",
+			    sec, name, k->size - 1);
+			return;
+		}
+		rc = group_exists(v);
+		if (rc < 0) {
+			fail(L, "[%s] %s: cannot look up group '%s': %s", sec,
+			    name, v, strerror(errno));
+			return;
+		}
+		if (rc == 0) {
+			fail(L, "[%s] %s: unknown group '%s'", sec, name, v);
+			return;
+		}
+	}
+	strcpy(field(&L->cfg, k), v);
+}
+
+static void
+set_listen(struct loader *L, const struct key *k, const char *v)
+{
+	char why[128];
+
+	if (*v != '\0') {
+		if (strlen(v) >= k->size) {
+			fail(L, "[%s] %s: value too long (max %zu bytes)", k->section,
+			    k->name, k->size - 1);
+			return;
+		}
+		if (check_listen(v, why, sizeof(why)) < 0) {
+			fail(L, "[%s] %s: bad address '%s' (%s)", k->section, k->name, v,
+			    why);
+			return;
+		}
+	}
+	strcpy(field(&L->cfg, k), v);
+}
+
+static void
+set_bool(struct loader *L, const struct key *k, const char *v)
+{
+	bool b;
+
+	if (parse_bool(v, &b) < 0) {
+		fail(L, "[%s] %s: bad boolean '%s' (use true or false)", k->section,
+		    k->name, v);
+		return;
+	}
+	memcpy(field(&L->cfg, k), &b, sizeof(b));
+}
+
+static void
+set_loglevel(struct loader *L, const struct key *k, const char *v)
+{
+	enum log_level lvl;
+
+	if (log_level_parse(v, &lvl) < 0) {
+		fail(L, "[%s] %s: unknown level '%s' (use error, warn, info "
+		    "or debug)", k->section, k->name, v);
+		return;
+	}
+	memcpy(field(&L->cfg, k), &lvl, sizeof(lvl));
+}
+
+static void
+set_countkey(struct loader *L, const struct key *k, const char *v)
+{
+	const char *p = v;
+	bool over = false;
+	uint64_t n;
+
+	if (read_digits(&p, &n, &over) < 0 || *p != '\0') {
+		fail(L, "[%s] %s: bad number '%s'", k->section, k->name, v);
+		return;
+	}
+	if (over || n < k->min || n > k->max || ((k->flags & F_POW2) && !is_pow2(n))) {
+		fail(L, "[%s] %s: '%s' out of range (%s%" PRIu64 "..%" PRIu64 ")",
+		    k->section, k->name, v, (k->flags & F_POW2) ? "a power of two " : "",
+		    k->min, k->max);
+		return;
+	}
+	set_count(&L->cfg, k, n);
+}
+
+static void
+set_size(struct loader *L, const struct key *k, const char *v)
+{
+	const char *sec = k->section, *name = k->name;
+	char lo[32], hi[32];
+	uint64_t n;
+
+	if (config_parse_size(v, k->flags & F_UNLIMITED, &n) < 0) {
+		if (errno == ERANGE)
+			fail(L, "[%s] %s: size '%s' too large", sec, name, v);
+		else
+			fail(L, "[%s] %s: bad size '%s' (use a number with "
+			    "optional K/M/G/T%s)", sec, name, v,
+			    (k->flags & F_UNLIMITED) ? ", or unlimited" : "");
+		return;
+	}
+	if (n != CONFIG_UNLIMITED &&
+	    (n < k->min || n > k->max || ((k->flags & F_POW2) && !is_pow2(n)))) {
+		fmt_size(lo, sizeof(lo), k->min);
+		fmt_size(hi, sizeof(hi), k->max);
+		fail(L, "[%s] %s: '%s' out of range (%s%s..%s)", sec, name, v,
+		    (k->flags & F_POW2) ? "a power of two " : "", lo, hi);
+		return;
+	}
+	memcpy(field(&L->cfg, k), &n, sizeof(n));
+}
+
+static void
+set_duration(struct loader *L, const struct key *k, const char *v)
+{
+	char lo[32], hi[32];
+	uint64_t n;
+	bool over;
+
+	over = config_parse_duration_ms(v, &n) < 0;
+	if (over && errno != ERANGE) {
+		fail(L, "[%s] %s: bad duration '%s' (use ms/s/m/h/d)", k->section,
+		    k->name, v);
+		return;
+	}
+	if (over || n < k->min || n > k->max) {
+		fmt_duration(lo, sizeof(lo), k->min);
+		fmt_duration(hi, sizeof(hi), k->max);
+		fail(L, "[%s] %s: '%s' out of range (%s..%s)", k->section, k->name, v,
+		    lo, hi);
+		return;
+	}
+	memcpy(field(&L->cfg, k), &n, sizeof(n));
+}
+
+static void
+set_number(struct loader *L, const struct key *k, const char *v)
+{
+	double d;
+
+	if (parse_number(v, &d) < 0) {
+		fail(L, "[%s] %s: bad number '%s' (use digits with an optional "
+		    "decimal point)", k->section, k->name, v);
+		return;
+	}
+	if (d < (double)k->min || d > (double)k->max) {
+		fail(L, "[%s] %s: '%s' out of range (%" PRIu64 "..%" PRIu64 ")",
+		    k->section, k->name, v, k->min, k->max);
+		return;
+	}
+	memcpy(field(&L->cfg, k), &d, sizeof(d));
+}
+
+static void
+set_compression(struct loader *L, const struct key *k, const char *v)
+{
+	int level = -1;
+	bool over = false;
+	const char *p;
+	uint64_t n;
+
+	if (strcmp(v, "none") == 0) {
+		level = 0;
+	} else if (strcmp(v, "zstd") == 0) {
+		level = 3;
+	} else if (strncmp(v, "zstd:", 5) == 0) {
+		p = v + 5;
+		if (read_digits(&p, &n, &over) == 0 && *p == '\0' && !over &&
+		    n >= 1 && n <= 22)
+			level = (int)n;
+	}
+	if (level < 0) {
+		fail(L, "[%s] %s: bad value '%s' (use none, zstd or "
+		    "zstd:LEVEL with LEVEL 1..22)", k->section, k->name, v);
+		return;
+	}
+	memcpy(field(&L->cfg, k), &level, sizeof(level));
+}
+
+static const setter setters[] = {
+	[K_PATH] = set_path, [K_GROUP] = set_group, [K_LISTEN] = set_listen,
+	[K_BOOL] = set_bool, [K_LOGLEVEL] = set_loglevel, [K_COUNT] = set_countkey,
+	[K_SIZE] = set_size, [K_DURATION] = set_duration, [K_NUMBER] = set_number,
+	[K_COMPRESSION] = set_compression,
+};
+
 static void
 set_value(struct loader *L, const struct key *k, const char *v)
 {
-	const char *sec = k->section, *name = k->name;
-	char lo[32], hi[32], why[128];
-	uint64_t n;
-	bool over = false, b;
-	double d;
-	const char *p;
-
-	switch (k->type) {
-	case K_PATH:
-		if (strlen(v) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
-			fail(L, "[%s] %s: path too long (max %zu bytes)", sec, name,
-			    sizeof(((struct sockaddr_un *)0)->sun_path) - 1);
-			return;
-		}
-		strcpy(field(&L->cfg, k), v);
-		return;
-	case K_GROUP:
-		if (*v != '\0') {
-			int rc;
-
-			if (strlen(v) >= k->size) {
-				fail(L, "[%s] %s: group name too long (max %zu bytes)",
-				    sec, name, k->size - 1);
-				return;
-			}
-			rc = group_exists(v);
-			if (rc < 0) {
-				fail(L, "[%s] %s: cannot look up group '%s': %s", sec,
-				    name, v, strerror(errno));
-				return;
-			}
-			if (rc == 0) {
-				fail(L, "[%s] %s: unknown group '%s'", sec, name, v);
-				return;
-			}
-		}
-		strcpy(field(&L->cfg, k), v);
-		return;
-	case K_LISTEN:
-		if (*v != '\0') {
-			if (strlen(v) >= k->size) {
-				fail(L, "[%s] %s: value too long (max %zu bytes)", sec,
-				    name, k->size - 1);
-				return;
-			}
-			if (check_listen(v, why, sizeof(why)) < 0) {
-				fail(L, "[%s] %s: bad address '%s' (%s)", sec, name, v,
-				    why);
-				return;
-			}
-		}
-		strcpy(field(&L->cfg, k), v);
-		return;
-	case K_BOOL:
-		if (parse_bool(v, &b) < 0) {
-			fail(L, "[%s] %s: bad boolean '%s' (use true or false)", sec,
-			    name, v);
-			return;
-		}
-		memcpy(field(&L->cfg, k), &b, sizeof(b));
-		return;
-	case K_LOGLEVEL: {
-		enum log_level lvl;
-
-		if (log_level_parse(v, &lvl) < 0) {
-			fail(L, "[%s] %s: unknown level '%s' (use error, warn, info "
-			    "or debug)", sec, name, v);
-			return;
-		}
-		memcpy(field(&L->cfg, k), &lvl, sizeof(lvl));
-		return;
-	}
-	case K_COUNT:
-		p = v;
-		if (read_digits(&p, &n, &over) < 0 || *p != '\0') {
-			fail(L, "[%s] %s: bad number '%s'", sec, name, v);
-			return;
-		}
-		if (over || n < k->min || n > k->max || ((k->flags & F_POW2) && !is_pow2(n))) {
-			fail(L, "[%s] %s: '%s' out of range (%s%" PRIu64 "..%" PRIu64 ")",
-			    sec, name, v, (k->flags & F_POW2) ? "a power of two " : "",
-			    k->min, k->max);
-			return;
-		}
-		set_count(&L->cfg, k, n);
-		return;
-	case K_SIZE:
-		if (config_parse_size(v, k->flags & F_UNLIMITED, &n) < 0) {
-			if (errno == ERANGE)
-				fail(L, "[%s] %s: size '%s' too large", sec, name, v);
-			else
-				fail(L, "[%s] %s: bad size '%s' (use a number with "
-				    "optional K/M/G/T%s)", sec, name, v,
-				    (k->flags & F_UNLIMITED) ? ", or unlimited" : "");
-			return;
-		}
-		if (n != CONFIG_UNLIMITED &&
-		    (n < k->min || n > k->max || ((k->flags & F_POW2) && !is_pow2(n)))) {
-			fmt_size(lo, sizeof(lo), k->min);
-			fmt_size(hi, sizeof(hi), k->max);
-			fail(L, "[%s] %s: '%s' out of range (%s%s..%s)", sec, name, v,
-			    (k->flags & F_POW2) ? "a power of two " : "", lo, hi);
-			return;
-		}
-		memcpy(field(&L->cfg, k), &n, sizeof(n));
-		return;
-	case K_DURATION:
-		over = config_parse_duration_ms(v, &n) < 0;
-		if (over && errno != ERANGE) {
-			fail(L, "[%s] %s: bad duration '%s' (use ms/s/m/h/d)", sec,
-			    name, v);
-			return;
-		}
-		if (over || n < k->min || n > k->max) {
-			fmt_duration(lo, sizeof(lo), k->min);
-			fmt_duration(hi, sizeof(hi), k->max);
-			fail(L, "[%s] %s: '%s' out of range (%s..%s)", sec, name, v,
-			    lo, hi);
-			return;
-		}
-		memcpy(field(&L->cfg, k), &n, sizeof(n));
-		return;
-	case K_NUMBER:
-		if (parse_number(v, &d) < 0) {
-			fail(L, "[%s] %s: bad number '%s' (use digits with an optional "
-			    "decimal point)", sec, name, v);
-			return;
-		}
-		if (d < (double)k->min || d > (double)k->max) {
-			fail(L, "[%s] %s: '%s' out of range (%" PRIu64 "..%" PRIu64 ")",
-			    sec, name, v, k->min, k->max);
-			return;
-		}
-		memcpy(field(&L->cfg, k), &d, sizeof(d));
-		return;
-	case K_COMPRESSION: {
-		int level = -1;
-
-		if (strcmp(v, "none") == 0) {
-			level = 0;
-		} else if (strcmp(v, "zstd") == 0) {
-			level = 3;
-		} else if (strncmp(v, "zstd:", 5) == 0) {
-			p = v + 5;
-			if (read_digits(&p, &n, &over) == 0 && *p == '\0' && !over &&
-			    n >= 1 && n <= 22)
-				level = (int)n;
-		}
-		if (level < 0) {
-			fail(L, "[%s] %s: bad value '%s' (use none, zstd or "
-			    "zstd:LEVEL with LEVEL 1..22)", sec, name, v);
-			return;
-		}
-		memcpy(field(&L->cfg, k), &level, sizeof(level));
-		return;
-	}
-	}
+	setters[k->type](L, k, v);
 }
 
 static bool field_equal(const struct config *a, const struct config *b, const struct key *k);
