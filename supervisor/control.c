@@ -255,12 +255,13 @@ control_msg_cb(struct peer *p, uint8_t *body, size_t len, int *fds, int nfds,
 }
 
 static void
-control_close_cb(struct peer *p, const char *reason, void *arg)
+control_close_cb(struct peer *p, enum peer_close how, const char *reason, void *arg)
 {
 	struct control_client *cl = arg;
 
 	(void)p;
-	if (strcmp(reason, "connection closed") != 0 && strcmp(reason, "refused") != 0) {
+	/* The client leaving, or us dropping a refused one, is no error. */
+	if (how == PEER_FAILED) {
 		cl->c->d->metrics->protocol_errors_admin++;
 		log_warn("admin client pid %d uid %u: %s; disconnected", (int)cl->pid,
 		    (unsigned)cl->uid, reason);
@@ -353,7 +354,7 @@ control_accept_cb(evutil_socket_t lfd, short what, void *arg)
 		control_refuse(cl, why, &e);
 		/* Close once the refusal is written: stop reading, and let
 		 * the kernel deliver what is queued before we drop it. */
-		peer_fail(cl->peer, "refused");
+		peer_end(cl->peer, "refused");
 	}
 }
 

@@ -111,13 +111,19 @@ peer_free(struct peer *p)
 	free(p);
 }
 
-void
-peer_fail(struct peer *p, const char *reason)
+static void
+peer_close(struct peer *p, enum peer_close how, const char *reason)
 {
 	if (p->closed)
 		return;
 	peer_stop(p);
-	p->on_close(p, reason, p->arg);
+	p->on_close(p, how, reason, p->arg);
+}
+
+void
+peer_end(struct peer *p, const char *reason)
+{
+	peer_close(p, PEER_ENDED, reason);
 }
 
 static void
@@ -141,17 +147,17 @@ peer_read_cb(evutil_socket_t fd, short what, void *arg)
 
 		rc = frame_rd_recv(&p->rd, fd, &eof, &e);
 		if (rc == FRAME_ERROR) {
-			peer_fail(p, e.msg);
+			peer_close(p, PEER_FAILED, e.msg);
 			return;
 		}
 		if (rc == FRAME_MORE) {
 			if (eof)
-				peer_fail(p, "connection closed");
+				peer_close(p, PEER_CLOSED, "connection closed");
 			return;
 		}
 		body = frame_rd_take(&p->rd, &len, fds, &nfds);
 		if (p->on_msg(p, body, len, fds, nfds, p->arg, &e) < 0) {
-			peer_fail(p, e.msg);
+			peer_close(p, PEER_FAILED, e.msg);
 			return;
 		}
 	}
@@ -205,8 +211,10 @@ peer_write_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	if (peer_flush(p) < 0) {
-		peer_fail(p, errno == EPIPE || errno == ECONNRESET ?
-		    "connection closed" : strerror(errno));
+		if (errno == EPIPE || errno == ECONNRESET)
+			peer_close(p, PEER_CLOSED, "connection closed");
+		else
+			peer_close(p, PEER_FAILED, strerror(errno));
 		return;
 	}
 	if (p->head == NULL)

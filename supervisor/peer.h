@@ -21,9 +21,19 @@
 
 struct peer;
 
+/* How a connection ended; owners decide what to log and count from this,
+ * never from the reason's text. */
+enum peer_close {
+	PEER_CLOSED,    /* the other side closed it (EOF, EPIPE, ECONNRESET);
+	                 * reason "connection closed" */
+	PEER_FAILED,    /* a protocol or I/O error, or on_msg failed; reason says which */
+	PEER_ENDED,     /* the owner ended it (peer_end) */
+};
+
 typedef int (*peer_msg_cb)(struct peer *p, uint8_t *body, size_t len, int *fds,
     int nfds, void *arg, struct err *e);
-typedef void (*peer_close_cb)(struct peer *p, const char *reason, void *arg);
+typedef void (*peer_close_cb)(struct peer *p, enum peer_close how, const char *reason,
+    void *arg);
 
 struct peer *peer_new(struct event_base *base, int fd, size_t max_frame,
     peer_msg_cb on_msg, peer_close_cb on_close, void *arg);
@@ -44,8 +54,9 @@ void peer_pause(struct peer *p, int paused);
 /* Stops reading while more than bytes of output wait for the peer
  * (resumes below half of it). */
 void peer_set_out_limit(struct peer *p, size_t bytes);
-/* Ends the connection as if on_msg had failed with reason. */
-void peer_fail(struct peer *p, const char *reason);
+/* Ends the connection from our side: on_close runs with PEER_ENDED and
+ * reason; what is queued is not sent any more. */
+void peer_end(struct peer *p, const char *reason);
 size_t peer_queued(const struct peer *p);
 
 #endif

@@ -457,14 +457,14 @@ worker_msg_cb(struct peer *peer, uint8_t *body, size_t len, int *fds, int nfds,
 }
 
 static void
-worker_close_cb(struct peer *peer, const char *reason, void *arg)
+worker_close_cb(struct peer *peer, enum peer_close how, const char *reason, void *arg)
 {
 	struct worker *w = arg;
 	struct pool *p = w->pk->pool;
 
 	(void)peer;
 	/* EOF is how a crash first shows; the exit status will say more. */
-	if (strcmp(reason, "connection closed") != 0) {
+	if (how != PEER_CLOSED) {
 		char why[ERR_MSG_MAX];
 
 		p->d->metrics->protocol_errors_worker++;
