@@ -8,19 +8,19 @@
  */
 #include "cmd.h"
 
-#include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "clock.h"
+#include "cmd_handlers.h"
 #include "farmd.h"
 #include "log.h"
 #include "metrics.h"
 #include "plot.h"
 #include "pool.h"
+#include "reply.h"
 #include "words.h"
 
 struct cmd {
@@ -31,64 +31,7 @@ struct cmd {
 	void (*fn)(struct control_req *req, int argc, char **argv);
 };
 
-/* ---- text helpers --------------------------------------------------- */
-
-void
-tb_printf(struct tbuf *b, const char *fmt, ...)
-{
-	va_list ap;
-	int n;
-
-	if (b->len >= sizeof(b->s) - 1)
-		return;
-	va_start(ap, fmt);
-	n = vsnprintf(b->s + b->len, sizeof(b->s) - b->len, fmt, ap);
-	va_end(ap);
-	if (n > 0)
-		b->len += (size_t)n < sizeof(b->s) - b->len ? (size_t)n : sizeof(b->s) - b->len - 1;
-}
-
-struct tbuf *
-tb_new(struct control_req *req)
-{
-	struct tbuf *b = malloc(sizeof(*b));
-
-	if (b == NULL)
-		control_reply_err(req, "out of memory");
-	else
-		b->len = 0;
-	return b;
-}
-
-const char *
-js(json_t *o, const char *key)
-{
-	const char *s = json_string_value(json_object_get(o, key));
-
-	return s ? s : "";
-}
-
-int
-cmd_parse_uint(const char *s, uint64_t min, uint64_t max, uint64_t *out)
-{
-	unsigned long long v;
-	char *end;
-
-	if (s[0] < '0' || s[0] > '9')
-		return -1;
-	errno = 0;
-	v = strtoull(s, &end, 10);
-	if (errno != 0 || *end != '\0' || v < min || v > max)
-		return -1;
-	*out = v;
-	return 0;
-}
-
-long long
-ji(json_t *o, const char *key)
-{
-	return json_integer_value(json_object_get(o, key));
-}
+/* ---- text tables ---------------------------------------------------- */
 
 static void
 tb_workers(struct tbuf *b, json_t *workers)
@@ -186,7 +129,7 @@ cmd_workers(struct control_req *req, int argc, char **argv)
 static void
 cmd_shutdown(struct control_req *req, int argc, char **argv)
 {
-	struct farmd *d = req->d;
+	const struct cmd_env *env = req->arg;
 	char why[96];
 
 	(void)argc;
@@ -194,7 +137,7 @@ cmd_shutdown(struct control_req *req, int argc, char **argv)
 	snprintf(why, sizeof(why), "shutdown requested by uid %u (pid %d)",
 	    (unsigned)req->uid, (int)req->pid);
 	control_reply(req, json_pack("{s:b}", "stopping", 1), "farmd is shutting down\n");
-	farmd_stop(d, 0, why);
+	env->stop(env->arg, 0, why);
 }
 
 static void
@@ -269,7 +212,7 @@ cmd_find(int argc, char **argv, int *nwords)
 }
 
 void
-cmd_dispatch(struct control_req *req)
+cmd_dispatch(struct control_req *req, void *env)
 {
 	static const char *const levels[] = { "none", "monitor", "admin" };
 	int nw, nargs;
@@ -279,6 +222,7 @@ cmd_dispatch(struct control_req *req)
 		control_reply_err(req, "unknown command '%s'", req->argv[0]);
 		return;
 	}
+	(void)env;                      /* req->arg, for the handlers */
 	nargs = req->argc - nw;
 	if (req->access < c->access) {
 		req->d->metrics->admin_denied++;

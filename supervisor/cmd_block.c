@@ -13,10 +13,11 @@
 #include <unistd.h>
 
 #include "blockstore.h"
-#include "cmd.h"
+#include "cmd_handlers.h"
 #include "config.h"
 #include "farmd.h"
 #include "io.h"
+#include "reply.h"
 #include "resync.h"
 #include "scrub.h"
 

@@ -13,13 +13,14 @@
 
 #include "blockstore.h"
 #include "clock.h"
-#include "cmd.h"
+#include "cmd_handlers.h"
 #include "encode_v1.h"
 #include "farmd.h"
 #include "hash.h"
 #include "io.h"
 #include "plot.h"
 #include "pool.h"
+#include "reply.h"
 
 /* debug encode: the piece file is read on the I/O pool (a slow or remote
  * file must not hold the loop), then sent to an encode worker. */

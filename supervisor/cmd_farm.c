@@ -9,9 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "cmd_handlers.h"
 #include "farmd.h"
 #include "plot.h"
+#include "reply.h"
 
 #define SECTORS_TEXT_MAX 500            /* rows shown as text; --json has all */
 

@@ -9,9 +9,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd.h"
+#include "cmd_handlers.h"
 #include "farmd.h"
 #include "history.h"
+#include "reply.h"
 
 static void
 cmd_ingest_done(void *arg, const char *error, const char *text)

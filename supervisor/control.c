@@ -23,7 +23,6 @@
 
 #include "admin.pb-c.h"
 #include "clock.h"
-#include "cmd.h"
 #include "farmd.h"
 #include "log.h"
 #include "metrics.h"
@@ -63,6 +62,8 @@ struct control {
 	size_t nclients;
 	gid_t admin_gid, monitor_gid;
 	int have_admin_gid, have_monitor_gid;
+	control_dispatch_cb dispatch;
+	void *dispatch_arg;
 };
 
 static void
@@ -183,6 +184,7 @@ control_request(struct control_client *cl, const Farmd__AdminRequest *r,
 		return err_set(e, "out of memory");
 	}
 	req->d = cl->c->d;
+	req->arg = cl->c->dispatch_arg;
 	req->client = cl;
 	req->json = r->json;
 	req->uid = cl->uid;
@@ -201,7 +203,7 @@ control_request(struct control_client *cl, const Farmd__AdminRequest *r,
 	cl->req = req;
 	cl->c->d->metrics->admin_requests++;
 	peer_pause(cl->peer, 1);
-	cmd_dispatch(req);
+	cl->c->dispatch(req, cl->c->dispatch_arg);
 	return 0;
 }
 
@@ -411,7 +413,8 @@ control_claim_path(const char *path, struct err *e)
 }
 
 struct control *
-control_new(struct farmd *d, const char *path, struct err *e)
+control_new(struct farmd *d, const char *path, control_dispatch_cb dispatch,
+    void *dispatch_arg, struct err *e)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
 	struct control *c;
@@ -427,6 +430,8 @@ control_new(struct farmd *d, const char *path, struct err *e)
 		return NULL;
 	}
 	c->d = d;
+	c->dispatch = dispatch;
+	c->dispatch_arg = dispatch_arg;
 	c->fd = -1;
 	TAILQ_INIT(&c->clients);
 	snprintf(c->path, sizeof(c->path), "%s", path);

@@ -3,6 +3,8 @@
  * access from the peer's credentials (SO_PEERCRED, SO_PEERGROUPS), reads
  * one request at a time per connection and guarantees exactly one
  * response to each, even when the client leaves before it is ready.
+ * What a request means is not its business: it hands each one to the
+ * dispatch function it was given (the command table, cmd.c).
  */
 #ifndef FARMD_CONTROL_H
 #define FARMD_CONTROL_H
@@ -37,9 +39,14 @@ struct control_req {
 	uid_t uid;
 	pid_t pid;
 	enum control_access access;
+	void *arg;                      /* control_new's dispatch_arg */
 };
 
-struct control *control_new(struct farmd *d, const char *path, struct err *e);
+/* Runs one request; it must lead to exactly one reply (now or later). */
+typedef void (*control_dispatch_cb)(struct control_req *req, void *arg);
+
+struct control *control_new(struct farmd *d, const char *path,
+    control_dispatch_cb dispatch, void *dispatch_arg, struct err *e);
 /* Stops accepting; existing connections keep being answered. */
 void control_close_listener(struct control *c);
 void control_free(struct control *c);

@@ -26,6 +26,7 @@
 
 #include "blockstore.h"
 #include "clock.h"
+#include "cmd.h"
 #include "config.h"
 #include "control.h"
 #include "db.h"
@@ -50,6 +51,7 @@
 struct farmd_events {
 	struct event *sig[4];
 	struct event *tick;             /* readiness and the end of shutdown */
+	struct cmd_env cmd;
 };
 
 static void
@@ -106,6 +108,12 @@ farmd_stop(struct farmd *d, int code, const char *reason)
 		log_info("stopping: %s", reason);
 	if (event_base_once(d->base, -1, EV_TIMEOUT, farmd_stop_cb, d, NULL) < 0)
 		farmd_stop_cb(-1, 0, d);
+}
+
+static void
+farmd_stop_hook(void *arg, int code, const char *reason)
+{
+	farmd_stop(arg, code, reason);
 }
 
 static void
@@ -270,7 +278,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if ((d->pool = pool_new(d, e)) == NULL)
 		return -1;
-	if ((d->control = control_new(d, d->admin_path, e)) == NULL)
+	ev->cmd = (struct cmd_env){ farmd_stop_hook, d };
+	if ((d->control = control_new(d, d->admin_path, cmd_dispatch, &ev->cmd, e)) == NULL)
 		return -1;
 	if (pool_start(d->pool, e) < 0)
 		return -1;
