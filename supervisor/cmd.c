@@ -53,17 +53,26 @@ tb_workers(struct tbuf *b, json_t *workers)
 }
 
 static void
-tb_pools(struct tbuf *b, json_t *pools)
+tb_pools(struct tbuf *b, const struct pool_stats *ps)
 {
-	size_t i;
-	json_t *p;
-
 	tb_printf(b, "%-8s %5s %6s %9s %7s  %-8s %s\n", "POOL", "SIZE", "ALIVE", "RESTARTS",
 	    "QUEUED", "STATE", "KERNEL");
-	json_array_foreach(pools, i, p)
-		tb_printf(b, "%-8s %5lld %6lld %9lld %7lld  %-8s %s\n", js(p, "kind"),
-		    ji(p, "size"), ji(p, "alive"), ji(p, "restarts"), ji(p, "queued"),
-		    js(p, "state"), *js(p, "kernel") ? js(p, "kernel") : "-");
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		const struct pool_kind_stats *ks = &ps->kinds[k];
+
+		tb_printf(b, "%-8s %5u %6u %9llu %7u  %-8s %s\n", ks->kind, ks->size, ks->alive,
+		    (unsigned long long)ks->restarts, ks->queued, ks->state,
+		    ks->kernel[0] ? ks->kernel : "-");
+	}
+}
+
+static void
+tb_plotting(struct tbuf *b, const struct plot_summary *pl)
+{
+	tb_printf(b, "plotting     %llu farms, %llu/%llu sectors plotted, %llu in flight, %llu "
+	    "errors%s%s\n\n", (unsigned long long)pl->farms, (unsigned long long)pl->plotted,
+	    (unsigned long long)pl->sectors, (unsigned long long)pl->in_flight,
+	    (unsigned long long)pl->errors, pl->last_error[0] ? "; last: " : "", pl->last_error);
 }
 
 /* ---- supervisor commands -------------------------------------------- */
@@ -72,8 +81,10 @@ static void
 cmd_status(struct control_req *req, int argc, char **argv)
 {
 	struct farmd *d = req->d;
+	struct pool_stats ps;
+	struct plot_summary pl;
 	struct tbuf *b;
-	json_t *o, *sandbox, *pl;
+	json_t *o, *sandbox;
 	const char *key;
 	json_t *v;
 
@@ -81,13 +92,15 @@ cmd_status(struct control_req *req, int argc, char **argv)
 	(void)argv;
 	if ((b = tb_new(req)) == NULL)
 		return;
+	pool_stats(d->pool, &ps);
+	plot_summary(d->plot, &pl);
 	sandbox = pool_json_sandbox(d->pool);
 	o = json_pack("{s:s, s:i, s:I, s:s, s:s, s:s, s:o, s:o, s:o}",
 	    "version", FARMD_VERSION, "pid", (int)getpid(),
 	    "uptime_s", (json_int_t)((clock_mono_ms() - d->start_mono_ms) / 1000),
 	    "state_dir", d->state_dir, "admin_socket", d->admin_path,
 	    "state", d->stopping ? "stopping" : d->ready ? "running" : "starting",
-	    "sandbox", sandbox, "pools", pool_json_pools(d->pool),
+	    "sandbox", sandbox, "pools", pool_json_pools(&ps),
 	    "workers", pool_json_workers(d->pool));
 	tb_printf(b, "farmd %s  pid %d  up %llds  %s\n", FARMD_VERSION, (int)getpid(),
 	    ji(o, "uptime_s"), js(o, "state"));
@@ -96,13 +109,9 @@ cmd_status(struct control_req *req, int argc, char **argv)
 	json_object_foreach(sandbox, key, v)
 		tb_printf(b, " %s%s", json_is_true(v) ? "+" : "-", key);
 	tb_printf(b, "\n");
-	pl = plot_json_summary(d->plot);
-	tb_printf(b, "plotting     %lld farms, %lld/%lld sectors plotted, %lld in flight, %lld "
-	    "errors%s%s\n\n", ji(pl, "farms"), ji(pl, "plotted"), ji(pl, "sectors"),
-	    ji(pl, "in_flight"), ji(pl, "errors"), js(pl, "last_error")[0] ? "; last: " : "",
-	    js(pl, "last_error"));
-	json_object_set_new(o, "plotting", pl);
-	tb_pools(b, json_object_get(o, "pools"));
+	tb_plotting(b, &pl);
+	json_object_set_new(o, "plotting", plot_json_summary(&pl));
+	tb_pools(b, &ps);
 	tb_printf(b, "\n");
 	tb_workers(b, json_object_get(o, "workers"));
 	control_reply(req, o, b->s);
@@ -225,10 +234,9 @@ cmd_dispatch(struct control_req *req, void *env)
 	(void)env;                      /* req->arg, for the handlers */
 	nargs = req->argc - nw;
 	if (req->access < c->access) {
-		req->d->metrics->admin_denied++;
 		log_warn("admin: uid %u (pid %d) denied '%s': needs %s access",
 		    (unsigned)req->uid, (int)req->pid, c->words, levels[c->access]);
-		control_reply_err(req, "permission denied: '%s' needs %s access "
+		control_reply_denied(req, "permission denied: '%s' needs %s access "
 		    "(uid %u has %s)", c->words, levels[c->access], (unsigned)req->uid,
 		    levels[req->access]);
 		return;

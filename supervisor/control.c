@@ -25,7 +25,6 @@
 #include "clock.h"
 #include "farmd.h"
 #include "log.h"
-#include "metrics.h"
 #include "peer.h"
 #include "wire.h"
 
@@ -51,6 +50,7 @@ struct control_client {
 };
 
 TAILQ_HEAD(client_list, control_client);
+TAILQ_HEAD(req_list, control_req);
 
 struct control {
 	struct farmd *d;
@@ -60,10 +60,12 @@ struct control {
 	struct event *resume_ev;        /* listener paused on EMFILE */
 	struct client_list clients;
 	size_t nclients;
+	struct req_list reqs;           /* unanswered */
 	gid_t admin_gid, monitor_gid;
 	int have_admin_gid, have_monitor_gid;
 	control_dispatch_cb dispatch;
 	void *dispatch_arg;
+	struct control_stats stats;     /* clients: see nclients */
 };
 
 static void
@@ -80,6 +82,8 @@ control_client_free(struct control_client *cl)
 static void
 control_req_free(struct control_req *req)
 {
+	if (req->c != NULL)
+		TAILQ_REMOVE(&req->c->reqs, req, pending);
 	for (int i = 0; i < req->argc; i++)
 		free(req->argv[i]);
 	free(req->argv);
@@ -104,8 +108,8 @@ control_finish(struct control_req *req, Farmd__AdminResponse *resp)
 {
 	struct control_client *cl = req->client;
 
-	if (!resp->ok)
-		req->d->metrics->admin_errors++;
+	if (!resp->ok && req->c != NULL)
+		req->c->stats.errors++;
 	if (cl != NULL) {
 		control_send_response(cl, resp);
 		cl->req = NULL;
@@ -141,19 +145,38 @@ control_reply(struct control_req *req, json_t *json, const char *text)
 	control_reply_data(req, json, text, NULL, 0, NULL);
 }
 
-void
-control_reply_err(struct control_req *req, const char *fmt, ...)
+static void
+control_reply_verr(struct control_req *req, const char *fmt, va_list ap)
 {
 	Farmd__AdminResponse resp = FARMD__ADMIN_RESPONSE__INIT;
 	char msg[ERR_MSG_MAX];
-	va_list ap;
 
-	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
 	resp.ok = 0;
 	resp.error = msg;
 	control_finish(req, &resp);
+}
+
+void
+control_reply_err(struct control_req *req, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	control_reply_verr(req, fmt, ap);
+	va_end(ap);
+}
+
+void
+control_reply_denied(struct control_req *req, const char *fmt, ...)
+{
+	va_list ap;
+
+	if (req->c != NULL)
+		req->c->stats.denied++;
+	va_start(ap, fmt);
+	control_reply_verr(req, fmt, ap);
+	va_end(ap);
 }
 
 /* Refuses a connection with a message, then drops it once sent. */
@@ -200,8 +223,10 @@ control_request(struct control_client *cl, const Farmd__AdminRequest *r,
 	/* Owned by req only from here: the caller closes them on failure. */
 	memcpy(req->fds, fds, sizeof(int) * nfds);
 	req->nfds = nfds;
+	req->c = cl->c;
+	TAILQ_INSERT_TAIL(&cl->c->reqs, req, pending);
 	cl->req = req;
-	cl->c->d->metrics->admin_requests++;
+	cl->c->stats.requests++;
 	peer_pause(cl->peer, 1);
 	cl->c->dispatch(req, cl->c->dispatch_arg);
 	return 0;
@@ -264,7 +289,7 @@ control_close_cb(struct peer *p, enum peer_close how, const char *reason, void *
 	(void)p;
 	/* The client leaving, or us dropping a refused one, is no error. */
 	if (how == PEER_FAILED) {
-		cl->c->d->metrics->protocol_errors_admin++;
+		cl->c->stats.protocol_errors++;
 		log_warn("admin client pid %d uid %u: %s; disconnected", (int)cl->pid,
 		    (unsigned)cl->uid, reason);
 	}
@@ -434,6 +459,7 @@ control_new(struct farmd *d, const char *path, control_dispatch_cb dispatch,
 	c->dispatch_arg = dispatch_arg;
 	c->fd = -1;
 	TAILQ_INIT(&c->clients);
+	TAILQ_INIT(&c->reqs);
 	snprintf(c->path, sizeof(c->path), "%s", path);
 	snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
 	if (control_group(d->cfg.daemon.admin_group, &c->admin_gid, &c->have_admin_gid, e) < 0 ||
@@ -501,17 +527,23 @@ void
 control_free(struct control *c)
 {
 	struct control_client *cl;
+	struct control_req *req;
 
 	if (c == NULL)
 		return;
 	control_close_listener(c);
 	while ((cl = TAILQ_FIRST(&c->clients)) != NULL)
 		control_client_free(cl);
+	while ((req = TAILQ_FIRST(&c->reqs)) != NULL) {
+		TAILQ_REMOVE(&c->reqs, req, pending);
+		req->c = NULL;
+	}
 	free(c);
 }
 
-size_t
-control_clients(const struct control *c)
+void
+control_stats(const struct control *c, struct control_stats *s)
 {
-	return c->nclients;
+	*s = c->stats;
+	s->clients = c->nclients;
 }

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/queue.h>
 #include <sys/types.h>
 
 #include <jansson.h>
@@ -40,10 +41,23 @@ struct control_req {
 	pid_t pid;
 	enum control_access access;
 	void *arg;                      /* control_new's dispatch_arg */
+	/* control.c's: its list of unanswered requests (c is NULL once the
+	 * control is freed, so a late reply counts nothing). */
+	struct control *c;
+	TAILQ_ENTRY(control_req) pending;
 };
 
 /* Runs one request; it must lead to exactly one reply (now or later). */
 typedef void (*control_dispatch_cb)(struct control_req *req, void *arg);
+
+/* Counters and gauges for metrics. */
+struct control_stats {
+	uint64_t requests;              /* requests received */
+	uint64_t errors;                /* answered with an error */
+	uint64_t denied;                /* refused for lack of access */
+	uint64_t protocol_errors;       /* connections dropped for a protocol error */
+	size_t clients;                 /* connections open */
+};
 
 struct control *control_new(struct farmd *d, const char *path,
     control_dispatch_cb dispatch, void *dispatch_arg, struct err *e);
@@ -58,7 +72,10 @@ void control_reply_data(struct control_req *req, json_t *json, const char *text,
     const uint8_t *data, size_t len, const char *warning);
 void control_reply_err(struct control_req *req, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* An error reply to a request its peer may not make (counted as denied). */
+void control_reply_denied(struct control_req *req, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
-size_t control_clients(const struct control *c);
+void control_stats(const struct control *c, struct control_stats *s);
 
 #endif

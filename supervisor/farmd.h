@@ -21,7 +21,6 @@ struct db;
 struct io;
 struct pool;
 struct control;
-struct metrics;
 struct blockstore;
 struct resync;
 struct scrub;
@@ -44,7 +43,6 @@ struct farmd {
 	struct plot *plot;
 	struct pool *pool;
 	struct control *control;
-	struct metrics *metrics;
 	int lock_fd;
 	uint64_t start_real_ms;
 	uint64_t start_mono_ms;
@@ -53,12 +51,5 @@ struct farmd {
 	int exit_code;
 	char exit_reason[256];
 };
-
-/* Starts an orderly shutdown; code 0 for a requested stop, 1 for a fatal
- * runtime failure (reason logged once and printed as the last line). */
-void farmd_stop(struct farmd *d, int code, const char *reason);
-
-/* sd_notify STATUS= line, from the current state. */
-void farmd_notify_status(struct farmd *d);
 
 #endif

@@ -31,9 +31,8 @@
 #include "control.h"
 #include "db.h"
 #include "farmd.h"
-#include "log.h"
-#include "metrics.h"
 #include "history.h"
+#include "log.h"
 #include "io.h"
 #include "plot.h"
 #include "plot_scrub.h"
@@ -52,6 +51,7 @@ struct farmd_events {
 	struct event *sig[4];
 	struct event *tick;             /* readiness and the end of shutdown */
 	struct cmd_env cmd;
+	struct pool_hooks hooks;
 };
 
 static void
@@ -62,7 +62,8 @@ usage(FILE *f)
 	    "       farmd --version\n");
 }
 
-void
+/* sd_notify STATUS= line, from the current state. */
+static void
 farmd_notify_status(struct farmd *d)
 {
 	char line[256];
@@ -94,7 +95,9 @@ farmd_stop_cb(evutil_socket_t fd, short what, void *arg)
 	pool_shutdown(d->pool, SHUTDOWN_GRACE_MS);
 }
 
-void
+/* Starts an orderly shutdown; code 0 for a requested stop, 1 for a fatal
+ * runtime failure (reason logged once and printed as the last line). */
+static void
 farmd_stop(struct farmd *d, int code, const char *reason)
 {
 	if (d->stopping)
@@ -114,6 +117,18 @@ static void
 farmd_stop_hook(void *arg, int code, const char *reason)
 {
 	farmd_stop(arg, code, reason);
+}
+
+static void
+farmd_fatal_hook(void *arg, const char *reason)
+{
+	farmd_stop(arg, 1, reason);
+}
+
+static void
+farmd_health_hook(void *arg)
+{
+	farmd_notify_status(arg);
 }
 
 static void
@@ -260,8 +275,6 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 	snprintf(path, sizeof(path), "%s/state.db", d->state_dir);
 	if ((d->db = db_open(path, e)) == NULL)
 		return -1;
-	if ((d->metrics = calloc(1, sizeof(*d->metrics))) == NULL)
-		return err_set(e, "out of memory");
 	if ((d->io = io_new(d->base, IO_THREADS, e)) == NULL)
 		return -1;
 	if ((d->blocks = blockstore_new(d, e)) == NULL)
@@ -276,7 +289,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 	if ((d->scrub = scrub_new(d, (const struct scrub_source *const[]){
 	    &scrub_source_blocks, &plot_scrub_sectors, NULL }, e)) == NULL)
 		return -1;
-	if ((d->pool = pool_new(d, e)) == NULL)
+	ev->hooks = (struct pool_hooks){ farmd_fatal_hook, farmd_health_hook, d };
+	if ((d->pool = pool_new(d, &ev->hooks, e)) == NULL)
 		return -1;
 	ev->cmd = (struct cmd_env){ farmd_stop_hook, d };
 	if ((d->control = control_new(d, d->admin_path, cmd_dispatch, &ev->cmd, e)) == NULL)
@@ -318,7 +332,6 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 	resync_free(d->resync);
 	blockstore_free(d->blocks);
 	db_close(d->db);
-	free(d->metrics);
 	if (d->base != NULL)
 		event_base_free(d->base);
 	libevent_global_shutdown();

@@ -1,11 +1,14 @@
 /*
  * metrics.c: Prometheus text exposition (version 0.0.4).  Names are
- * farmd_<subsystem>_<what>[_total]; counters come from struct metrics,
- * gauges are read from the subsystems at render time.
+ * farmd_<subsystem>_<what>[_total].  Every value, counter or gauge, is
+ * read at render time from the stats its subsystem exposes (pool_stats,
+ * control_stats, plot_farm_stats, ...): metrics keeps no count of its
+ * own, and nothing below it knows it exists.
  */
 #include "metrics.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,13 +17,13 @@
 
 #include "blockstore.h"
 #include "clock.h"
-#include "history.h"
-#include "plot.h"
-#include "resync.h"
-#include "scrub.h"
 #include "control.h"
 #include "farmd.h"
+#include "history.h"
+#include "plot.h"
 #include "pool.h"
+#include "resync.h"
+#include "scrub.h"
 
 struct mbuf {
 	char *s;
@@ -55,13 +58,14 @@ mb_head(struct mbuf *b, const char *name, const char *type, const char *help)
 	mb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-/* One counter family labelled by worker kind. */
+/* One family labelled by worker kind. */
 static void
-mb_by_kind(struct mbuf *b, const char *name, const char *help, const uint64_t *v)
+mb_by_kind(struct mbuf *b, const struct pool_stats *ps, const char *name, const char *type,
+    const char *help, const uint64_t v[WIRE_KIND_COUNT])
 {
-	mb_head(b, name, "counter", help);
+	mb_head(b, name, type, help);
 	for (int k = 0; k < WIRE_KIND_COUNT; k++)
-		mb_printf(b, "%s{kind=\"%s\"} %llu\n", name, wire_kind_name((enum wire_kind)k),
+		mb_printf(b, "%s{kind=\"%s\"} %llu\n", name, ps->kinds[k].kind,
 		    (unsigned long long)v[k]);
 }
 
@@ -72,39 +76,49 @@ mb_counter(struct mbuf *b, const char *name, const char *help, uint64_t v)
 	mb_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
-/* One gauge family by worker kind, read from the pools' status: the
- * integer field key, or 1/0 for "field key equals match". */
+/* The pools' gauges, then their counters, each family by kind. */
 static void
-mb_pool_gauge(struct mbuf *b, json_t *pools, const char *name, const char *help,
-    const char *key, const char *match)
+metrics_pools(struct mbuf *b, const struct pool_stats *ps)
 {
-	json_t *p;
-	size_t i;
+	uint64_t alive[WIRE_KIND_COUNT], size[WIRE_KIND_COUNT], degraded[WIRE_KIND_COUNT];
+	uint64_t queued[WIRE_KIND_COUNT], restarts[WIRE_KIND_COUNT], crashes[WIRE_KIND_COUNT];
+	uint64_t timeouts[WIRE_KIND_COUNT], done[WIRE_KIND_COUNT], failed[WIRE_KIND_COUNT];
+	uint64_t retried[WIRE_KIND_COUNT];
 
-	mb_head(b, name, "gauge", help);
-	json_array_foreach(pools, i, p) {
-		json_t *v = json_object_get(p, key);
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		const struct pool_kind_stats *ks = &ps->kinds[k];
 
-		mb_printf(b, "%s{kind=\"%s\"} %lld\n", name,
-		    json_string_value(json_object_get(p, "kind")), match != NULL ?
-		    (long long)(strcmp(json_string_value(v), match) == 0) : json_integer_value(v));
+		alive[k] = ks->alive;
+		size[k] = ks->size;
+		degraded[k] = ks->degraded != 0;
+		queued[k] = ks->queued;
+		restarts[k] = ks->restarts;
+		crashes[k] = ks->crashes;
+		timeouts[k] = ks->timeouts;
+		done[k] = ks->jobs_done;
+		failed[k] = ks->jobs_failed;
+		retried[k] = ks->jobs_retried;
 	}
-}
-
-static void
-metrics_pools(struct mbuf *b, struct farmd *d)
-{
-	json_t *pools = pool_json_pools(d->pool);
-
-	mb_pool_gauge(b, pools, "farmd_workers", "Workers alive (hello received), by kind.",
-	    "alive", NULL);
-	mb_pool_gauge(b, pools, "farmd_workers_configured", "Configured pool size, by kind.",
-	    "size", NULL);
-	mb_pool_gauge(b, pools, "farmd_pool_degraded",
-	    "1 when the pool hit its restart intensity limit.", "state", "degraded");
-	mb_pool_gauge(b, pools, "farmd_jobs_queued", "Jobs waiting for a worker, by kind.",
-	    "queued", NULL);
-	json_decref(pools);
+	mb_by_kind(b, ps, "farmd_workers", "gauge", "Workers alive (hello received), by kind.",
+	    alive);
+	mb_by_kind(b, ps, "farmd_workers_configured", "gauge", "Configured pool size, by kind.",
+	    size);
+	mb_by_kind(b, ps, "farmd_pool_degraded", "gauge",
+	    "1 when the pool hit its restart intensity limit.", degraded);
+	mb_by_kind(b, ps, "farmd_jobs_queued", "gauge", "Jobs waiting for a worker, by kind.",
+	    queued);
+	mb_by_kind(b, ps, "farmd_worker_restarts_total", "counter",
+	    "Worker replacements, by kind.", restarts);
+	mb_by_kind(b, ps, "farmd_worker_crashes_total", "counter",
+	    "Workers that died without being asked to, by kind.", crashes);
+	mb_by_kind(b, ps, "farmd_worker_timeouts_total", "counter",
+	    "Workers killed for exceeding a job deadline, by kind.", timeouts);
+	mb_by_kind(b, ps, "farmd_jobs_done_total", "counter",
+	    "Jobs answered by a worker, by kind.", done);
+	mb_by_kind(b, ps, "farmd_jobs_failed_total", "counter",
+	    "Job attempts that failed (worker died, timeout, protocol error), by kind.", failed);
+	mb_by_kind(b, ps, "farmd_jobs_retried_total", "counter", "Job attempts retried, by kind.",
+	    retried);
 }
 
 static void
@@ -170,68 +184,69 @@ metrics_blocks(struct mbuf *b, struct farmd *d)
 	metrics_scrub(b, d);
 }
 
-/* One family from a per-farm integer (or boolean) field. */
+/* One family from a per-farm value: the uint64_t at offset off in struct
+ * plot_farm_stats. */
 static void
-mb_farm_value(struct mbuf *b, json_t *farms, const char *name, const char *type,
-    const char *help, const char *key)
+mb_farm_value(struct mbuf *b, const struct plot_farm_stats *fs, size_t n, const char *name,
+    const char *type, const char *help, size_t off)
 {
-	json_t *f;
-	size_t i;
-
 	mb_head(b, name, type, help);
-	json_array_foreach(farms, i, f) {
-		json_t *v = json_object_get(f, key);
+	for (size_t i = 0; i < n; i++) {
+		uint64_t v;
 
-		mb_printf(b, "%s{farm=\"%lld\"} %lld\n", name,
-		    (long long)json_integer_value(json_object_get(f, "farm")),
-		    json_is_boolean(v) ? (long long)json_is_true(v) : (long long)json_integer_value(v));
+		memcpy(&v, (const char *)&fs[i] + off, sizeof(v));
+		mb_printf(b, "%s{farm=\"%lld\"} %lld\n", name, (long long)fs[i].id, (long long)v);
 	}
 }
+
+static void
+mb_farm_hist(struct mbuf *b, const struct plot_farm_stats *fs, size_t n)
+{
+	mb_head(b, "farmd_farm_plot_seconds", "histogram",
+	    "Time per plotted sector: total and its read, encode and write phases.");
+	for (size_t i = 0; i < n; i++)
+		for (int ph = 0; ph < PLOT_PHASES; ph++) {
+			long long farm = (long long)fs[i].id, cum = 0;
+			const char *key = fs[i].hist[ph].phase;
+
+			for (int k = 0; k < PLOT_HIST_BUCKETS; k++) {
+				cum += (long long)fs[i].hist[ph].bucket[k];
+				mb_printf(b, "farmd_farm_plot_seconds_bucket{farm=\"%lld\",phase=\"%s\","
+				    "le=\"%g\"} %lld\n", farm, key, plot_hist_bounds[k], cum);
+			}
+			mb_printf(b, "farmd_farm_plot_seconds_bucket{farm=\"%lld\",phase=\"%s\","
+			    "le=\"+Inf\"} %lld\n", farm, key, (long long)fs[i].hist[ph].count);
+			mb_printf(b, "farmd_farm_plot_seconds_sum{farm=\"%lld\",phase=\"%s\"} %.6f\n",
+			    farm, key, fs[i].hist[ph].sum);
+			mb_printf(b, "farmd_farm_plot_seconds_count{farm=\"%lld\",phase=\"%s\"} %lld\n",
+			    farm, key, (long long)fs[i].hist[ph].count);
+		}
+}
+
+#define FARM_FIELD(m) offsetof(struct plot_farm_stats, m)
 
 /* One family per farm value, labelled by farm (and state or phase). */
 static void
 metrics_farms(struct mbuf *b, struct farmd *d)
 {
-	json_t *farms = plot_json_metrics(d->plot), *f, *v;
-	const char *key;
-	size_t i;
+	size_t n;
+	struct plot_farm_stats *fs = plot_farm_stats(d->plot, &n);
 
 	mb_head(b, "farmd_farm_sectors", "gauge", "Sectors by state, per farm.");
-	json_array_foreach(farms, i, f)
-		json_object_foreach(json_object_get(f, "states"), key, v)
+	for (size_t i = 0; i < n; i++)
+		for (int k = 0; k < PLOT_SECTOR_STATES; k++)
 			mb_printf(b, "farmd_farm_sectors{farm=\"%lld\",state=\"%s\"} %lld\n",
-			    (long long)json_integer_value(json_object_get(f, "farm")), key,
-			    (long long)json_integer_value(v));
-	mb_farm_value(b, farms, "farmd_farm_sectors_in_flight", "gauge",
-	    "Sectors being plotted, per farm.", "in_flight");
-	mb_farm_value(b, farms, "farmd_farm_usable", "gauge",
-	    "1 when the farm's files are usable.", "usable");
-	mb_farm_value(b, farms, "farmd_farm_sectors_plotted_total", "counter",
-	    "Sectors plotted (or replotted) since start, per farm.", "plotted_total");
-	mb_farm_value(b, farms, "farmd_farm_plot_errors_total", "counter",
-	    "Sector pipeline failures (each retried), per farm.", "errors_total");
-	mb_head(b, "farmd_farm_plot_seconds", "histogram",
-	    "Time per plotted sector: total and its read, encode and write phases.");
-	json_array_foreach(farms, i, f)
-		json_object_foreach(json_object_get(f, "hist"), key, v) {
-			long long farm = (long long)json_integer_value(json_object_get(f, "farm"));
-			json_t *bk = json_object_get(v, "buckets");
-			long long cum = 0;
-
-			for (int k = 0; k < PLOT_HIST_BUCKETS; k++) {
-				cum += (long long)json_integer_value(json_array_get(bk, (size_t)k));
-				mb_printf(b, "farmd_farm_plot_seconds_bucket{farm=\"%lld\",phase=\"%s\","
-				    "le=\"%g\"} %lld\n", farm, key, plot_hist_bounds[k], cum);
-			}
-			mb_printf(b, "farmd_farm_plot_seconds_bucket{farm=\"%lld\",phase=\"%s\","
-			    "le=\"+Inf\"} %lld\n", farm, key,
-			    (long long)json_integer_value(json_object_get(v, "count")));
-			mb_printf(b, "farmd_farm_plot_seconds_sum{farm=\"%lld\",phase=\"%s\"} %.6f\n",
-			    farm, key, json_real_value(json_object_get(v, "sum")));
-			mb_printf(b, "farmd_farm_plot_seconds_count{farm=\"%lld\",phase=\"%s\"} %lld\n",
-			    farm, key, (long long)json_integer_value(json_object_get(v, "count")));
-		}
-	json_decref(farms);
+			    (long long)fs[i].id, fs[i].sectors[k].name, (long long)fs[i].sectors[k].n);
+	mb_farm_value(b, fs, n, "farmd_farm_sectors_in_flight", "gauge",
+	    "Sectors being plotted, per farm.", FARM_FIELD(in_flight));
+	mb_farm_value(b, fs, n, "farmd_farm_usable", "gauge",
+	    "1 when the farm's files are usable.", FARM_FIELD(usable));
+	mb_farm_value(b, fs, n, "farmd_farm_sectors_plotted_total", "counter",
+	    "Sectors plotted (or replotted) since start, per farm.", FARM_FIELD(plotted_total));
+	mb_farm_value(b, fs, n, "farmd_farm_plot_errors_total", "counter",
+	    "Sector pipeline failures (each retried), per farm.", FARM_FIELD(errors_total));
+	mb_farm_hist(b, fs, n);
+	free(fs);
 }
 
 static void
@@ -251,43 +266,32 @@ metrics_history(struct mbuf *b, struct farmd *d)
 char *
 metrics_render(struct farmd *d)
 {
-	struct metrics *m = d->metrics;
 	struct mbuf b = { 0 };
+	struct pool_stats ps;
+	struct control_stats cs;
 
+	pool_stats(d->pool, &ps);
+	control_stats(d->control, &cs);
 	mb_printf(&b, "%s", "");
 	mb_head(&b, "farmd_up", "gauge", "1 while farmd runs.");
 	mb_printf(&b, "farmd_up 1\n");
 	mb_head(&b, "farmd_uptime_seconds", "gauge", "Seconds since farmd started.");
 	mb_printf(&b, "farmd_uptime_seconds %llu\n",
 	    (unsigned long long)((clock_mono_ms() - d->start_mono_ms) / 1000));
-	metrics_pools(&b, d);
-	mb_by_kind(&b, "farmd_worker_restarts_total", "Worker replacements, by kind.",
-	    m->worker_restarts);
-	mb_by_kind(&b, "farmd_worker_crashes_total",
-	    "Workers that died without being asked to, by kind.", m->worker_crashes);
-	mb_by_kind(&b, "farmd_worker_timeouts_total",
-	    "Workers killed for exceeding a job deadline, by kind.", m->worker_timeouts);
-	mb_by_kind(&b, "farmd_jobs_done_total", "Jobs answered by a worker, by kind.",
-	    m->jobs_done);
-	mb_by_kind(&b, "farmd_jobs_failed_total",
-	    "Job attempts that failed (worker died, timeout, protocol error), by kind.",
-	    m->jobs_failed);
-	mb_by_kind(&b, "farmd_jobs_retried_total", "Job attempts retried, by kind.",
-	    m->jobs_retried);
+	metrics_pools(&b, &ps);
 	mb_counter(&b, "farmd_protocol_errors_worker_total",
-	    "Worker connections dropped for a protocol error.", m->protocol_errors_worker);
+	    "Worker connections dropped for a protocol error.", ps.protocol_errors);
 	mb_counter(&b, "farmd_protocol_errors_admin_total",
-	    "Admin connections dropped for a protocol error.", m->protocol_errors_admin);
-	mb_counter(&b, "farmd_admin_requests_total", "Admin requests received.",
-	    m->admin_requests);
+	    "Admin connections dropped for a protocol error.", cs.protocol_errors);
+	mb_counter(&b, "farmd_admin_requests_total", "Admin requests received.", cs.requests);
 	mb_counter(&b, "farmd_admin_errors_total", "Admin requests answered with an error.",
-	    m->admin_errors);
+	    cs.errors);
 	mb_counter(&b, "farmd_admin_denied_total", "Admin requests refused for lack of access.",
-	    m->admin_denied);
+	    cs.denied);
 	metrics_blocks(&b, d);
 	metrics_history(&b, d);
 	metrics_farms(&b, d);
 	mb_head(&b, "farmd_admin_clients", "gauge", "Admin connections open.");
-	mb_printf(&b, "farmd_admin_clients %zu\n", control_clients(d->control));
+	mb_printf(&b, "farmd_admin_clients %zu\n", cs.clients);
 	return b.s;
 }

@@ -51,8 +51,33 @@ json_t *plot_json_farms(struct plot *p);
 /* farm: id or directory, NULL for all. */
 json_t *plot_json_sectors(struct plot *p, const char *farm, struct err *e);
 json_t *plot_json_progress(struct plot *p);
-json_t *plot_json_summary(struct plot *p);
-json_t *plot_json_metrics(struct plot *p);
+
+/* Plotting in figures: the status summary and the per-farm metrics. */
+struct plot_summary {
+	uint64_t farms, sectors, plotted, in_flight, errors, unusable_farms;
+	const char *last_error;         /* "" if none; valid until the loop runs on */
+};
+#define PLOT_SECTOR_STATES 5            /* empty … expired */
+#define PLOT_PHASES 4                   /* total, read, encode, write */
+struct plot_farm_stats {
+	uint32_t id;
+	/* All uint64_t, so metrics reads them alike. */
+	uint64_t usable;                /* 1 when its files are open */
+	uint64_t in_flight;
+	uint64_t plotted_total, errors_total;
+	struct { const char *name; uint64_t n; } sectors[PLOT_SECTOR_STATES];
+	struct {
+		const char *phase;
+		uint64_t bucket[PLOT_HIST_BUCKETS];     /* non-cumulative */
+		uint64_t count;
+		double sum;                             /* seconds */
+	} hist[PLOT_PHASES];
+};
+void plot_summary(struct plot *p, struct plot_summary *s);
+json_t *plot_json_summary(const struct plot_summary *s);
+/* One entry per farm, in farm order (caller frees); NULL with *n = 0
+ * when there is no farm or no memory. */
+struct plot_farm_stats *plot_farm_stats(struct plot *p, size_t *n);
 
 /* sector read: the decoded piece, checked against its piece root. */
 typedef void (*plot_read_cb)(void *arg, uint8_t *data, size_t len, const char *error);

@@ -1,7 +1,8 @@
 /*
  * plot_json.c: plotting as the admin commands and the metrics show it:
- * `farm list`, `farm sectors`, `plot progress`, the status summary and
- * the per-farm metrics.
+ * `farm list`, `farm sectors`, `plot progress`, and the figures of the
+ * status summary and of the per-farm metrics (struct plot_summary,
+ * struct plot_farm_stats; their readers render them).
  *
  * Everything here reads state, it never reconstructs it: the counts are
  * the farms' count[] (kept by sector.c), the phases the jobs' states,
@@ -9,6 +10,8 @@
  */
 #include "plot.h"
 
+#include <stdlib.h>
+#include <string.h>
 #include <sys/queue.h>
 
 #include "farm.h"
@@ -85,57 +88,73 @@ plot_json_progress(struct plot *p)
 	    "farms", farms, "events", events);
 }
 
-json_t *
-plot_json_summary(struct plot *p)
+void
+plot_summary(struct plot *p, struct plot_summary *s)
 {
-	uint64_t farms = 0, sectors = 0, plotted = 0, in_flight = 0, errors = 0, unusable = 0;
-	const char *last_error = "";
 	struct farm *f;
 
+	memset(s, 0, sizeof(*s));
+	s->last_error = "";
 	TAILQ_FOREACH(f, &p->farms, link) {
-		farms++;
-		sectors += f->g.sectors;
-		plotted += farm_plotted(f);
-		in_flight += f->in_flight;
-		errors += f->errors_total;
-		unusable += f->fd < 0;
+		s->farms++;
+		s->sectors += f->g.sectors;
+		s->plotted += farm_plotted(f);
+		s->in_flight += f->in_flight;
+		s->errors += f->errors_total;
+		s->unusable_farms += f->fd < 0;
 		if (f->last_error[0])
-			last_error = f->last_error;
+			s->last_error = f->last_error;
 		if (f->fd < 0)
-			last_error = f->error;
+			s->last_error = f->error;
 	}
-	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "farms",
-	    (json_int_t)farms, "sectors", (json_int_t)sectors,
-	    "plotted", (json_int_t)plotted, "in_flight", (json_int_t)in_flight,
-	    "errors", (json_int_t)errors, "unusable_farms", (json_int_t)unusable,
-	    "last_error", last_error);
 }
 
 json_t *
-plot_json_metrics(struct plot *p)
+plot_json_summary(const struct plot_summary *s)
 {
-	json_t *a = json_array();
-	struct farm *f;
+	return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:s}", "farms",
+	    (json_int_t)s->farms, "sectors", (json_int_t)s->sectors,
+	    "plotted", (json_int_t)s->plotted, "in_flight", (json_int_t)s->in_flight,
+	    "errors", (json_int_t)s->errors, "unusable_farms", (json_int_t)s->unusable_farms,
+	    "last_error", s->last_error);
+}
 
-	TAILQ_FOREACH(f, &p->farms, link) {
-		json_t *states = json_object(), *hists = json_object();
+_Static_assert(PLOT_SECTOR_STATES == SECTOR_NSTATES, "plot.h's count of sector states");
+_Static_assert(PLOT_PHASES == PH_COUNT, "plot.h's count of phases");
 
-		for (int k = 0; k < SECTOR_NSTATES; k++)
-			json_object_set_new(states, sector_names[k], json_integer((json_int_t)f->count[k]));
-		for (int ph = 0; ph < PH_COUNT; ph++) {
-			json_t *b = json_array();
-
-			for (int k = 0; k < PLOT_HIST_BUCKETS; k++)
-				json_array_append_new(b, json_integer((json_int_t)f->hist[ph].bucket[k]));
-			json_object_set_new(hists, ph_names[ph], json_pack("{s:o, s:I, s:f}",
-			    "buckets", b, "count", (json_int_t)f->hist[ph].count,
-			    "sum", f->hist[ph].sum));
-		}
-		json_array_append_new(a, json_pack("{s:I, s:o, s:I, s:I, s:I, s:b, s:o}",
-		    "farm", (json_int_t)f->id, "states", states,
-		    "plotted_total", (json_int_t)f->plotted_total,
-		    "errors_total", (json_int_t)f->errors_total,
-		    "in_flight", (json_int_t)f->in_flight, "usable", f->fd >= 0, "hist", hists));
+static void
+plot_farm_stats_of(const struct farm *f, struct plot_farm_stats *s)
+{
+	s->id = f->id;
+	s->usable = f->fd >= 0;
+	s->in_flight = f->in_flight;
+	s->plotted_total = f->plotted_total;
+	s->errors_total = f->errors_total;
+	for (int k = 0; k < SECTOR_NSTATES; k++) {
+		s->sectors[k].name = sector_names[k];
+		s->sectors[k].n = f->count[k];
 	}
+	for (int ph = 0; ph < PH_COUNT; ph++) {
+		s->hist[ph].phase = ph_names[ph];
+		memcpy(s->hist[ph].bucket, f->hist[ph].bucket, sizeof(s->hist[ph].bucket));
+		s->hist[ph].count = f->hist[ph].count;
+		s->hist[ph].sum = f->hist[ph].sum;
+	}
+}
+
+struct plot_farm_stats *
+plot_farm_stats(struct plot *p, size_t *n)
+{
+	struct plot_farm_stats *a;
+	struct farm *f;
+	size_t i = 0;
+
+	*n = 0;
+	TAILQ_FOREACH(f, &p->farms, link)
+		i++;
+	if (i == 0 || (a = calloc(i, sizeof(*a))) == NULL)
+		return NULL;
+	TAILQ_FOREACH(f, &p->farms, link)
+		plot_farm_stats_of(f, &a[(*n)++]);
 	return a;
 }

@@ -29,7 +29,6 @@
 #include "farmd.h"
 #include "frame.h"
 #include "log.h"
-#include "metrics.h"
 #include "peer.h"
 #include "wire.h"
 
@@ -86,6 +85,8 @@ struct pool_kind {
 	struct worker_list workers;
 	struct job_list queue;
 	uint64_t restarts;
+	uint64_t jobs_done, jobs_failed, jobs_retried;
+	uint64_t crashes, timeouts;
 	uint64_t restart_ms[RESTART_RING];
 	unsigned restart_next;
 	int pending;                    /* replacements scheduled */
@@ -100,7 +101,9 @@ struct pool_kind {
 
 struct pool {
 	struct farmd *d;
+	struct pool_hooks hooks;
 	struct pool_kind kinds[WIRE_KIND_COUNT];
+	uint64_t protocol_errors;
 	struct job_list jobs;
 	uint64_t next_id;
 	int stopping;
@@ -129,7 +132,7 @@ pool_kind_size(const struct config *c, enum wire_kind kind)
 }
 
 struct pool *
-pool_new(struct farmd *d, struct err *e)
+pool_new(struct farmd *d, const struct pool_hooks *hooks, struct err *e)
 {
 	struct pool *p = calloc(1, sizeof(*p));
 
@@ -138,6 +141,7 @@ pool_new(struct farmd *d, struct err *e)
 		return NULL;
 	}
 	p->d = d;
+	p->hooks = *hooks;
 	p->next_id = 1;
 	TAILQ_INIT(&p->jobs);
 	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
@@ -203,7 +207,7 @@ pool_job_attempt_failed(struct pool_job *job, const char *reason)
 	struct timeval tv;
 	char msg[ERR_MSG_MAX];
 
-	p->d->metrics->jobs_failed[job->pk->kind]++;
+	job->pk->jobs_failed++;
 	job->worker = NULL;
 	if (job->cancelled) {
 		pool_job_free(job);
@@ -221,7 +225,7 @@ pool_job_attempt_failed(struct pool_job *job, const char *reason)
 	log_info("%s job %llu attempt %d failed (%s); retrying in %llu ms",
 	    wire_kind_name(job->pk->kind), (unsigned long long)job->id,
 	    job->attempts, reason, (unsigned long long)job->opts.retry_delay_ms);
-	p->d->metrics->jobs_retried[job->pk->kind]++;
+	job->pk->jobs_retried++;
 	if (job->retry_ev == NULL)
 		job->retry_ev = evtimer_new(p->d->base, pool_job_retry_cb, job);
 	tv = clock_tv(job->opts.retry_delay_ms);
@@ -344,7 +348,6 @@ static void
 worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct worker *w = arg;
-	struct pool *p = w->pk->pool;
 	char reason[64];
 	uint64_t ms = w->job->opts.timeout_ms;
 
@@ -354,7 +357,7 @@ worker_deadline_cb(evutil_socket_t fd, short what, void *arg)
 		snprintf(reason, sizeof(reason), "timeout after %llus", (unsigned long long)(ms / 1000));
 	else
 		snprintf(reason, sizeof(reason), "timeout after %llums", (unsigned long long)ms);
-	p->d->metrics->worker_timeouts[w->pk->kind]++;
+	w->pk->timeouts++;
 	log_warn("%s worker %d: job %llu: %s; killing it", wire_kind_name(w->pk->kind),
 	    (int)w->pid, (unsigned long long)w->job->id, reason);
 	worker_end(w, reason);
@@ -382,7 +385,7 @@ worker_hello(struct worker *w, const Farmd__WorkerHello *h, struct err *e)
 			snprintf(why, sizeof(why), "sandbox layer %s is unavailable (%s) and "
 			    "[daemon] sandbox_required = true", h->layers[i]->name,
 			    h->layers[i]->detail);
-			farmd_stop(p->d, 1, why);
+			p->hooks.fatal(p->hooks.arg, why);
 		}
 	}
 	/* Untrusted text: bounded copy, shown as is in status. */
@@ -402,7 +405,6 @@ worker_hello(struct worker *w, const Farmd__WorkerHello *h, struct err *e)
 static int
 worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 {
-	struct pool *p = w->pk->pool;
 	struct pool_job *job = w->job;
 
 	if (w->state != W_BUSY || job == NULL)
@@ -419,7 +421,7 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 	evtimer_del(w->deadline);
 	w->job = NULL;
 	w->state = W_IDLE;
-	p->d->metrics->jobs_done[w->pk->kind]++;
+	w->pk->jobs_done++;
 	pool_job_finish(job, res, res->error[0] ? res->error : NULL);
 	pool_dispatch(w->pk);
 	return 0;
@@ -467,7 +469,7 @@ worker_close_cb(struct peer *peer, enum peer_close how, const char *reason, void
 	if (how != PEER_CLOSED) {
 		char why[ERR_MSG_MAX];
 
-		p->d->metrics->protocol_errors_worker++;
+		p->protocol_errors++;
 		snprintf(why, sizeof(why), "protocol error: %s", reason);
 		log_warn("%s worker %d: %s; killing it", wire_kind_name(w->pk->kind),
 		    (int)w->pid, why);
@@ -682,7 +684,6 @@ pool_schedule_restart(struct pool_kind *pk)
 		    (unsigned long long)c->workers.restart_period_ms, (unsigned long long)delay);
 	pk->restart_ms[pk->restart_next++ % RESTART_RING] = now ? now : 1;
 	pk->restarts++;
-	pk->pool->d->metrics->worker_restarts[pk->kind]++;
 	if ((r = calloc(1, sizeof(*r))) == NULL ||
 	    (r->ev = evtimer_new(pk->pool->d->base, pool_respawn_cb, r)) == NULL) {
 		free(r);
@@ -694,7 +695,7 @@ pool_schedule_restart(struct pool_kind *pk)
 	tv = clock_tv(delay);
 	pk->pending++;
 	evtimer_add(r->ev, &tv);
-	farmd_notify_status(pk->pool->d);
+	pk->pool->hooks.health(pk->pool->hooks.arg);
 }
 
 /* One place formats how a child ended (PostgreSQL's LogChildExit). */
@@ -742,7 +743,7 @@ pool_reap(struct pool *p)
 		pool_exit_reason(status, how, sizeof(how));
 		asked = p->stopping;
 		if (!asked) {
-			pk->pool->d->metrics->worker_crashes[pk->kind] += w->reason[0] == '\0';
+			pk->crashes += w->reason[0] == '\0';
 			log_warn("%s worker %d %s%s%s%s", wire_kind_name(pk->kind), (int)pid,
 			    how + strlen("worker "), w->job ? " while running a job" : "",
 			    w->reason[0] ? "; killed for: " : "", w->reason);
@@ -945,7 +946,7 @@ pool_tick(struct pool *p)
 		    pool_recent_restarts(pk, now) < p->d->cfg.workers.restart_intensity) {
 			pk->degraded = 0;
 			log_info("%s pool recovered", wire_kind_name(pk->kind));
-			farmd_notify_status(p->d);
+			p->hooks.health(p->hooks.arg);
 		}
 	}
 }
@@ -997,27 +998,48 @@ pool_kind_alive(const struct pool_kind *pk)
 	return n;
 }
 
+void
+pool_stats(const struct pool *p, struct pool_stats *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->protocol_errors = p->protocol_errors;
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		const struct pool_kind *pk = &p->kinds[k];
+		struct pool_kind_stats *ks = &s->kinds[k];
+		const struct pool_job *j;
+
+		ks->kind = wire_kind_name(pk->kind);
+		ks->size = pk->size;
+		ks->alive = (uint32_t)pool_kind_alive(pk);
+		ks->degraded = pk->degraded;
+		ks->state = pk->degraded ? "degraded" : ks->alive >= pk->size ? "ok" : "starting";
+		TAILQ_FOREACH(j, &pk->queue, entry)
+			ks->queued++;
+		ks->last_replace_ms = (double)pk->replace_us / 1000.0;
+		memcpy(ks->kernel, pk->kernel, sizeof(ks->kernel));
+		ks->restarts = pk->restarts;
+		ks->crashes = pk->crashes;
+		ks->timeouts = pk->timeouts;
+		ks->jobs_done = pk->jobs_done;
+		ks->jobs_failed = pk->jobs_failed;
+		ks->jobs_retried = pk->jobs_retried;
+	}
+}
+
 json_t *
-pool_json_pools(const struct pool *p)
+pool_json_pools(const struct pool_stats *s)
 {
 	json_t *a = json_array();
 
 	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		const struct pool_kind *pk = &p->kinds[k];
-		int alive = pool_kind_alive(pk);
-		const char *state = pk->degraded ? "degraded" :
-		    (uint32_t)alive >= pk->size ? "ok" : "starting";
-		int queued = 0;
-		const struct pool_job *j;
+		const struct pool_kind_stats *ks = &s->kinds[k];
 
-		TAILQ_FOREACH(j, &pk->queue, entry)
-			queued++;
 		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i, s:f, s:o}",
-		    "kind", wire_kind_name(pk->kind), "size", (int)pk->size,
-		    "alive", alive, "restarts", (json_int_t)pk->restarts,
-		    "state", state, "queued", queued,
-		    "last_replace_ms", (double)pk->replace_us / 1000.0,
-		    "kernel", pk->kernel[0] ? json_string(pk->kernel) : json_null()));
+		    "kind", ks->kind, "size", (int)ks->size,
+		    "alive", (int)ks->alive, "restarts", (json_int_t)ks->restarts,
+		    "state", ks->state, "queued", (int)ks->queued,
+		    "last_replace_ms", ks->last_replace_ms,
+		    "kernel", ks->kernel[0] ? json_string(ks->kernel) : json_null()));
 	}
 	return a;
 }

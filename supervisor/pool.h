@@ -33,7 +33,42 @@ struct pool_job_opts {
 typedef void (*pool_done_cb)(uint64_t job_id, const Farmd__JobResult *res,
     const char *error, void *arg);
 
-struct pool *pool_new(struct farmd *d, struct err *e);
+/* What the pools report upward (to main), instead of calling it. */
+struct pool_hooks {
+	/* farmd must not go on (a worker lacks a sandbox layer and [daemon]
+	 * sandbox_required is set): stop with reason as a fatal error. */
+	void (*fatal)(void *arg, const char *reason);
+	/* A restart was scheduled or a pool became degraded or recovered:
+	 * the STATUS line may have changed. */
+	void (*health)(void *arg);
+	void *arg;
+};
+
+/* One pool's state and counters, as status, `farmctl status` tables and
+ * metrics show them. */
+struct pool_kind_stats {
+	const char *kind;               /* wire_kind_name() */
+	uint32_t size;                  /* configured */
+	uint32_t alive;                 /* hello received, not exiting */
+	uint32_t queued;                /* jobs waiting for a worker */
+	int degraded;
+	const char *state;              /* "degraded", "ok" or "starting" */
+	double last_replace_ms;         /* death to replacement's hello, last time */
+	char kernel[16];                /* the last hello's scrypt kernel, "" if none */
+	uint64_t restarts;              /* replacements scheduled */
+	uint64_t crashes;               /* exits not asked for */
+	uint64_t timeouts;              /* killed for exceeding a job deadline */
+	uint64_t jobs_done;             /* answered by a worker */
+	uint64_t jobs_failed;           /* attempts that failed */
+	uint64_t jobs_retried;
+};
+
+struct pool_stats {
+	struct pool_kind_stats kinds[WIRE_KIND_COUNT];  /* by enum wire_kind */
+	uint64_t protocol_errors;       /* worker connections dropped for one */
+};
+
+struct pool *pool_new(struct farmd *d, const struct pool_hooks *hooks, struct err *e);
 void pool_free(struct pool *p);
 
 /* Spawns the configured workers. */
@@ -72,10 +107,11 @@ int pool_alive(const struct pool *p);
 /* Periodic (main's tick): re-derives each pool's degraded state. */
 void pool_tick(struct pool *p);
 
+void pool_stats(const struct pool *p, struct pool_stats *s);
 
 /* Sandbox layers reported by the workers: name → all workers have it. */
 json_t *pool_json_sandbox(const struct pool *p);
-json_t *pool_json_pools(const struct pool *p);
+json_t *pool_json_pools(const struct pool_stats *s);
 json_t *pool_json_workers(const struct pool *p);
 /* Kinds whose pool is degraded, for the STATUS line; 0 if none. */
 int pool_degraded(const struct pool *p);
