@@ -1,10 +1,13 @@
 /*
  * farmd.h: the supervisor's root state.  One instance, created by main()
  * and passed by pointer to every subsystem; nothing else is global.
+ * Subsystems read it (config, loop, paths, their peers' handles); only
+ * main.c changes ready, stopping and the exit fields.
  *
- * Start-up order (main.c): config → state dir lock → database → I/O pool
- * → block store → resync → history → plot → scrub → admin socket → worker pools
- * → plotting starts → READY.
+ * Start-up order (main.c): arguments → config → state dir lock → event
+ * loop and signals → database → I/O pool → resync → block store → history
+ * → plot → scrub → worker pools (created) → admin socket → workers spawned
+ * → plotting starts → READY (every worker said hello, or 10 s passed).
  * Shutdown runs it backwards.
  */
 #ifndef FARMD_FARMD_H

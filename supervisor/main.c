@@ -2,11 +2,20 @@
  * farmd: the supervisor.
  *
  * Start-up order: arguments → config → state dir (created, then locked:
- * one farmd per state dir) → state.db → admin socket → worker pools →
- * READY once every pool's workers said hello.  Shutdown (SIGTERM, SIGINT,
+ * one farmd per state dir) → state.db → I/O pool → resync → block store
+ * → history → plot → scrub → worker pools (created) → admin socket →
+ * workers spawned → plotting starts → READY once every pool's workers
+ * said hello (or after 10 s, with a warning).  Shutdown (SIGTERM, SIGINT,
  * `farmctl shutdown`, or a fatal error) runs it backwards: stop accepting,
- * end workers (SIGTERM, then SIGKILL after a grace period), close the
- * database after a WAL checkpoint, exit 0 (or 1 with the reason).
+ * quiesce plotting and scrub, end workers (SIGTERM, then SIGKILL after a
+ * grace period), wait for disk work in flight, close the database after
+ * a WAL checkpoint, exit 0 (or 1 with the reason).
+ *
+ * Nothing below calls main: the pools report fatal errors and health
+ * changes through struct pool_hooks, the commands ask for a shutdown
+ * through struct cmd_env.  Readiness and the end of shutdown are
+ * conditions on the subsystems' state, checked after every pass of the
+ * loop (farmd_loop), never polled.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,10 +55,14 @@
 
 #define SHUTDOWN_GRACE_MS 1000
 #define IO_THREADS 4
+#define READY_WAIT_MS 10000     /* READY=1 at the latest this long after start */
 
+/* What main owns besides struct farmd: its events and the callbacks it
+ * hands down. */
 struct farmd_events {
 	struct event *sig[4];
-	struct event *tick;             /* readiness and the end of shutdown */
+	struct event *ready_deadline;   /* READY=1 even if a worker is missing */
+	struct event *watchdog;
 	struct cmd_env cmd;
 	struct pool_hooks hooks;
 };
@@ -155,6 +168,9 @@ farmd_reload(struct farmd *d)
 	 * are read from d->cfg where they are used. */
 	log_set_level(d->cfg.daemon.log_level);
 	blockstore_set_budget(d->blocks, d->cfg.blocks.budget);
+	/* A shorter restart_period or a higher intensity may end a degraded
+	 * spell now. */
+	pool_recheck(d->pool);
 	log_info("configuration reloaded from %s", d->config_path);
 }
 
@@ -178,30 +194,56 @@ farmd_signal_cb(evutil_socket_t sig, short what, void *arg)
 	}
 }
 
-/* A 10 ms tick: readiness, watchdog pings and the end of shutdown. */
 static void
-farmd_tick_cb(evutil_socket_t fd, short what, void *arg)
+farmd_become_ready(struct farmd *d)
 {
-	struct farmd *d = arg;
+	if (d->ready || d->stopping)
+		return;
+	if (!pool_ready(d->pool))
+		log_warn("not every worker came up within 10 s; ready anyway");
+	d->ready = 1;
+	sd_notify(0, "READY=1");
+	farmd_notify_status(d);
+	log_info("ready: admin socket %s", d->admin_path);
+}
 
+static void
+farmd_ready_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
 	(void)fd;
 	(void)what;
-	pool_tick(d->pool);
-	if (!d->ready && !d->stopping && (pool_ready(d->pool) ||
-	    clock_mono_ms() - d->start_mono_ms > 10000)) {
-		if (!pool_ready(d->pool))
-			log_warn("not every worker came up within 10 s; ready anyway");
-		d->ready = 1;
-		sd_notify(0, "READY=1");
-		farmd_notify_status(d);
-		log_info("ready: admin socket %s", d->admin_path);
-	}
-	/* Stopping ends when workers are reaped and in-flight disk work has
-	 * finished (its completions commit or roll back). */
-	if (d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
+	farmd_become_ready(arg);
+}
+
+/* Stopping ends when workers are reaped and in-flight disk work has
+ * finished (its completions commit or roll back). */
+static int
+farmd_stopped(struct farmd *d)
+{
+	return d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
 	    scrub_quiesce(d->scrub) && history_quiesce(d->history) && plot_quiesce(d->plot) &&
-	    io_pending(d->io) == 0)
-		event_base_loopbreak(d->base);
+	    io_pending(d->io) == 0;
+}
+
+/*
+ * The loop, one pass at a time (tmux's proc_loop).  Whatever makes farmd
+ * ready (a worker's hello) or ends a shutdown (a reap, an I/O completion,
+ * a job's end) happens in a callback, so checking after each pass sees
+ * every change as soon as it happens, and an idle farmd sleeps.
+ */
+static void
+farmd_loop(struct farmd *d)
+{
+	for (;;) {
+		if (!d->ready && pool_ready(d->pool))
+			farmd_become_ready(d);
+		if (farmd_stopped(d))
+			return;
+		if (event_base_loop(d->base, EVLOOP_ONCE) != 0) {
+			log_err("event loop ended unexpectedly");
+			return;
+		}
+	}
 }
 
 static int
@@ -256,22 +298,62 @@ farmd_lock_state_dir(struct farmd *d, const char *dir, struct err *e)
 	return 0;
 }
 
+static void
+farmd_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sd_notify(0, "WATCHDOG=1");
+}
+
+/* Signals first of all: no child may exit unseen, no SIGPIPE kill us. */
 static int
-farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
+farmd_signals_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
-	struct timeval tick = clock_tv(10);
-	char path[PATH_MAX + 16];
-	int config_error = 0;
 
-	if ((d->base = event_base_new()) == NULL)
-		return err_set(e, "cannot create the event loop");
 	signal(SIGPIPE, SIG_IGN);
 	for (size_t i = 0; i < sizeof(sigs) / sizeof(sigs[0]); i++) {
 		ev->sig[i] = evsignal_new(d->base, sigs[i], farmd_signal_cb, d);
 		if (ev->sig[i] == NULL || event_add(ev->sig[i], NULL) < 0)
 			return err_set(e, "cannot watch signal %d", sigs[i]);
 	}
+	return 0;
+}
+
+/* Last of the start-up: the readiness deadline and the watchdog. */
+static int
+farmd_timers_start(struct farmd *d, struct farmd_events *ev, struct err *e)
+{
+	uint64_t up = clock_mono_ms() - d->start_mono_ms, wd_usec = 0;
+	struct timeval tv = clock_tv(up < READY_WAIT_MS ? READY_WAIT_MS - up : 0);
+
+	ev->ready_deadline = evtimer_new(d->base, farmd_ready_deadline_cb, d);
+	if (ev->ready_deadline == NULL || evtimer_add(ev->ready_deadline, &tv) < 0)
+		return err_set(e, "cannot start the readiness timer");
+	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
+		struct timeval wd = { (time_t)(wd_usec / 2 / 1000000),
+			(suseconds_t)(wd_usec / 2 % 1000000) };
+
+		ev->watchdog = event_new(d->base, -1, EV_PERSIST, farmd_watchdog_cb, d);
+		if (ev->watchdog != NULL)
+			event_add(ev->watchdog, &wd);
+	}
+	return 0;
+}
+
+/* The start-up order of farmd.h; -2 for a config error found late. */
+static int
+farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
+{
+	char path[PATH_MAX + 16];
+	int config_error = 0;
+
+	if ((d->base = event_base_new()) == NULL)
+		return err_set(e, "cannot create the event loop");
+	if (farmd_signals_start(d, ev, e) < 0)
+		return -1;
 	snprintf(path, sizeof(path), "%s/state.db", d->state_dir);
 	if ((d->db = db_open(path, e)) == NULL)
 		return -1;
@@ -299,19 +381,7 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if (plot_start(d->plot, e) < 0)
 		return -1;
-	ev->tick = event_new(d->base, -1, EV_PERSIST, farmd_tick_cb, d);
-	if (ev->tick == NULL || event_add(ev->tick, &tick) < 0)
-		return err_set(e, "cannot start the tick timer");
-	return 0;
-}
-
-static void
-farmd_watchdog_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	(void)arg;
-	sd_notify(0, "WATCHDOG=1");
+	return farmd_timers_start(d, ev, e);
 }
 
 static void
@@ -320,8 +390,10 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 	for (size_t i = 0; i < sizeof(ev->sig) / sizeof(ev->sig[0]); i++)
 		if (ev->sig[i] != NULL)
 			event_free(ev->sig[i]);
-	if (ev->tick != NULL)
-		event_free(ev->tick);
+	if (ev->ready_deadline != NULL)
+		event_free(ev->ready_deadline);
+	if (ev->watchdog != NULL)
+		event_free(ev->watchdog);
 	/* Disk work first: its completions may still reach any subsystem. */
 	io_free(d->io);
 	control_free(d->control);
@@ -339,8 +411,15 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 		close(d->lock_fd);
 }
 
-int
-main(int argc, char **argv)
+struct farmd_args {
+	const char *state_dir, *admin;
+	int check_sandbox;
+};
+
+/* Command line into a and d->config_path.  Returns -1 to go on, else the
+ * exit code (--version, --help, a usage error). */
+static int
+farmd_parse_args(struct farmd *d, int argc, char **argv, struct farmd_args *a)
 {
 	static const struct option opts[] = {
 		{ "state-dir", required_argument, NULL, 'd' },
@@ -351,21 +430,14 @@ main(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	static struct farmd d;
-	struct farmd_events ev = { 0 };
-	struct event *watchdog = NULL;
-	const char *state_dir = NULL, *admin = NULL;
-	struct err e;
-	uint64_t wd_usec = 0;
-	int c, rc, check_sandbox = 0;
+	int c;
 
-	log_init("farmd");
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'd': state_dir = optarg; break;
-		case 'c': snprintf(d.config_path, sizeof(d.config_path), "%s", optarg); break;
-		case 's': admin = optarg; break;
-		case 'S': check_sandbox = 1; break;
+		case 'd': a->state_dir = optarg; break;
+		case 'c': snprintf(d->config_path, sizeof(d->config_path), "%s", optarg); break;
+		case 's': a->admin = optarg; break;
+		case 'S': a->check_sandbox = 1; break;
 		case 'V': printf("farmd %s\n", FARMD_VERSION); return 0;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return EX_CONFIG;
@@ -376,59 +448,77 @@ main(int argc, char **argv)
 		usage(stderr);
 		return EX_CONFIG;
 	}
-	if (farmd_worker_path(&d, &e) < 0) {
+	return -1;
+}
+
+/* Everything before the loop is built: the worker binary, the config,
+ * the state dir lock, the admin path.  Returns -1 to go on, else the exit
+ * code. */
+static int
+farmd_prepare(struct farmd *d, const struct farmd_args *a)
+{
+	struct err e;
+
+	if (farmd_worker_path(d, &e) < 0) {
 		fprintf(stderr, "farmd: %s\n", e.msg);
 		return 1;
 	}
-	if (check_sandbox) {
+	if (a->check_sandbox) {
 		/* The worker applies its own sandbox in a child and reports. */
-		execl(d.worker_path, "farmd-worker", "--check-sandbox", (char *)NULL);
-		fprintf(stderr, "farmd: exec %s: %s\n", d.worker_path, strerror(errno));
+		execl(d->worker_path, "farmd-worker", "--check-sandbox", (char *)NULL);
+		fprintf(stderr, "farmd: exec %s: %s\n", d->worker_path, strerror(errno));
 		return 1;
 	}
-	if (state_dir == NULL) {
+	if (a->state_dir == NULL) {
 		fprintf(stderr, "farmd: --state-dir is required\n");
 		usage(stderr);
 		return EX_CONFIG;
 	}
-	config_defaults(&d.cfg);
-	if (d.config_path[0] != '\0' && (config_load(&d.cfg, d.config_path, &e) < 0 ||
-	    config_refuse_unimplemented(&d.cfg, d.config_path, &e) < 0)) {
+	config_defaults(&d->cfg);
+	if (d->config_path[0] != '\0' && (config_load(&d->cfg, d->config_path, &e) < 0 ||
+	    config_refuse_unimplemented(&d->cfg, d->config_path, &e) < 0)) {
 		fprintf(stderr, "farmd: %s\n", e.msg);
 		return EX_CONFIG;
 	}
-	log_set_level(d.cfg.daemon.log_level);
-	d.start_real_ms = clock_real_ms();
-	d.start_mono_ms = clock_mono_ms();
-	if (farmd_lock_state_dir(&d, state_dir, &e) < 0) {
+	log_set_level(d->cfg.daemon.log_level);
+	d->start_real_ms = clock_real_ms();
+	d->start_mono_ms = clock_mono_ms();
+	if (farmd_lock_state_dir(d, a->state_dir, &e) < 0) {
 		fprintf(stderr, "farmd: %s\n", e.msg);
 		return 1;
 	}
-	if (admin != NULL)
-		snprintf(d.admin_path, sizeof(d.admin_path), "%s", admin);
-	else if (d.cfg.daemon.admin_socket[0] != '\0')
-		snprintf(d.admin_path, sizeof(d.admin_path), "%s", d.cfg.daemon.admin_socket);
+	if (a->admin != NULL)
+		snprintf(d->admin_path, sizeof(d->admin_path), "%s", a->admin);
+	else if (d->cfg.daemon.admin_socket[0] != '\0')
+		snprintf(d->admin_path, sizeof(d->admin_path), "%s", d->cfg.daemon.admin_socket);
 	else
-		snprintf(d.admin_path, sizeof(d.admin_path), "%s/farmd.sock", d.state_dir);
+		snprintf(d->admin_path, sizeof(d->admin_path), "%s/farmd.sock", d->state_dir);
+	return -1;
+}
+
+int
+main(int argc, char **argv)
+{
+	static struct farmd d;
+	struct farmd_events ev = { 0 };
+	struct farmd_args args = { 0 };
+	struct err e;
+	int rc;
+
+	log_init("farmd");
+	if ((rc = farmd_parse_args(&d, argc, argv, &args)) >= 0 ||
+	    (rc = farmd_prepare(&d, &args)) >= 0)
+		return rc;
 	if ((rc = farmd_start(&d, &ev, &e)) < 0) {
 		log_err("%s", e.msg);
 		fprintf(stderr, "farmd: %s\n", e.msg);
 		farmd_teardown(&d, &ev);
 		return rc == -2 ? EX_CONFIG : 1;
 	}
-	if (sd_watchdog_enabled(0, &wd_usec) > 0 && wd_usec > 0) {
-		struct timeval tv = { (time_t)(wd_usec / 2 / 1000000),
-			(suseconds_t)(wd_usec / 2 % 1000000) };
-
-		watchdog = event_new(d.base, -1, EV_PERSIST, farmd_watchdog_cb, &d);
-		event_add(watchdog, &tv);
-	}
 	log_info("farmd %s starting: state dir %s, %u encode / %u compile / %u execute workers",
 	    FARMD_VERSION, d.state_dir, d.cfg.workers.encode, d.cfg.workers.compile,
 	    d.cfg.workers.execute);
-	event_base_dispatch(d.base);
-	if (watchdog != NULL)
-		event_free(watchdog);
+	farmd_loop(&d);
 	farmd_teardown(&d, &ev);
 	if (d.exit_code != 0) {
 		fprintf(stderr, "farmd: %s\n", d.exit_reason);

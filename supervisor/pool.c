@@ -92,6 +92,7 @@ struct pool_kind {
 	int pending;                    /* replacements scheduled */
 	LIST_HEAD(, respawn) respawns;  /* their timers */
 	int degraded;
+	struct event *recover_ev;       /* when degraded: the next time it may end */
 	int hellos;                     /* workers that ever said hello */
 	uint64_t died_us;               /* last unplanned death, until replaced */
 	uint64_t replace_us;            /* death to replacement's hello, last time */
@@ -120,6 +121,7 @@ struct respawn {
 static void pool_dispatch(struct pool_kind *pk);
 static int pool_spawn(struct pool_kind *pk, struct err *e);
 static void pool_schedule_restart(struct pool_kind *pk);
+static void pool_recover_cb(evutil_socket_t fd, short what, void *arg);
 
 static uint32_t
 pool_kind_size(const struct config *c, enum wire_kind kind)
@@ -153,6 +155,11 @@ pool_new(struct farmd *d, const struct pool_hooks *hooks, struct err *e)
 		TAILQ_INIT(&pk->workers);
 		TAILQ_INIT(&pk->queue);
 		LIST_INIT(&pk->respawns);
+		if ((pk->recover_ev = evtimer_new(d->base, pool_recover_cb, pk)) == NULL) {
+			err_set(e, "out of memory");
+			pool_free(p);
+			return NULL;
+		}
 	}
 	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
 		p->last_layers[i] = -1;
@@ -640,6 +647,47 @@ pool_recent_restarts(struct pool_kind *pk, uint64_t now)
 	return n;
 }
 
+/*
+ * Degraded is a function of the restart history: once fewer than
+ * restart_intensity restarts fall within the last restart_period, the
+ * pool is healthy again even if nothing has died since.  While degraded,
+ * recover_ev waits for the oldest restart in the window to leave it.
+ */
+static void
+pool_kind_recheck(struct pool_kind *pk)
+{
+	const struct config *c = &pk->pool->d->cfg;
+	uint64_t now = clock_mono_ms(), next = 0;
+	struct timeval tv;
+
+	if (!pk->degraded)
+		return;
+	if (pool_recent_restarts(pk, now) < c->workers.restart_intensity) {
+		pk->degraded = 0;
+		evtimer_del(pk->recover_ev);
+		log_info("%s pool recovered", wire_kind_name(pk->kind));
+		pk->pool->hooks.health(pk->pool->hooks.arg);
+		return;
+	}
+	for (int i = 0; i < RESTART_RING; i++) {
+		uint64_t t = pk->restart_ms[i];
+
+		if (t != 0 && now - t < c->workers.restart_period_ms &&
+		    (next == 0 || t + c->workers.restart_period_ms - now < next))
+			next = t + c->workers.restart_period_ms - now;
+	}
+	tv = clock_tv(next != 0 ? next : 1);
+	evtimer_add(pk->recover_ev, &tv);
+}
+
+static void
+pool_recover_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	pool_kind_recheck(arg);
+}
+
 static void
 pool_respawn_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -673,8 +721,12 @@ pool_schedule_restart(struct pool_kind *pk)
 	unsigned intensity = c->workers.restart_intensity;
 	struct respawn *r;
 	struct timeval tv;
-	int was = pk->degraded;
+	int was;
 
+	/* What the restart history said until now comes first (it may have
+	 * ended a degraded spell), then this restart's verdict. */
+	pool_kind_recheck(pk);
+	was = pk->degraded;
 	pk->degraded = recent >= intensity;
 	delay = pk->degraded ? c->workers.restart_backoff_max_ms :
 	    backoff_restart_ms(recent, c->workers.restart_backoff_max_ms);
@@ -684,6 +736,8 @@ pool_schedule_restart(struct pool_kind *pk)
 		    (unsigned long long)c->workers.restart_period_ms, (unsigned long long)delay);
 	pk->restart_ms[pk->restart_next++ % RESTART_RING] = now ? now : 1;
 	pk->restarts++;
+	if (pk->degraded)
+		pool_kind_recheck(pk);
 	if ((r = calloc(1, sizeof(*r))) == NULL ||
 	    (r->ev = evtimer_new(pk->pool->d->base, pool_respawn_cb, r)) == NULL) {
 		free(r);
@@ -923,6 +977,8 @@ pool_free(struct pool *p)
 			event_free(r->ev);
 			free(r);
 		}
+		if (p->kinds[k].recover_ev != NULL)
+			event_free(p->kinds[k].recover_ev);
 	}
 	while ((job = TAILQ_FIRST(&p->jobs)) != NULL)
 		pool_job_free(job);
@@ -931,24 +987,11 @@ pool_free(struct pool *p)
 	free(p);
 }
 
-/* Degraded is a function of the restart history: once fewer than
- * restart_intensity restarts fall within the last restart_period, the
- * pool is healthy again even if nothing has died since. */
 void
-pool_tick(struct pool *p)
+pool_recheck(struct pool *p)
 {
-	uint64_t now = clock_mono_ms();
-
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		struct pool_kind *pk = &p->kinds[k];
-
-		if (pk->degraded &&
-		    pool_recent_restarts(pk, now) < p->d->cfg.workers.restart_intensity) {
-			pk->degraded = 0;
-			log_info("%s pool recovered", wire_kind_name(pk->kind));
-			p->hooks.health(p->hooks.arg);
-		}
-	}
+	for (int k = 0; k < WIRE_KIND_COUNT; k++)
+		pool_kind_recheck(&p->kinds[k]);
 }
 
 int

@@ -104,8 +104,9 @@ void pool_reap(struct pool *p);
 void pool_shutdown(struct pool *p, uint64_t grace_ms);
 int pool_alive(const struct pool *p);
 
-/* Periodic (main's tick): re-derives each pool's degraded state. */
-void pool_tick(struct pool *p);
+/* Re-derives each pool's degraded state now (after a reload changed the
+ * restart policy); otherwise the pools keep it current themselves. */
+void pool_recheck(struct pool *p);
 
 void pool_stats(const struct pool *p, struct pool_stats *s);
 
