@@ -1,15 +1,23 @@
 /*
  * archive.c: the archiver (DESIGN §4, §9).
  *
- * One state machine, one step in flight at a time:
+ * One state machine on the fsm runner, one step in flight at a time:
  *
  *   RECOVER ─► NEXT ─► READ ─► VALIDATE ─► APPEND ─► CUT ─► STORE ─┐
  *      (rebuild    │ missing       │ bad parent      │   ▲          │
  *       partial)   ▼               ▼                 │   └──────────┘ more
  *                 WAIT ◄────── REJECTED              ▼
- *                  (ingest or retry timer wakes it)  COMMIT ─► NEXT
+ *                  (ingest wakes it)                 COMMIT ─► NEXT
+ *
+ *   any step that fails (a read, the database, memory) ─► ERROR, which
+ *   arms the retry timer; ingest or the timer wakes it.  Waking from WAIT
+ *   or ERROR starts a block that had changed the buffer over from the
+ *   checkpoint, continues a rebuild, or looks at the next height again.
  *
  * Invariants:
+ * - fsm_enter is the only writer of the state; status shows as_public
+ *   (ERROR as "waiting", as it did when the two were one state), with
+ *   the cause in h->waiting;
  * - the checkpoint (meta history.archived), the start of the partial
  *   segment (history.buf_height, history.buf_offset), the new segments,
  *   their pieces' references and released chain blocks change in one
@@ -46,14 +54,59 @@
 #define HISTORY_RETRY_MS 1000
 #define HISTORY_RECORD_HDR 12           /* u64 height || u32 length */
 
-static const char *const as_names[] = {
+static int archive_recover(void *obj);
+static int archive_next(void *obj);
+static int archive_read(void *obj);
+static int archive_validate(void *obj);
+static int archive_append(void *obj);
+static int archive_cut(void *obj);
+static int archive_store(void *obj);
+static int archive_commit(void *obj);
+static int archive_rejected(void *obj);
+static int archive_error(void *obj);
+static void archive_label(const void *obj, char *buf, size_t len);
+
+static const struct fsm_state as_states[AS_NSTATES] = {
+	[AS_RECOVER] =  { "recover", archive_recover },   /* one archived block a step */
+	[AS_NEXT] =     { "next", archive_next },
+	[AS_READ] =     { "read", archive_read },         /* until read_done */
+	[AS_VALIDATE] = { "validate", archive_validate }, /* until validate_done */
+	[AS_APPEND] =   { "append", archive_append },
+	[AS_CUT] =      { "cut", archive_cut },           /* until cut_done */
+	[AS_STORE] =    { "store", archive_store },       /* until piece_stored */
+	[AS_COMMIT] =   { "commit", archive_commit },
+	[AS_WAIT] =     { "wait", NULL },                 /* until ingest */
+	[AS_REJECTED] = { "rejected", archive_rejected },
+	[AS_ERROR] =    { "error", archive_error },       /* until the retry timer */
+};
+
+static const struct fsm_def as_def = {
+	.name = "archiver", .states = as_states, .nstates = AS_NSTATES,
+	.error = AS_ERROR, .final = -1, .label = archive_label,
+};
+
+/* What status shows (unchanged names). */
+static const char *const as_public[AS_NSTATES] = {
 	[AS_RECOVER] = "recover", [AS_NEXT] = "next", [AS_READ] = "read",
 	[AS_VALIDATE] = "validate", [AS_APPEND] = "append", [AS_CUT] = "cut",
 	[AS_STORE] = "store", [AS_COMMIT] = "commit", [AS_WAIT] = "waiting",
-	[AS_REJECTED] = "rejected",
+	[AS_REJECTED] = "rejected", [AS_ERROR] = "waiting",
 };
 
-static void archive_enter(struct history *h, enum arch_state next);
+static void
+archive_label(const void *obj, char *buf, size_t len)
+{
+	const struct history *h = obj;
+
+	snprintf(buf, len, "archiver (height %" PRIu64 ")", h->cur_h);
+}
+
+/* WAIT or ERROR: the block in hand, if any, is not being worked on. */
+static int
+archive_resting(const struct history *h)
+{
+	return h->m.state == AS_WAIT || h->m.state == AS_ERROR;
+}
 
 /* ---- persistence helpers -------------------------------------------- */
 
@@ -97,27 +150,60 @@ archive_rejected_hash(struct history *h, uint64_t height, const uint8_t hash[HAS
 void
 archive_kick(struct history *h)
 {
-	if (h->state == AS_WAIT && !h->stopping)
+	if (archive_resting(h) && !h->stopping)
 		event_active(h->wake, EV_TIMEOUT, 0);
 }
 
-static void
-archive_wait(struct history *h, uint64_t retry_ms, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int archive_why(struct history *h, int state, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
-static void
-archive_wait(struct history *h, uint64_t retry_ms, const char *fmt, ...)
+static int
+archive_why(struct history *h, int state, const char *fmt, va_list ap)
+{
+	vsnprintf(h->waiting, sizeof(h->waiting), fmt, ap);
+	return state;
+}
+
+/* WAIT for another block, saying why: returns AS_WAIT. */
+static int archive_wait(struct history *h, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A step failed, saying how: returns AS_ERROR. */
+static int archive_fail(struct history *h, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static int
+archive_wait(struct history *h, const char *fmt, ...)
 {
 	va_list ap;
+	int rc;
 
 	va_start(ap, fmt);
-	vsnprintf(h->waiting, sizeof(h->waiting), fmt, ap);
+	rc = archive_why(h, AS_WAIT, fmt, ap);
 	va_end(ap);
-	if (retry_ms > 0) {
-		struct timeval tv = clock_tv(retry_ms);
+	return rc;
+}
 
-		evtimer_add(h->wake, &tv);
-	}
+static int
+archive_fail(struct history *h, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	va_start(ap, fmt);
+	rc = archive_why(h, AS_ERROR, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* ERROR: look again after HISTORY_RETRY_MS (or at the next ingest). */
+static int
+archive_error(void *obj)
+{
+	struct history *h = obj;
+	struct timeval tv = clock_tv(HISTORY_RETRY_MS);
+
+	evtimer_add(h->wake, &tv);
+	return FSM_ASYNC;
 }
 
 /* ---- the partial segment -------------------------------------------- */
@@ -194,43 +280,41 @@ recover_read_done(void *arg, uint8_t *data, size_t len, enum block_status st, co
 {
 	struct history *h = arg;
 
+	(void)st;
 	h->inflight--;
 	if (error != NULL) {
 		free(data);
-		archive_wait(h, HISTORY_RETRY_MS, "rebuilding the partial segment: block at height "
-		    "%" PRIu64 ": %s", h->recover_h, error);
-		h->state = AS_WAIT;
-		(void)st;
+		fsm_enter(&h->m, h, archive_fail(h, "rebuilding the partial segment: block at "
+		    "height %" PRIu64 ": %s", h->recover_h, error));
 		return;
 	}
 	if (buf_append(h, h->recover_h, data, len, h->recover_h == h->buf_height ?
 	    h->buf_offset : 0) < 0) {
 		free(data);
-		archive_wait(h, HISTORY_RETRY_MS, "out of memory");
-		h->state = AS_WAIT;
+		fsm_enter(&h->m, h, archive_fail(h, "out of memory"));
 		return;
 	}
 	free(data);
 	h->recover_h++;
 	if (!h->stopping)
-		archive_enter(h, AS_RECOVER);
+		fsm_enter(&h->m, h, AS_RECOVER);
 }
 
-static enum arch_state
-archive_recover(struct history *h)
+/* RECOVER: the next archived block of the partial segment, if any. */
+static int
+archive_recover(void *obj)
 {
+	struct history *h = obj;
 	uint8_t hash[HASH_LEN];
 
 	if (h->recover_h > h->archived)
 		return AS_NEXT;
-	if (archive_row(h, h->recover_h, hash) != 1) {
-		archive_wait(h, HISTORY_RETRY_MS, "rebuilding the partial segment: no block "
-		    "recorded at archived height %" PRIu64, h->recover_h);
-		return AS_WAIT;
-	}
+	if (archive_row(h, h->recover_h, hash) != 1)
+		return archive_fail(h, "rebuilding the partial segment: no block recorded at "
+		    "archived height %" PRIu64, h->recover_h);
 	h->inflight++;
 	blockstore_get(h->d->blocks, hash, recover_read_done, h);
-	return AS_RECOVER;      /* continues from the callback */
+	return FSM_ASYNC;       /* continues from recover_read_done */
 }
 
 /* Unpacks a block and checks that it belongs at height (and after the
@@ -271,26 +355,21 @@ archive_check_block(const uint8_t *data, size_t len, uint64_t height, const uint
 
 /* ---- NEXT / READ / VALIDATE ------------------------------------------ */
 
-static enum arch_state
-archive_next(struct history *h)
+static int
+archive_next(void *obj)
 {
+	struct history *h = obj;
 	int rc;
 
 	h->cur_h = h->archived + 1;
 	rc = archive_row(h, h->cur_h, h->cur_hash);
-	if (rc < 0) {
-		archive_wait(h, HISTORY_RETRY_MS, "state.db: cannot read height %" PRIu64, h->cur_h);
-		return AS_WAIT;
-	}
-	if (rc == 0) {
-		archive_wait(h, 0, "waiting for the block at height %" PRIu64, h->cur_h);
-		return AS_WAIT;
-	}
-	if (archive_rejected_hash(h, h->cur_h, h->cur_hash)) {
-		archive_wait(h, 0, "block at height %" PRIu64 " was rejected; waiting for "
+	if (rc < 0)
+		return archive_fail(h, "state.db: cannot read height %" PRIu64, h->cur_h);
+	if (rc == 0)
+		return archive_wait(h, "waiting for the block at height %" PRIu64, h->cur_h);
+	if (archive_rejected_hash(h, h->cur_h, h->cur_hash))
+		return archive_wait(h, "block at height %" PRIu64 " was rejected; waiting for "
 		    "another", h->cur_h);
-		return AS_WAIT;
-	}
 	return AS_READ;
 }
 
@@ -307,18 +386,32 @@ read_done(void *arg, uint8_t *data, size_t len, enum block_status st, const char
 	}
 	if (error != NULL) {
 		free(data);
-		archive_wait(h, HISTORY_RETRY_MS, "block at height %" PRIu64 ": %s", h->cur_h, error);
-		h->state = AS_WAIT;
+		fsm_enter(&h->m, h, archive_fail(h, "block at height %" PRIu64 ": %s", h->cur_h,
+		    error));
 		return;
 	}
 	h->cur_data = data;
 	h->cur_len = len;
-	archive_enter(h, AS_VALIDATE);
+	fsm_enter(&h->m, h, AS_VALIDATE);
 }
 
-static void
-archive_reject(struct history *h, const char *reason)
+static int
+archive_read(void *obj)
 {
+	struct history *h = obj;
+
+	h->inflight++;
+	blockstore_get(h->d->blocks, h->cur_hash, read_done, h);
+	return FSM_ASYNC;       /* continues from read_done */
+}
+
+/* REJECTED: the block in hand does not belong at its height; recorded,
+ * so the next look at the height waits for another block. */
+static int
+archive_rejected(void *obj)
+{
+	struct history *h = obj;
+	const char *reason = h->cur_why;
 	sqlite3_stmt *st = db_prepare(h->d->db, "INSERT OR REPLACE INTO history_rejections "
 	    "(height, hash, reason) VALUES (?, ?, ?)", NULL);
 
@@ -331,7 +424,9 @@ archive_reject(struct history *h, const char *reason)
 	}
 	h->rejections++;
 	log_warn("archiver: block at height %" PRIu64 " rejected: %s", h->cur_h, reason);
-	archive_wait(h, 0, "block at height %" PRIu64 " rejected: %s", h->cur_h, reason);
+	free(h->cur_data);
+	h->cur_data = NULL;
+	return archive_wait(h, "block at height %" PRIu64 " rejected: %s", h->cur_h, reason);
 }
 
 static void
@@ -353,42 +448,33 @@ validate_done(void *arg)
 	h->inflight--;
 	if (h->stopping)
 		return;
-	if (!h->cur_valid) {
-		archive_reject(h, h->cur_why);
-		free(h->cur_data);
-		h->cur_data = NULL;
-		archive_enter(h, AS_REJECTED);
-		return;
-	}
-	archive_enter(h, AS_APPEND);
+	fsm_enter(&h->m, h, h->cur_valid ? AS_APPEND : AS_REJECTED);
 }
 
 /* VALIDATE: the parent's hash comes from the database here; the block is
  * unpacked and checked on the I/O pool. */
-static enum arch_state
-archive_validate(struct history *h)
+static int
+archive_validate(void *obj)
 {
+	struct history *h = obj;
+
 	memset(h->cur_parent, 0, HASH_LEN);
-	if (h->cur_h > 1 && archive_row(h, h->cur_h - 1, h->cur_parent) != 1) {
-		archive_wait(h, HISTORY_RETRY_MS, "no block recorded at height %" PRIu64,
-		    h->cur_h - 1);
-		return AS_WAIT;
-	}
+	if (h->cur_h > 1 && archive_row(h, h->cur_h - 1, h->cur_parent) != 1)
+		return archive_fail(h, "no block recorded at height %" PRIu64, h->cur_h - 1);
 	h->inflight++;
 	if (io_submit(h->d->io, validate_work, validate_done, h) < 0) {
 		h->inflight--;
-		archive_wait(h, HISTORY_RETRY_MS, "out of memory validating height %" PRIu64,
-		    h->cur_h);
-		return AS_WAIT;
+		return archive_fail(h, "out of memory validating height %" PRIu64, h->cur_h);
 	}
-	return AS_VALIDATE;     /* continues from validate_done */
+	return FSM_ASYNC;       /* continues from validate_done */
 }
 
 /* ---- APPEND / CUT / STORE -------------------------------------------- */
 
-static enum arch_state
-archive_append(struct history *h)
+static int
+archive_append(void *obj)
 {
+	struct history *h = obj;
 	int rc;
 
 	h->dirty = 1;
@@ -396,10 +482,8 @@ archive_append(struct history *h)
 
 	free(h->cur_data);
 	h->cur_data = NULL;
-	if (rc < 0) {
-		archive_wait(h, HISTORY_RETRY_MS, "out of memory appending height %" PRIu64, h->cur_h);
-		return AS_WAIT;
-	}
+	if (rc < 0)
+		return archive_fail(h, "out of memory appending height %" PRIu64, h->cur_h);
 	return h->buf_len >= h->seg_size ? AS_CUT : AS_COMMIT;
 }
 
@@ -456,12 +540,11 @@ piece_stored(void *arg, const uint8_t hash[HASH_LEN], const char *error)
 	s->bytes = NULL;
 	if (s->failed) {
 		/* Start this block over: its records and cuts are redone. */
-		archive_wait(h, HISTORY_RETRY_MS, "storing the pieces of segment %" PRIu64 ": %s",
-		    s->index, s->err);
-		h->state = AS_WAIT;
+		fsm_enter(&h->m, h, archive_fail(h, "storing the pieces of segment %" PRIu64
+		    ": %s", s->index, s->err));
 		return;
 	}
-	archive_enter(h, h->buf_len >= h->seg_size ? AS_CUT : AS_COMMIT);
+	fsm_enter(&h->m, h, h->buf_len >= h->seg_size ? AS_CUT : AS_COMMIT);
 }
 
 static void
@@ -476,18 +559,29 @@ cut_done(void *arg)
 	if (h->stopping)
 		return;
 	merkle_segment_header_hash(s->index, s->root, s->prev, s->last_height, s->header);
-	h->state = AS_STORE;
+	fsm_enter(&h->m, h, AS_STORE);
+}
+
+/* STORE: the pieces of the segment just cut, without a reference. */
+static int
+archive_store(void *obj)
+{
+	struct history *h = obj;
+	struct seg *s = h->segs[h->nsegs - 1];
+
 	for (uint32_t k = 0; k < h->pps; k++) {
 		const uint8_t *p = s->bytes + (uint64_t)k * h->piece_size;
 
 		h->inflight++;
 		blockstore_store_mem(h->d->blocks, p, h->piece_size, 1, piece_stored, h);
 	}
+	return FSM_ASYNC;       /* continues from piece_stored */
 }
 
-static enum arch_state
-archive_cut(struct history *h)
+static int
+archive_cut(void *obj)
 {
+	struct history *h = obj;
 	struct seg *s = calloc(1, sizeof(*s)), **ns;
 	struct cut_work *w = calloc(1, sizeof(*w));
 
@@ -498,8 +592,7 @@ archive_cut(struct history *h)
 	    (ns = realloc(h->segs, (h->nsegs + 1) * sizeof(*ns))) == NULL) {
 		seg_free(s);
 		free(w);
-		archive_wait(h, HISTORY_RETRY_MS, "out of memory cutting a segment");
-		return AS_WAIT;
+		return archive_fail(h, "out of memory cutting a segment");
 	}
 	h->segs = ns;
 	h->segs[h->nsegs++] = s;
@@ -515,10 +608,9 @@ archive_cut(struct history *h)
 	if (io_submit(h->d->io, cut_work, cut_done, w) < 0) {
 		h->inflight--;
 		free(w);
-		archive_wait(h, HISTORY_RETRY_MS, "out of memory cutting a segment");
-		return AS_WAIT;
+		return archive_fail(h, "out of memory cutting a segment");
 	}
-	return AS_CUT;          /* continues from cut_done */
+	return FSM_ASYNC;       /* continues from cut_done */
 }
 
 /* ---- COMMIT ---------------------------------------------------------- */
@@ -587,9 +679,10 @@ commit_release(struct history *h, struct err *e)
 	return db_meta_set_u64(h->d->db, "history.released", h->released, e);
 }
 
-static enum arch_state
-archive_commit(struct history *h)
+static int
+archive_commit(void *obj)
 {
+	struct history *h = obj;
 	uint64_t prev_released = h->released;
 	uint64_t buf_height, buf_offset;
 	struct err e = { "" };
@@ -660,9 +753,7 @@ rollback:
 	db_rollback(h->d->db);
 	h->released = prev_released;
 fail:
-	archive_wait(h, HISTORY_RETRY_MS, "commit of height %" PRIu64 " failed: %s", h->cur_h,
-	    e.msg);
-	return AS_WAIT;
+	return archive_fail(h, "commit of height %" PRIu64 " failed: %s", h->cur_h, e.msg);
 }
 
 /* The in-memory state of a block that did not commit is thrown away and
@@ -682,59 +773,11 @@ archive_reset_to_checkpoint(struct history *h)
 	h->dirty = 0;
 }
 
-/* ---- the state machine ------------------------------------------------ */
+/* ---- waking from WAIT or ERROR ----------------------------------------- */
 
-static void
-archive_enter(struct history *h, enum arch_state next)
-{
-	for (;;) {
-		if (next != h->state)
-			log_debug("archiver: %s -> %s (height %" PRIu64 ")", as_names[h->state],
-			    as_names[next], h->cur_h);
-		h->state = next;
-		switch (next) {
-		case AS_RECOVER:
-			next = archive_recover(h);
-			if (next == AS_RECOVER)
-				return;
-			continue;
-		case AS_NEXT:
-			next = archive_next(h);
-			continue;
-		case AS_READ:
-			h->inflight++;
-			blockstore_get(h->d->blocks, h->cur_hash, read_done, h);
-			return;
-		case AS_VALIDATE:
-			next = archive_validate(h);
-			if (next == AS_VALIDATE)
-				return;
-			continue;
-		case AS_APPEND:
-			next = archive_append(h);
-			continue;
-		case AS_CUT:
-			next = archive_cut(h);
-			if (next == AS_CUT)
-				return;
-			continue;
-		case AS_STORE:
-			return;
-		case AS_COMMIT:
-			next = archive_commit(h);
-			continue;
-		case AS_REJECTED:
-			h->state = AS_WAIT;
-			return;
-		case AS_WAIT:
-			return;
-		}
-	}
-}
-
-/* WAIT ends here: a block that failed after changing the buffer starts
- * over from the checkpoint, a rebuild in progress continues, anything
- * else looks at the next height again. */
+/* WAIT and ERROR end here: a block that failed after changing the buffer
+ * starts over from the checkpoint, a rebuild in progress continues,
+ * anything else looks at the next height again. */
 static void
 archive_wake_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -742,15 +785,15 @@ archive_wake_cb(evutil_socket_t fd, short what, void *arg)
 
 	(void)fd;
 	(void)what;
-	if (h->stopping || h->state != AS_WAIT || h->inflight > 0)
+	if (h->stopping || !archive_resting(h) || h->inflight > 0)
 		return;
 	if (h->dirty) {
 		archive_reset_to_checkpoint(h);
-		archive_enter(h, AS_RECOVER);
+		fsm_enter(&h->m, h, AS_RECOVER);
 	} else if (h->recover_h <= h->archived) {
-		archive_enter(h, AS_RECOVER);
+		fsm_enter(&h->m, h, AS_RECOVER);
 	} else {
-		archive_enter(h, AS_NEXT);
+		fsm_enter(&h->m, h, AS_NEXT);
 	}
 }
 
@@ -759,6 +802,7 @@ archive_wake_cb(evutil_socket_t fd, short what, void *arg)
 int
 archive_init(struct history *h, struct event_base *base)
 {
+	fsm_init(&h->m, &as_def, AS_WAIT);
 	h->wake = evtimer_new(base, archive_wake_cb, h);
 	return h->wake == NULL ? -1 : 0;
 }
@@ -767,8 +811,7 @@ void
 archive_start(struct history *h)
 {
 	h->recover_h = h->buf_height;
-	h->state = AS_WAIT;
-	archive_enter(h, AS_RECOVER);
+	fsm_enter(&h->m, h, AS_RECOVER);
 }
 
 void
@@ -795,11 +838,11 @@ archive_quiesce(struct history *h)
 const char *
 archive_state_name(const struct history *h)
 {
-	return as_names[h->state];
+	return as_public[h->m.state];
 }
 
 int
 archive_holds(const struct history *h, uint64_t height)
 {
-	return height <= h->archived || (height == h->cur_h && h->state != AS_WAIT);
+	return height <= h->archived || (height == h->cur_h && !archive_resting(h));
 }

@@ -5,7 +5,8 @@
  * struct history is owned by history.c, which creates and frees it.  The
  * archiver alone changes the fields from "Persisted" down, and commits
  * them with the segments they describe; ingest only reads archived,
- * cur_h and state (through archive_holds) and counts what it ingested.
+ * cur_h and the machine's state (through archive_holds and
+ * archive_state_name) and counts what it ingested.
  */
 #ifndef FARMD_ARCHIVE_H
 #define FARMD_ARCHIVE_H
@@ -16,14 +17,16 @@
 #include <event2/event.h>
 
 #include "err.h"
+#include "fsm.h"
 #include "hash.h"
 #include "history.h"
 
 #define HISTORY_MAX_SUBS 8
 
+/* The archiver's states (archive.c has the machine). */
 enum arch_state {
 	AS_RECOVER, AS_NEXT, AS_READ, AS_VALIDATE, AS_APPEND, AS_CUT, AS_STORE,
-	AS_COMMIT, AS_WAIT, AS_REJECTED,
+	AS_COMMIT, AS_WAIT, AS_REJECTED, AS_ERROR, AS_NSTATES
 };
 
 /* A record in the partial segment buffer: start may be negative for the
@@ -66,7 +69,7 @@ struct history {
 	struct rec *recs;
 	size_t nrecs, recs_cap;
 	/* The block in hand. */
-	enum arch_state state;
+	struct fsm m;                   /* enum arch_state; archive.c enters it */
 	uint64_t cur_h;
 	uint8_t cur_hash[HASH_LEN];
 	uint8_t *cur_data;
@@ -81,7 +84,7 @@ struct history {
 	int inflight;
 	int dirty;                      /* the block in hand changed the buffer */
 	int stopping;
-	char waiting[ERR_MSG_MAX];
+	char waiting[ERR_MSG_MAX];      /* why WAIT or ERROR, for status */
 	struct event *wake;
 	uint64_t ingested, rejections;
 	struct { history_segment_cb cb; void *arg; } subs[HISTORY_MAX_SUBS];
