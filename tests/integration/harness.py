@@ -3,7 +3,7 @@
 Each test file defines functions named test_*; run_tests() runs them in
 order, each with a fresh temporary directory, prints one line per test and
 exits non-zero if any failed.  The build directory comes from FARMD_BUILD
-(set by meson).
+(set by meson); FARMD_SHARD=K/N runs one shard of the file (shard_spec).
 """
 import json
 import os
@@ -230,10 +230,36 @@ def block_stat(f, h):
     return json.loads(p.stdout)
 
 
+def shard_spec():
+    """(k, n) from FARMD_SHARD=k/n (1 <= k <= n), else (1, 1).
+
+    meson runs a long file as n tests, shard k of n running the tests at
+    0-based positions i (in file order) with i % n == k - 1: together they
+    run every test exactly once, each in the order of the file.  Tests
+    share no state (each has its own temporary directory and farmd), so
+    any split is safe."""
+    spec = os.environ.get("FARMD_SHARD", "")
+    if not spec:
+        return 1, 1
+    try:
+        k, n = (int(x) for x in spec.split("/"))
+    except ValueError:
+        k = n = 0
+    if not 1 <= k <= n:
+        sys.exit(f"FARMD_SHARD={spec!r}: expected K/N with 1 <= K <= N")
+    return k, n
+
+
 def run_tests(module_globals):
     only = sys.argv[1:]
     tests = [(n, f) for n, f in module_globals.items()
              if n.startswith("test_") and callable(f) and (not only or n in only)]
+    k, n = shard_spec()
+    if n > 1:
+        total = len(tests)
+        tests = [t for i, t in enumerate(tests) if i % n == k - 1]
+        print(f"shard {k}/{n}: {len(tests)} of {total} tests: "
+              + " ".join(name for name, _ in tests), flush=True)
     failed = 0
     for name, fn in tests:
         tmp = tempfile.mkdtemp(prefix=f"farmd-{name}-", dir=os.environ.get("FARMD_TMP"))
