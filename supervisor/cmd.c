@@ -61,7 +61,7 @@ tb_pools(struct tbuf *b, const struct pool_stats *ps)
 		const struct pool_kind_stats *ks = &ps->kinds[k];
 
 		tb_printf(b, "%-8s %5u %6u %9llu %7u  %-8s %s\n", ks->kind, ks->size, ks->alive,
-		    (unsigned long long)ks->restarts, ks->queued, ks->state,
+		    (unsigned long long)ks->restarts, ks->queued, ks->health,
 		    ks->kernel[0] ? ks->kernel : "-");
 	}
 }

@@ -28,18 +28,16 @@
 #include "clock.h"
 #include "farmd.h"
 #include "frame.h"
+#include "fsm.h"
 #include "log.h"
 #include "peer.h"
 #include "wire.h"
 
 #define RESTART_RING 256
 
-enum worker_state { W_STARTING, W_IDLE, W_BUSY, W_EXITING };
-
-static const char *const worker_state_names[] = {
-	[W_STARTING] = "starting", [W_IDLE] = "idle", [W_BUSY] = "busy",
-	[W_EXITING] = "exiting",
-};
+/* The worker machine (fsm.h): starting until its hello, then idle and busy
+ * by turns, exiting once we ended it (the names are the status "state"). */
+enum worker_state { W_STARTING, W_IDLE, W_BUSY, W_EXITING, W_NSTATES };
 
 struct pool_kind;
 
@@ -47,7 +45,7 @@ struct worker {
 	TAILQ_ENTRY(worker) entry;
 	struct pool_kind *pk;
 	pid_t pid;
-	enum worker_state state;
+	struct fsm fsm;                 /* enum worker_state */
 	struct peer *peer;
 	struct pool_job *job;
 	struct event *deadline;
@@ -338,17 +336,57 @@ pool_cancel(struct pool *p, uint64_t id)
 
 /* ---- workers ------------------------------------------------------- */
 
-static void
-worker_end(struct worker *w, const char *reason)
+/* Entering W_EXITING kills the process; pool_reap and the close of its
+ * socket finish it. */
+static int
+worker_exit_step(void *arg)
 {
-	if (w->state == W_EXITING)
-		return;
-	if (reason != NULL && w->reason[0] == '\0')
-		snprintf(w->reason, sizeof(w->reason), "%s", reason);
-	w->state = W_EXITING;
+	struct worker *w = arg;
+
 	if (w->deadline != NULL)
 		evtimer_del(w->deadline);
 	kill(w->pid, SIGKILL);
+	return FSM_ASYNC;
+}
+
+static void
+worker_label(const void *obj, char *buf, size_t len)
+{
+	const struct worker *w = obj;
+
+	snprintf(buf, len, "%s worker %d", wire_kind_name(w->pk->kind), (int)w->pid);
+}
+
+static const struct fsm_state worker_states[W_NSTATES] = {
+	[W_STARTING] = { "starting", NULL },
+	[W_IDLE] = { "idle", NULL },
+	[W_BUSY] = { "busy", NULL },
+	[W_EXITING] = { "exiting", worker_exit_step },
+};
+
+static const struct fsm_def worker_fsm = {
+	.name = "worker",
+	.states = worker_states,
+	.nstates = W_NSTATES,
+	.error = W_EXITING,
+	.final = W_EXITING,
+	.label = worker_label,
+};
+
+static int
+worker_is(const struct worker *w, enum worker_state st)
+{
+	return w->fsm.state == (int)st;
+}
+
+static void
+worker_end(struct worker *w, const char *reason)
+{
+	if (worker_is(w, W_EXITING))
+		return;
+	if (reason != NULL && w->reason[0] == '\0')
+		snprintf(w->reason, sizeof(w->reason), "%s", reason);
+	fsm_enter(&w->fsm, w, W_EXITING);
 }
 
 static void
@@ -398,7 +436,7 @@ worker_hello(struct worker *w, const Farmd__WorkerHello *h, struct err *e)
 	/* Untrusted text: bounded copy, shown as is in status. */
 	snprintf(w->kernel, sizeof(w->kernel), "%s", h->kernel ? h->kernel : "");
 	memcpy(w->pk->kernel, w->kernel, sizeof(w->kernel));
-	w->state = W_IDLE;
+	fsm_enter(&w->fsm, w, W_IDLE);
 	w->pk->hellos++;
 	if (w->pk->died_us != 0) {
 		w->pk->replace_us = clock_mono_us() - w->pk->died_us;
@@ -414,7 +452,7 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 {
 	struct pool_job *job = w->job;
 
-	if (w->state != W_BUSY || job == NULL)
+	if (!worker_is(w, W_BUSY) || job == NULL)
 		return err_set(e, "result for job %llu while idle", (unsigned long long)res->id);
 	if (res->id != job->id)
 		return err_set(e, "result for job %llu while running job %llu",
@@ -427,7 +465,7 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 		    (unsigned long long)job->id);
 	evtimer_del(w->deadline);
 	w->job = NULL;
-	w->state = W_IDLE;
+	fsm_enter(&w->fsm, w, W_IDLE);
 	w->pk->jobs_done++;
 	pool_job_finish(job, res, res->error[0] ? res->error : NULL);
 	pool_dispatch(w->pk);
@@ -453,9 +491,9 @@ worker_msg_cb(struct peer *peer, uint8_t *body, size_t len, int *fds, int nfds,
 		return -1;
 	if (nfds > 0)
 		rc = err_set(e, "unexpected descriptors");
-	else if (w->state == W_STARTING && msg->m_case != FARMD__WORKER_MSG__M_HELLO)
+	else if (worker_is(w, W_STARTING) && msg->m_case != FARMD__WORKER_MSG__M_HELLO)
 		rc = err_set(e, "first message is not a hello");
-	else if (msg->m_case == FARMD__WORKER_MSG__M_HELLO && w->state == W_STARTING)
+	else if (msg->m_case == FARMD__WORKER_MSG__M_HELLO && worker_is(w, W_STARTING))
 		rc = worker_hello(w, msg->hello, e);
 	else if (msg->m_case == FARMD__WORKER_MSG__M_RESULT)
 		rc = worker_result(w, msg->result, e);
@@ -619,7 +657,7 @@ pool_spawn(struct pool_kind *pk, struct err *e)
 		event_add(w->log_ev, NULL);
 	w->pk = pk;
 	w->pid = pid;
-	w->state = W_STARTING;
+	fsm_init(&w->fsm, &worker_fsm, W_STARTING);
 	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
 		w->layers[i] = -1;
 	w->deadline = evtimer_new(p->d->base, worker_deadline_cb, w);
@@ -828,7 +866,7 @@ pool_dispatch(struct pool_kind *pk)
 		struct pool_job *job;
 		struct timeval tv;
 
-		if (w->state != W_IDLE)
+		if (!worker_is(w, W_IDLE))
 			continue;
 		if ((job = TAILQ_FIRST(&pk->queue)) == NULL)
 			return;
@@ -836,7 +874,7 @@ pool_dispatch(struct pool_kind *pk)
 		job->attempts++;
 		job->worker = w;
 		w->job = job;
-		w->state = W_BUSY;
+		fsm_enter(&w->fsm, w, W_BUSY);
 		w->reason[0] = '\0';
 		if (job->opts.timeout_ms == 0)
 			job->opts.timeout_ms = p->d->cfg.workers.job_timeout_ms;
@@ -1037,7 +1075,7 @@ pool_kind_alive(const struct pool_kind *pk)
 	int n = 0;
 
 	TAILQ_FOREACH(w, &pk->workers, entry)
-		n += w->state == W_IDLE || w->state == W_BUSY;
+		n += worker_is(w, W_IDLE) || worker_is(w, W_BUSY);
 	return n;
 }
 
@@ -1055,7 +1093,7 @@ pool_stats(const struct pool *p, struct pool_stats *s)
 		ks->size = pk->size;
 		ks->alive = (uint32_t)pool_kind_alive(pk);
 		ks->degraded = pk->degraded;
-		ks->state = pk->degraded ? "degraded" : ks->alive >= pk->size ? "ok" : "starting";
+		ks->health = pk->degraded ? "degraded" : ks->alive >= pk->size ? "ok" : "starting";
 		TAILQ_FOREACH(j, &pk->queue, entry)
 			ks->queued++;
 		ks->last_replace_ms = (double)pk->replace_us / 1000.0;
@@ -1080,7 +1118,7 @@ pool_json_pools(const struct pool_stats *s)
 		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i, s:f, s:o}",
 		    "kind", ks->kind, "size", (int)ks->size,
 		    "alive", (int)ks->alive, "restarts", (json_int_t)ks->restarts,
-		    "state", ks->state, "queued", (int)ks->queued,
+		    "state", ks->health, "queued", (int)ks->queued,
 		    "last_replace_ms", ks->last_replace_ms,
 		    "kernel", ks->kernel[0] ? json_string(ks->kernel) : json_null()));
 	}
@@ -1100,7 +1138,7 @@ pool_json_workers(const struct pool *p)
 
 			json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:o, s:o}",
 			    "pid", (int)w->pid, "kind", wire_kind_name(w->pk->kind),
-			    "state", worker_state_names[w->state], "job", job,
+			    "state", fsm_state_name(&w->fsm), "job", job,
 			    "kernel", w->kernel[0] ? json_string(w->kernel) : json_null()));
 		}
 	}

@@ -52,7 +52,7 @@ struct pool_kind_stats {
 	uint32_t alive;                 /* hello received, not exiting */
 	uint32_t queued;                /* jobs waiting for a worker */
 	int degraded;
-	const char *state;              /* "degraded", "ok" or "starting" */
+	const char *health;             /* "degraded", "ok" or "starting" */
 	double last_replace_ms;         /* death to replacement's hello, last time */
 	char kernel[16];                /* the last hello's scrypt kernel, "" if none */
 	uint64_t restarts;              /* replacements scheduled */
