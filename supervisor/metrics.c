@@ -128,26 +128,28 @@ mb_gauge(struct mbuf *b, const char *name, const char *help, uint64_t v)
 	mb_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
-/* Derived from the scrub's own status: its counters are per run. */
+/* Derived from the scrub's own stats: its counters are per run. */
 static void
 metrics_scrub(struct mbuf *b, struct farmd *d)
 {
-	json_t *st = scrub_json(d->scrub);
-	int64_t started = json_integer_value(json_object_get(st, "started_ms"));
-	int64_t done = json_integer_value(json_object_get(st, "last_done_ms"));
-	int running = strcmp(json_string_value(json_object_get(st, "state")), "idle") != 0;
+	struct scrub_stats st;
+	int64_t started, done;
+	int running;
 
+	scrub_stats(d->scrub, &st);
+	started = (int64_t)st.started_ms;
+	done = (int64_t)st.last_done_ms;
+	running = strcmp(st.state, "idle") != 0;
 	mb_gauge(b, "farmd_scrub_running", "1 while a scrub run is under way (or paused).",
 	    (uint64_t)running);
 	mb_gauge(b, "farmd_scrub_checked_blocks", "Blocks checked by the current or last run.",
-	    (uint64_t)json_integer_value(json_object_get(st, "checked")));
+	    st.checked);
 	mb_gauge(b, "farmd_scrub_corruptions", "Corrupt or missing blocks found by the current "
-	    "or last run.", (uint64_t)json_integer_value(json_object_get(st, "corruptions")));
+	    "or last run.", st.corruptions);
 	mb_head(b, "farmd_scrub_last_run_seconds", "gauge",
 	    "Duration of the last finished scrub run.");
 	mb_printf(b, "farmd_scrub_last_run_seconds %.3f\n",
 	    !running && done >= started && started > 0 ? (double)(done - started) / 1000.0 : 0.0);
-	json_decref(st);
 }
 
 static void
