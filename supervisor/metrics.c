@@ -13,8 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <jansson.h>
-
 #include "blockstore.h"
 #include "clock.h"
 #include "control.h"
