@@ -11,6 +11,7 @@ Driven from the outside as an operator would: farmctl, the files under
 import concurrent.futures
 import hashlib
 import json
+import math
 import os
 import random
 import re
@@ -345,7 +346,12 @@ def test_corrupt_inline_block_detected_and_repaired(tmp):
 # ---- 3. missing file, error table, back-off ---------------------------------
 
 def test_missing_block_backoff(tmp):
-    f = farmd(tmp, config=cfg(resync_retry_base="1s"))
+    # The back-off base scales with the machine: three farmctl calls stand
+    # between the failed read and the first look at the error table, and on
+    # a busy machine under ASan they took longer than a 1 s base, so the
+    # first retry had already happened (errors = 2) when the test looked.
+    base = 1000 * min(10, max(1, math.ceil(SLOW)))
+    f = farmd(tmp, config=cfg(resync_retry_base="%ds" % (base // 1000)))
     data = os.urandom(32 * 1024)
     h = put(f, tmp, data)
     other = put(f, tmp, os.urandom(32 * 1024), name="other")
@@ -368,10 +374,10 @@ def test_missing_block_backoff(tmp):
     e1 = wait_for(lambda: entry_with(1), 2, what="errors = 1")
     assert list(errors(f)) == [h]
     assert "missing" in e1["reason"], e1
-    assert e1["next_try_ms"] - e1["last_try_ms"] == 1000, e1
+    assert e1["next_try_ms"] - e1["last_try_ms"] == base, e1
     seen.append(e1)
     # Natural retries: each one no earlier than its next_try, promptly after it.
-    for n, gap in ((2, 2000), (3, 4000)):
+    for n, gap in ((2, 2 * base), (3, 4 * base)):
         prev = seen[-1]
         e = wait_for(lambda: entry_with(n), (prev["next_try_ms"] - prev["last_try_ms"]) / 1000 + 10,
                      interval=0.05, what=f"errors = {n}")
@@ -383,16 +389,16 @@ def test_missing_block_backoff(tmp):
     assert metric(f, "farmd_block_errors") == 1
     assert stat(f, other)["state"] == "ok" and list(errors(f)) == [h]
 
-    # retry-now: due at once, long before the 4 s back-off.
+    # retry-now: due at once, long before the 4-base back-off.
     e3 = seen[-1]
     assert f.ctl_json("block", "retry-now", h[:12]) == {"queued": 1}
     e4 = wait_for(lambda: entry_with(4), 10, interval=0.02, what="errors = 4 after retry-now")
     # By farmd's own clock: retried before its back-off had passed.
     assert e4["last_try_ms"] < e3["next_try_ms"], (e3, e4)
-    assert e4["next_try_ms"] - e4["last_try_ms"] == 8000, e4
+    assert e4["next_try_ms"] - e4["last_try_ms"] == 8 * base, e4
     assert f.ctl_json("block", "retry-now", "--all") == {"queued": 1}
     e5 = wait_for(lambda: entry_with(5), 2, interval=0.02, what="errors = 5 after retry-now --all")
-    assert e5["next_try_ms"] - e5["last_try_ms"] == 16000, e5
+    assert e5["next_try_ms"] - e5["last_try_ms"] == 16 * base, e5
     # The table is persistent: the count and back-off survive a restart.
     restart(f)
     e = errors(f)[h]
