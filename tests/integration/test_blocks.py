@@ -413,7 +413,11 @@ def test_missing_block_backoff(tmp):
 # ---- 4. refcounts and GC ------------------------------------------------------
 
 def test_gc_after_rm(tmp):
-    f = farmd(tmp, config=cfg(gc_delay="1s"))
+    # gc_delay scales with the machine: "a put during the delay keeps the
+    # block" needs an rm and a put within one delay, and under ASan on a
+    # busy machine two farmctl calls took longer than 1 s.
+    delay = min(10, max(1, math.ceil(SLOW)))
+    f = farmd(tmp, config=cfg(gc_delay="%ds" % delay))
     a = os.urandom(40 * 1024)
     ha = put(f, tmp, a)
     path = block_path(f, ha)
@@ -423,7 +427,7 @@ def test_gc_after_rm(tmp):
     st = stat(f, ha)
     assert st["refcount"] == 0 and st["state"] == "unreferenced", st
     wait_for(lambda: not os.path.exists(path), 5, interval=0.02, what="collected file gone")
-    assert time.monotonic() - t0 >= 1.0, "collected before gc_delay passed"
+    assert time.monotonic() - t0 >= delay, "collected before gc_delay passed"
     wait_for(lambda: stat(f, ha) is None, 2, what="stat: no such block")
     p = f.ctl_raw("block", "get", ha, "-o", os.path.join(tmp, "out"))
     assert p.returncode == 1 and "no such block" in p.stderr, p.stderr
@@ -445,7 +449,7 @@ def test_gc_after_rm(tmp):
     s = os.urandom(100)
     hs = put(f, tmp, s, name="s")
     assert f.ctl_json("block", "rm", hs)["refcount"] == 0
-    time.sleep(3)
+    time.sleep(3 * delay)
     for h, data in ((hb, b), (hc, c)):
         assert os.path.exists(block_path(f, h)), f"block {h} collected while referenced"
         st = stat(f, h)
