@@ -154,46 +154,25 @@ archive_kick(struct history *h)
 		event_active(h->wake, EV_TIMEOUT, 0);
 }
 
-static int archive_why(struct history *h, int state, const char *fmt, va_list ap)
-    __attribute__((format(printf, 3, 0)));
+/* Says why the archiver stops (shown in status as `waiting`) and returns
+ * the state to rest in: AS_WAIT for another block, AS_ERROR when a step
+ * failed. */
+static int archive_why(struct history *h, int state, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 static int
-archive_why(struct history *h, int state, const char *fmt, va_list ap)
+archive_why(struct history *h, int state, const char *fmt, ...)
 {
+	va_list ap;
+
+	va_start(ap, fmt);
 	vsnprintf(h->waiting, sizeof(h->waiting), fmt, ap);
+	va_end(ap);
 	return state;
 }
 
-/* WAIT for another block, saying why: returns AS_WAIT. */
-static int archive_wait(struct history *h, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-/* A step failed, saying how: returns AS_ERROR. */
-static int archive_fail(struct history *h, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static int
-archive_wait(struct history *h, const char *fmt, ...)
-{
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	rc = archive_why(h, AS_WAIT, fmt, ap);
-	va_end(ap);
-	return rc;
-}
-
-static int
-archive_fail(struct history *h, const char *fmt, ...)
-{
-	va_list ap;
-	int rc;
-
-	va_start(ap, fmt);
-	rc = archive_why(h, AS_ERROR, fmt, ap);
-	va_end(ap);
-	return rc;
-}
+#define archive_wait(h, ...) archive_why((h), AS_WAIT, __VA_ARGS__)
+#define archive_fail(h, ...) archive_why((h), AS_ERROR, __VA_ARGS__)
 
 /* ERROR: look again after HISTORY_RETRY_MS (or at the next ingest). */
 static int
