@@ -121,18 +121,9 @@ cmd_status(struct control_req *req, int argc, char **argv)
 static void
 cmd_workers(struct control_req *req, int argc, char **argv)
 {
-	json_t *w = pool_json_workers(req->d->pool);
-	struct tbuf *b;
-
 	(void)argc;
 	(void)argv;
-	if ((b = tb_new(req)) == NULL) {
-		json_decref(w);
-		return;
-	}
-	tb_workers(b, w);
-	control_reply(req, w, b->s);
-	free(b);
+	reply_table(req, pool_json_workers(req->d->pool), tb_workers);
 }
 
 static void

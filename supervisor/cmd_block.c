@@ -256,19 +256,12 @@ cmd_block_purge(struct control_req *req, int argc, char **argv)
 	    (json_int_t)refs), "purged\n", NULL, 0, refs > 0 ? warn : NULL);
 }
 
-void
-cmd_block_list_errors(struct control_req *req, int argc, char **argv)
+static void
+cmd_block_list_errors_text(struct tbuf *b, json_t *errs)
 {
-	json_t *errs = resync_json_errors(req->d->resync), *it;
-	struct tbuf *b;
+	json_t *it;
 	size_t i;
 
-	(void)argc;
-	(void)argv;
-	if ((b = tb_new(req)) == NULL) {
-		json_decref(errs);
-		return;
-	}
 	tb_printf(b, "%-64s %6s %15s %15s  %s\n", "HASH", "ERRORS", "LAST_TRY_MS",
 	    "NEXT_TRY_MS", "REASON");
 	json_array_foreach(errs, i, it)
@@ -278,8 +271,14 @@ cmd_block_list_errors(struct control_req *req, int argc, char **argv)
 		    json_integer_value(json_object_get(it, "last_try_ms")),
 		    json_integer_value(json_object_get(it, "next_try_ms")),
 		    json_string_value(json_object_get(it, "reason")));
-	control_reply(req, errs, b->s);
-	free(b);
+}
+
+void
+cmd_block_list_errors(struct control_req *req, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	reply_table(req, resync_json_errors(req->d->resync), cmd_block_list_errors_text);
 }
 
 void

@@ -70,19 +70,12 @@ cmd_farm_add(struct control_req *req, int argc, char **argv)
 	plot_farm_add(req->d->plot, dir, (uint32_t)n, profile, cmd_farm_add_done, req);
 }
 
-void
-cmd_farm_list(struct control_req *req, int argc, char **argv)
+static void
+cmd_farm_list_text(struct tbuf *b, json_t *a)
 {
-	json_t *a = plot_json_farms(req->d->plot), *f;
-	struct tbuf *b;
+	json_t *f;
 	size_t i;
 
-	(void)argc;
-	(void)argv;
-	if ((b = tb_new(req)) == NULL) {
-		json_decref(a);
-		return;
-	}
 	tb_printf(b, "%-4s %-10s %8s %12s %8s %-8s %s\n", "ID", "PROFILE", "SECTORS",
 	    "SECTOR_SIZE", "PLOTTED", "STATE", "DIR");
 	json_array_foreach(a, i, f) {
@@ -92,26 +85,22 @@ cmd_farm_list(struct control_req *req, int argc, char **argv)
 		if (js(f, "error")[0])
 			tb_printf(b, "     error: %s\n", js(f, "error"));
 	}
-	control_reply(req, a, b->s);
-	free(b);
 }
 
 void
-cmd_sectors(struct control_req *req, int argc, char **argv)
+cmd_farm_list(struct control_req *req, int argc, char **argv)
 {
-	struct err e;
-	json_t *a = plot_json_sectors(req->d->plot, argc > 0 ? argv[0] : NULL, &e), *s;
-	struct tbuf *b;
+	(void)argc;
+	(void)argv;
+	reply_table(req, plot_json_farms(req->d->plot), cmd_farm_list_text);
+}
+
+static void
+cmd_sectors_text(struct tbuf *b, json_t *a)
+{
+	json_t *s;
 	size_t i;
 
-	if (a == NULL) {
-		control_reply_err(req, "%s", e.msg);
-		return;
-	}
-	if ((b = tb_new(req)) == NULL) {
-		json_decref(a);
-		return;
-	}
 	tb_printf(b, "%-4s %6s %-15s %7s %7s %-16s %s\n", "FARM", "INDEX", "STATE", "HISTORY",
 	    "EXPIRES", "CHECKSUM", "PLOTTED_AT_MS");
 	json_array_foreach(a, i, s) {
@@ -133,23 +122,27 @@ cmd_sectors(struct control_req *req, int argc, char **argv)
 		    ji(s, "index"), js(s, "state"), hsb, exb,
 		    json_is_string(json_object_get(s, "checksum")) ? js(s, "checksum") : "-", pab);
 	}
-	control_reply(req, a, b->s);
-	free(b);
 }
 
 void
-cmd_plot(struct control_req *req, int argc, char **argv)
+cmd_sectors(struct control_req *req, int argc, char **argv)
 {
-	json_t *o = plot_json_progress(req->d->plot), *f, *s;
-	struct tbuf *b;
-	size_t i, k;
+	struct err e;
+	json_t *a = plot_json_sectors(req->d->plot, argc > 0 ? argv[0] : NULL, &e);
 
-	(void)argc;
-	(void)argv;
-	if ((b = tb_new(req)) == NULL) {
-		json_decref(o);
+	if (a == NULL) {
+		control_reply_err(req, "%s", e.msg);
 		return;
 	}
+	reply_table(req, a, cmd_sectors_text);
+}
+
+static void
+cmd_plot_text(struct tbuf *b, json_t *o)
+{
+	json_t *f, *s;
+	size_t i, k;
+
 	tb_printf(b, "history size %lld; plotting is %s\n", ji(o, "history_size"),
 	    json_is_true(json_object_get(o, "idle")) ? "idle" : "busy");
 	json_array_foreach(json_object_get(o, "farms"), i, f) {
@@ -164,8 +157,14 @@ cmd_plot(struct control_req *req, int argc, char **argv)
 			    ji(s, "pieces_total"), ji(s, "history_size"),
 			    js(s, "error")[0] ? ": " : "", js(s, "error"));
 	}
-	control_reply(req, o, b->s);
-	free(b);
+}
+
+void
+cmd_plot(struct control_req *req, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	reply_table(req, plot_json_progress(req->d->plot), cmd_plot_text);
 }
 
 static void

@@ -45,19 +45,12 @@ cmd_history_ingest(struct control_req *req, int argc, char **argv)
 	history_ingest_fd(req->d->history, height, fd, argv[1], cmd_ingest_done, req);
 }
 
-void
-cmd_history_status(struct control_req *req, int argc, char **argv)
+static void
+cmd_history_status_text(struct tbuf *b, json_t *st)
 {
-	json_t *st = history_json_status(req->d->history), *w;
-	struct tbuf *b;
+	json_t *w;
 	size_t i;
 
-	(void)argc;
-	(void)argv;
-	if ((b = tb_new(req)) == NULL) {
-		json_decref(st);
-		return;
-	}
 	tb_printf(b, "archived height  %lld\nhistory size     %lld segments\npending          %lld "
 	    "blocks\nsegment fill     %lld bytes\narchiver         %s%s%s\nwanted          ",
 	    json_integer_value(json_object_get(st, "archived_height")),
@@ -74,29 +67,34 @@ cmd_history_status(struct control_req *req, int argc, char **argv)
 		tb_printf(b, "rejected         height %lld: %s\n",
 		    json_integer_value(json_object_get(w, "height")),
 		    json_string_value(json_object_get(w, "reason")));
-	control_reply(req, st, b->s);
-	free(b);
 }
 
 void
-cmd_history_segments(struct control_req *req, int argc, char **argv)
+cmd_history_status(struct control_req *req, int argc, char **argv)
 {
-	json_t *segs = history_json_segments(req->d->history), *s;
-	struct tbuf *b;
-	size_t i;
-
 	(void)argc;
 	(void)argv;
-	if ((b = tb_new(req)) == NULL) {
-		json_decref(segs);
-		return;
-	}
+	reply_table(req, history_json_status(req->d->history), cmd_history_status_text);
+}
+
+static void
+cmd_history_segments_text(struct tbuf *b, json_t *segs)
+{
+	json_t *s;
+	size_t i;
+
 	tb_printf(b, "%-6s %-64s %11s %s\n", "INDEX", "ROOT", "LAST_HEIGHT", "PIECES");
 	json_array_foreach(segs, i, s)
 		tb_printf(b, "%-6lld %-64s %11lld %zu\n", json_integer_value(json_object_get(s, "index")),
 		    json_string_value(json_object_get(s, "root")),
 		    json_integer_value(json_object_get(s, "last_height")),
 		    json_array_size(json_object_get(s, "pieces")));
-	control_reply(req, segs, b->s);
-	free(b);
+}
+
+void
+cmd_history_segments(struct control_req *req, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	reply_table(req, history_json_segments(req->d->history), cmd_history_segments_text);
 }

@@ -36,6 +36,20 @@ tb_new(struct control_req *req)
 	return b;
 }
 
+void
+reply_table(struct control_req *req, json_t *v, void (*render)(struct tbuf *b, json_t *v))
+{
+	struct tbuf *b = tb_new(req);
+
+	if (b == NULL) {
+		json_decref(v);
+		return;
+	}
+	render(b, v);
+	control_reply(req, v, b->s);
+	free(b);
+}
+
 const char *
 js(json_t *o, const char *key)
 {

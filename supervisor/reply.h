@@ -24,6 +24,9 @@ void tb_printf(struct tbuf *b, const char *fmt, ...) __attribute__((format(print
 /* An empty buffer (caller frees), or NULL after replying "out of memory"
  * to req. */
 struct tbuf *tb_new(struct control_req *req);
+/* Replies v (taken) as JSON with the text render writes from it; drops v
+ * after replying "out of memory" when there is no buffer. */
+void reply_table(struct control_req *req, json_t *v, void (*render)(struct tbuf *b, json_t *v));
 /* Fields of a JSON object: "" or 0 when absent. */
 const char *js(json_t *o, const char *key);
 long long ji(json_t *o, const char *key);
