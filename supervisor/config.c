@@ -266,16 +266,37 @@ is_word(const char *s, const char *word)
 	return strncasecmp(s, word, n) == 0 && *skip_blanks(s + n) == '\0';
 }
 
+/* A unit after a number: its name and what it stands for. */
+struct unit {
+	const char *name;
+	uint64_t value;
+};
+
+/* The value of the first of the n units *p starts with (compared without
+ * case when nocase), *p stepped past it; 0, *p unchanged, when none. */
+static uint64_t
+read_unit(const char **p, const struct unit *u, size_t n, bool nocase)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t len = strlen(u[i].name);
+
+		if ((nocase ? strncasecmp(*p, u[i].name, len) : strncmp(*p, u[i].name, len)) == 0) {
+			*p += len;
+			return u[i].value;
+		}
+	}
+	return 0;
+}
+
 int
 config_parse_size(const char *s, bool allow_unlimited, uint64_t *out)
 {
-	static const struct { const char *sfx; unsigned shift; } sfx[] = {
+	static const struct unit sfx[] = {
 		{ "KiB", 10 }, { "MiB", 20 }, { "GiB", 30 }, { "TiB", 40 },
 		{ "K", 10 }, { "M", 20 }, { "G", 30 }, { "T", 40 },
 	};
 	bool over = false;
-	unsigned shift = 0;
-	uint64_t n;
+	uint64_t n, shift;
 	const char *p;
 
 	if (s == NULL)
@@ -288,15 +309,7 @@ config_parse_size(const char *s, bool allow_unlimited, uint64_t *out)
 	if (read_digits(&p, &n, &over) < 0)
 		goto inval;
 	p = skip_blanks(p);
-	for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
-		size_t len = strlen(sfx[i].sfx);
-
-		if (strncasecmp(p, sfx[i].sfx, len) == 0) {
-			shift = sfx[i].shift;
-			p += len;
-			break;
-		}
-	}
+	shift = read_unit(&p, sfx, sizeof(sfx) / sizeof(sfx[0]), true);
 	if (*skip_blanks(p) != '\0')
 		goto inval;
 	/* UINT64_MAX itself is CONFIG_UNLIMITED, so it is out of range. */
@@ -314,7 +327,7 @@ inval:
 int
 config_parse_duration_ms(const char *s, uint64_t *out)
 {
-	static const struct { const char *unit; uint64_t ms; } units[] = {
+	static const struct unit units[] = {
 		{ "ms", 1 }, { "s", MS_S }, { "m", MS_M }, { "h", MS_H }, { "d", MS_D },
 	};
 	bool over = false;
@@ -328,20 +341,12 @@ config_parse_duration_ms(const char *s, uint64_t *out)
 	if (*p == '\0')
 		goto inval;
 	while (*p != '\0') {
-		uint64_t n, mult = 0;
+		uint64_t n, mult;
 
 		if (read_digits(&p, &n, &over) < 0)
 			goto inval;
 		p = skip_blanks(p);
-		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-			size_t len = strlen(units[i].unit);
-
-			if (strncmp(p, units[i].unit, len) == 0) {
-				mult = units[i].ms;
-				p += len;
-				break;
-			}
-		}
+		mult = read_unit(&p, units, sizeof(units) / sizeof(units[0]), false);
 		if (mult == 0) {
 			/* Only a lone "0" may omit its unit. */
 			if (terms == 0 && n == 0 && !over && *p == '\0')
