@@ -207,22 +207,35 @@ cmd_block_stat(struct control_req *req, int argc, char **argv)
 	free(b);
 }
 
+/* Runs a reference change (decref, purge) on the block arg names: 0 with
+ * its count and hex, or -1 after replying the error. */
+static int
+cmd_block_refs(struct control_req *req, const char *arg,
+    int (*op)(struct blockstore *, const uint8_t *, int64_t *, struct err *), int64_t *n,
+    char hex[HASH_HEX_LEN + 1])
+{
+	uint8_t hash[HASH_LEN];
+	struct err e;
+
+	if (cmd_hash_arg(req, arg, hash) < 0)
+		return -1;
+	if (op(req->d->blocks, hash, n, &e) < 0) {
+		control_reply_err(req, "%s", e.msg);
+		return -1;
+	}
+	block_hex(hash, hex);
+	return 0;
+}
+
 void
 cmd_block_rm(struct control_req *req, int argc, char **argv)
 {
-	uint8_t hash[HASH_LEN];
 	char hex[HASH_HEX_LEN + 1], text[160];
 	int64_t left;
-	struct err e;
 
 	(void)argc;
-	if (cmd_hash_arg(req, argv[0], hash) < 0)
+	if (cmd_block_refs(req, argv[0], blockstore_decref, &left, hex) < 0)
 		return;
-	if (blockstore_decref(req->d->blocks, hash, &left, &e) < 0) {
-		control_reply_err(req, "%s", e.msg);
-		return;
-	}
-	block_hex(hash, hex);
 	if (left == 0)
 		snprintf(text, sizeof(text), "%.16s…: no references left; deleted after %llu s "
 		    "unless stored again\n", hex,
@@ -237,19 +250,12 @@ cmd_block_rm(struct control_req *req, int argc, char **argv)
 void
 cmd_block_purge(struct control_req *req, int argc, char **argv)
 {
-	uint8_t hash[HASH_LEN];
 	char hex[HASH_HEX_LEN + 1], warn[200];
 	int64_t refs;
-	struct err e;
 
 	(void)argc;
-	if (cmd_hash_arg(req, argv[0], hash) < 0)
+	if (cmd_block_refs(req, argv[0], blockstore_purge, &refs, hex) < 0)
 		return;
-	if (blockstore_purge(req->d->blocks, hash, &refs, &e) < 0) {
-		control_reply_err(req, "%s", e.msg);
-		return;
-	}
-	block_hex(hash, hex);
 	snprintf(warn, sizeof(warn), "block %.16s… purged although it had %lld reference%s; "
 	    "whatever referred to it is now broken", hex, (long long)refs, refs == 1 ? "" : "s");
 	control_reply_data(req, json_pack("{s:s, s:I}", "hash", hex, "refcount",
