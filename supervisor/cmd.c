@@ -34,21 +34,15 @@ struct cmd {
 /* ---- text tables ---------------------------------------------------- */
 
 static void
-tb_workers(struct tbuf *b, json_t *workers)
+tb_workers(struct tbuf *b, const struct pool_worker_info *w, size_t n)
 {
-	size_t i;
-	json_t *w;
-
 	tb_printf(b, "%-8s %-8s %-9s %s\n", "PID", "KIND", "STATE", "JOB");
-	json_array_foreach(workers, i, w) {
-		json_t *job = json_object_get(w, "job");
-
-		if (json_is_integer(job))
-			tb_printf(b, "%-8lld %-8s %-9s %lld\n", ji(w, "pid"), js(w, "kind"),
-			    js(w, "state"), (long long)json_integer_value(job));
+	for (size_t i = 0; i < n; i++) {
+		if (w[i].has_job)
+			tb_printf(b, "%-8d %-8s %-9s %lld\n", w[i].pid, w[i].kind, w[i].state,
+			    (long long)w[i].job);
 		else
-			tb_printf(b, "%-8lld %-8s %-9s -\n", ji(w, "pid"), js(w, "kind"),
-			    js(w, "state"));
+			tb_printf(b, "%-8d %-8s %-9s -\n", w[i].pid, w[i].kind, w[i].state);
 	}
 }
 
@@ -83,10 +77,10 @@ cmd_status(struct control_req *req, int argc, char **argv)
 	struct farmd *d = req->d;
 	struct pool_stats ps;
 	struct plot_summary pl;
+	struct pool_worker_info *w;
 	struct tbuf *b;
-	json_t *o, *sandbox;
-	const char *key;
-	json_t *v;
+	size_t nw;
+	json_t *o;
 
 	(void)argc;
 	(void)argv;
@@ -94,36 +88,47 @@ cmd_status(struct control_req *req, int argc, char **argv)
 		return;
 	pool_stats(d->pool, &ps);
 	plot_summary(d->plot, &pl);
-	sandbox = pool_json_sandbox(d->pool);
+	w = pool_workers(d->pool, &nw);
 	o = json_pack("{s:s, s:i, s:I, s:s, s:s, s:s, s:o, s:o, s:o}",
 	    "version", FARMD_VERSION, "pid", (int)getpid(),
 	    "uptime_s", (json_int_t)((clock_mono_ms() - d->start_mono_ms) / 1000),
 	    "state_dir", d->state_dir, "admin_socket", d->admin_path,
 	    "state", d->stopping ? "stopping" : d->ready ? "running" : "starting",
-	    "sandbox", sandbox, "pools", pool_json_pools(&ps),
-	    "workers", pool_json_workers(d->pool));
+	    "sandbox", pool_json_sandbox(&ps), "pools", pool_json_pools(&ps),
+	    "workers", pool_json_workers(w, nw));
 	tb_printf(b, "farmd %s  pid %d  up %llds  %s\n", FARMD_VERSION, (int)getpid(),
 	    ji(o, "uptime_s"), js(o, "state"));
 	tb_printf(b, "state dir    %s\nadmin socket %s\nsandbox     ", d->state_dir,
 	    d->admin_path);
-	json_object_foreach(sandbox, key, v)
-		tb_printf(b, " %s%s", json_is_true(v) ? "+" : "-", key);
+	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
+		tb_printf(b, " %s%s", ps.sandbox[i] ? "+" : "-", wire_sandbox_layers[i]);
 	tb_printf(b, "\n");
 	tb_plotting(b, &pl);
 	json_object_set_new(o, "plotting", plot_json_summary(&pl));
 	tb_pools(b, &ps);
 	tb_printf(b, "\n");
-	tb_workers(b, json_object_get(o, "workers"));
+	tb_workers(b, w, nw);
 	control_reply(req, o, b->s);
 	free(b);
+	free(w);
 }
 
 static void
 cmd_workers(struct control_req *req, int argc, char **argv)
 {
+	struct pool_worker_info *w;
+	struct tbuf *b;
+	size_t n;
+
 	(void)argc;
 	(void)argv;
-	reply_table(req, pool_json_workers(req->d->pool), tb_workers);
+	if ((b = tb_new(req)) == NULL)
+		return;
+	w = pool_workers(req->d->pool, &n);
+	tb_workers(b, w, n);
+	control_reply(req, pool_json_workers(w, n), b->s);
+	free(b);
+	free(w);
 }
 
 static void

@@ -1043,28 +1043,33 @@ pool_degraded(const struct pool *p)
 
 /* ---- status -------------------------------------------------------- */
 
+static int
+pool_sandbox_layer(const struct pool *p, int i)
+{
+	int all = p->last_layers[i] == 1, any = 0;
+
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		const struct worker *w;
+
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
+			if (w->layers[i] < 0)
+				continue;
+			if (!any)
+				all = 1;
+			any = 1;
+			all = all && w->layers[i] == 1;
+		}
+	}
+	return all;
+}
+
 json_t *
-pool_json_sandbox(const struct pool *p)
+pool_json_sandbox(const struct pool_stats *s)
 {
 	json_t *o = json_object();
 
-	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++) {
-		int all = p->last_layers[i] == 1, any = 0;
-
-		for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-			const struct worker *w;
-
-			TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
-				if (w->layers[i] < 0)
-					continue;
-				if (!any)
-					all = 1;
-				any = 1;
-				all = all && w->layers[i] == 1;
-			}
-		}
-		json_object_set_new(o, wire_sandbox_layers[i], json_boolean(all));
-	}
+	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
+		json_object_set_new(o, wire_sandbox_layers[i], json_boolean(s->sandbox[i]));
 	return o;
 }
 
@@ -1084,6 +1089,8 @@ pool_stats(const struct pool *p, struct pool_stats *s)
 {
 	memset(s, 0, sizeof(*s));
 	s->protocol_errors = p->protocol_errors;
+	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
+		s->sandbox[i] = pool_sandbox_layer(p, i);
 	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
 		const struct pool_kind *pk = &p->kinds[k];
 		struct pool_kind_stats *ks = &s->kinds[k];
@@ -1125,22 +1132,47 @@ pool_json_pools(const struct pool_stats *s)
 	return a;
 }
 
+struct pool_worker_info *
+pool_workers(const struct pool *p, size_t *n)
+{
+	struct pool_worker_info *out;
+	const struct worker *w;
+	size_t i = 0;
+
+	*n = 0;
+	for (int k = 0; k < WIRE_KIND_COUNT; k++)
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry)
+			(*n)++;
+	if (*n == 0 || (out = calloc(*n, sizeof(*out))) == NULL) {
+		*n = 0;
+		return NULL;
+	}
+	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
+		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
+			struct pool_worker_info *wi = &out[i++];
+
+			wi->pid = (int)w->pid;
+			wi->kind = wire_kind_name(w->pk->kind);
+			wi->state = fsm_state_name(&w->fsm);
+			wi->has_job = w->job != NULL;
+			wi->job = w->job ? w->job->id : 0;
+			memcpy(wi->kernel, w->kernel, sizeof(wi->kernel));
+		}
+	}
+	return out;
+}
+
 json_t *
-pool_json_workers(const struct pool *p)
+pool_json_workers(const struct pool_worker_info *w, size_t n)
 {
 	json_t *a = json_array();
 
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		const struct worker *w;
+	for (size_t i = 0; i < n; i++) {
+		json_t *job = w[i].has_job ? json_integer((json_int_t)w[i].job) : json_null();
 
-		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
-			json_t *job = w->job ? json_integer((json_int_t)w->job->id) : json_null();
-
-			json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:o, s:o}",
-			    "pid", (int)w->pid, "kind", wire_kind_name(w->pk->kind),
-			    "state", fsm_state_name(&w->fsm), "job", job,
-			    "kernel", w->kernel[0] ? json_string(w->kernel) : json_null()));
-		}
+		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:o, s:o}",
+		    "pid", w[i].pid, "kind", w[i].kind, "state", w[i].state, "job", job,
+		    "kernel", w[i].kernel[0] ? json_string(w[i].kernel) : json_null()));
 	}
 	return a;
 }

@@ -66,6 +66,19 @@ struct pool_kind_stats {
 struct pool_stats {
 	struct pool_kind_stats kinds[WIRE_KIND_COUNT];  /* by enum wire_kind */
 	uint64_t protocol_errors;       /* worker connections dropped for one */
+	/* By wire_sandbox_layers[]: every worker that reported the layer has
+	 * it (with none reporting, the last hello's word). */
+	int sandbox[WIRE_SANDBOX_LAYERS];
+};
+
+/* One worker, as status and `farmctl workers` show it. */
+struct pool_worker_info {
+	int pid;
+	const char *kind;               /* wire_kind_name() */
+	const char *state;              /* "starting", "idle", "busy", "exiting" */
+	int has_job;
+	uint64_t job;                   /* the job it runs, if has_job */
+	char kernel[16];                /* from its hello, "" if none */
 };
 
 struct pool *pool_new(struct farmd *d, const struct pool_hooks *hooks, struct err *e);
@@ -110,10 +123,14 @@ void pool_recheck(struct pool *p);
 
 void pool_stats(const struct pool *p, struct pool_stats *s);
 
-/* Sandbox layers reported by the workers: name → all workers have it. */
-json_t *pool_json_sandbox(const struct pool *p);
+/* The workers now: an array of *n (caller frees; NULL, *n 0, when there
+ * are none or no memory). */
+struct pool_worker_info *pool_workers(const struct pool *p, size_t *n);
+
+/* Sandbox layers: name → all workers have it. */
+json_t *pool_json_sandbox(const struct pool_stats *s);
 json_t *pool_json_pools(const struct pool_stats *s);
-json_t *pool_json_workers(const struct pool *p);
+json_t *pool_json_workers(const struct pool_worker_info *w, size_t n);
 /* Kinds whose pool is degraded, for the STATUS line; 0 if none. */
 int pool_degraded(const struct pool *p);
 
