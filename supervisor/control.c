@@ -66,6 +66,7 @@ struct control {
 	control_dispatch_cb dispatch;
 	void *dispatch_arg;
 	struct control_stats stats;     /* clients: see nclients */
+	int draining;                   /* shutting down: run no new request */
 };
 
 static void
@@ -228,7 +229,12 @@ control_request(struct control_client *cl, const Farmd__AdminRequest *r,
 	cl->req = req;
 	cl->c->stats.requests++;
 	peer_pause(cl->peer, 1);
-	cl->c->dispatch(req, cl->c->dispatch_arg);
+	/* A client that keeps sending (an ingest of many files) would keep
+	 * disk work in flight and hold the shutdown open for as long. */
+	if (cl->c->draining)
+		control_reply_err(req, "farmd is shutting down");
+	else
+		cl->c->dispatch(req, cl->c->dispatch_arg);
 	return 0;
 }
 
@@ -512,7 +518,10 @@ fail:
 void
 control_close_listener(struct control *c)
 {
-	if (c == NULL || c->fd < 0)
+	if (c == NULL)
+		return;
+	c->draining = 1;
+	if (c->fd < 0)
 		return;
 	event_free(c->ev);
 	c->ev = NULL;

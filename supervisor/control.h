@@ -61,7 +61,9 @@ struct control_stats {
 
 struct control *control_new(struct farmd *d, const char *path,
     control_dispatch_cb dispatch, void *dispatch_arg, struct err *e);
-/* Stops accepting; existing connections keep being answered. */
+/* Stops accepting, for a shutdown.  Requests in hand finish; later ones on
+ * existing connections are answered "farmd is shutting down" without being
+ * run, so the work in flight drains. */
 void control_close_listener(struct control *c);
 void control_free(struct control *c);
 
