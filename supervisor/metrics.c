@@ -1,9 +1,12 @@
 /*
  * metrics.c: Prometheus text exposition (version 0.0.4).  Names are
- * farmd_<subsystem>_<what>[_total].  Every value, counter or gauge, is
- * read at render time from the stats its subsystem exposes (pool_stats,
- * control_stats, plot_farm_stats, ...): metrics keeps no count of its
- * own, and nothing below it knows it exists.
+ * farmd_<subsystem>_<what>[_total] in base units (seconds, bytes: a
+ * duration kept in ms or us is rendered as float seconds), every family
+ * has HELP and TYPE, and the text passes `promtool check metrics`
+ * (tests/integration/test_ops_output.py).  Every value, counter or
+ * gauge, is read at render time from the stats its subsystem exposes
+ * (pool_stats, control_stats, plot_farm_stats, ...): metrics keeps no
+ * count of its own, and nothing below it knows it exists.
  */
 #include "metrics.h"
 
@@ -179,8 +182,9 @@ metrics_blocks(struct mbuf *b, struct farmd *d)
 	mb_counter(b, "farmd_resync_items_total", "Resync items processed.", done);
 	mb_counter(b, "farmd_resync_failures_total", "Resync attempts that failed.", failed);
 	mb_counter(b, "farmd_blocks_collected_total", "Unreferenced blocks deleted.", collected);
-	mb_gauge(b, "farmd_resync_last_item_microseconds", "Duration of the last resync item.",
-	    last_us);
+	mb_head(b, "farmd_resync_last_item_seconds", "gauge",
+	    "Duration of the last resync item.");
+	mb_printf(b, "farmd_resync_last_item_seconds %.6f\n", (double)last_us / 1e6);
 	metrics_scrub(b, d);
 }
 
