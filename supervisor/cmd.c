@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "cmd_handlers.h"
 #include "farmd.h"
+#include "human.h"
 #include "log.h"
 #include "metrics.h"
 #include "plot.h"
@@ -63,10 +64,11 @@ tb_pools(struct tbuf *b, const struct pool_stats *ps)
 static void
 tb_plotting(struct tbuf *b, const struct plot_summary *pl)
 {
-	tb_printf(b, "plotting     %llu farms, %llu/%llu sectors plotted, %llu in flight, %llu "
-	    "errors%s%s\n\n", (unsigned long long)pl->farms, (unsigned long long)pl->plotted,
-	    (unsigned long long)pl->sectors, (unsigned long long)pl->in_flight,
-	    (unsigned long long)pl->errors, pl->last_error[0] ? "; last: " : "", pl->last_error);
+	tb_printf(b, "plotting     %llu farm%s, %llu/%llu sectors plotted, %llu in flight, %llu "
+	    "error%s%s%s\n\n", (unsigned long long)pl->farms, pl->farms == 1 ? "" : "s",
+	    (unsigned long long)pl->plotted, (unsigned long long)pl->sectors,
+	    (unsigned long long)pl->in_flight, (unsigned long long)pl->errors,
+	    pl->errors == 1 ? "" : "s", pl->last_error[0] ? "; last: " : "", pl->last_error);
 }
 
 /* ---- supervisor commands -------------------------------------------- */
@@ -79,6 +81,7 @@ cmd_status(struct control_req *req, int argc, char **argv)
 	struct plot_summary pl;
 	struct pool_worker_info *w;
 	struct tbuf *b;
+	char up[HUMAN_LEN];
 	size_t nw;
 	json_t *o;
 
@@ -96,8 +99,8 @@ cmd_status(struct control_req *req, int argc, char **argv)
 	    "state", d->stopping ? "stopping" : d->ready ? "running" : "starting",
 	    "sandbox", pool_json_sandbox(&ps), "pools", pool_json_pools(&ps),
 	    "workers", pool_json_workers(w, nw));
-	tb_printf(b, "farmd %s  pid %d  up %llds  %s\n", FARMD_VERSION, (int)getpid(),
-	    ji(o, "uptime_s"), js(o, "state"));
+	tb_printf(b, "farmd %s  pid %d  up %s  %s\n", FARMD_VERSION, (int)getpid(),
+	    human_duration(up, (uint64_t)ji(o, "uptime_s")), js(o, "state"));
 	tb_printf(b, "state dir    %s\nadmin socket %s\nsandbox     ", d->state_dir,
 	    d->admin_path);
 	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)

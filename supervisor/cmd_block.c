@@ -15,7 +15,9 @@
 #include "blockstore.h"
 #include "cmd_handlers.h"
 #include "config.h"
+#include "clock.h"
 #include "farmd.h"
+#include "human.h"
 #include "io.h"
 #include "reply.h"
 #include "resync.h"
@@ -182,7 +184,7 @@ cmd_block_stat(struct control_req *req, int argc, char **argv)
 	struct block_info bi;
 	struct tbuf *b;
 	uint8_t hash[HASH_LEN];
-	char hex[HASH_HEX_LEN + 1];
+	char hex[HASH_HEX_LEN + 1], hs[HUMAN_LEN], ss[HUMAN_LEN];
 	struct err e;
 	int rc;
 
@@ -196,9 +198,10 @@ cmd_block_stat(struct control_req *req, int argc, char **argv)
 	if ((b = tb_new(req)) == NULL)
 		return;
 	block_hex(hash, hex);
-	tb_printf(b, "hash        %s\nsize        %" PRIu64 "\nstored      %" PRIu64
-	    "%s\nrefcount    %lld\nstate       %s\n", hex, bi.size, bi.stored,
-	    bi.inline_ ? " (inline)" : bi.compressed ? " (zstd)" : "",
+	tb_printf(b, "hash        %s\nsize        %s (%" PRIu64 " bytes)\nstored      %s (%"
+	    PRIu64 " bytes%s)\nrefcount    %lld\nstate       %s\n", hex, human_size(hs, bi.size),
+	    bi.size, human_size(ss, bi.stored), bi.stored,
+	    bi.inline_ ? ", inline" : bi.compressed ? ", zstd" : "",
 	    (long long)bi.refcount, bi.state);
 	control_reply(req, json_pack("{s:s, s:I, s:I, s:I, s:b, s:b, s:s}", "hash", hex,
 	    "size", (json_int_t)bi.size, "stored", (json_int_t)bi.stored,
@@ -230,16 +233,16 @@ cmd_block_refs(struct control_req *req, const char *arg,
 void
 cmd_block_rm(struct control_req *req, int argc, char **argv)
 {
-	char hex[HASH_HEX_LEN + 1], text[160];
+	char hex[HASH_HEX_LEN + 1], text[160], gc[HUMAN_LEN];
 	int64_t left;
 
 	(void)argc;
 	if (cmd_block_refs(req, argv[0], blockstore_decref, &left, hex) < 0)
 		return;
 	if (left == 0)
-		snprintf(text, sizeof(text), "%.16s…: no references left; deleted after %llu s "
+		snprintf(text, sizeof(text), "%.16s…: no references left; deleted after %s "
 		    "unless stored again\n", hex,
-		    (unsigned long long)(req->d->cfg.blocks.gc_delay_ms / 1000));
+		    human_duration(gc, req->d->cfg.blocks.gc_delay_ms / 1000));
 	else
 		snprintf(text, sizeof(text), "%.16s…: %lld reference%s left\n", hex,
 		    (long long)left, left == 1 ? "" : "s");
@@ -265,18 +268,18 @@ cmd_block_purge(struct control_req *req, int argc, char **argv)
 static void
 cmd_block_list_errors_text(struct tbuf *b, json_t *errs)
 {
+	int64_t now = (int64_t)clock_real_ms();
+	char last[HUMAN_LEN], next[HUMAN_LEN];
 	json_t *it;
 	size_t i;
 
-	tb_printf(b, "%-64s %6s %15s %15s  %s\n", "HASH", "ERRORS", "LAST_TRY_MS",
-	    "NEXT_TRY_MS", "REASON");
+	tb_printf(b, "%-64s %6s %-12s %-12s  %s\n", "HASH", "ERRORS", "LAST_TRY", "NEXT_TRY",
+	    "REASON");
 	json_array_foreach(errs, i, it)
-		tb_printf(b, "%-64s %6lld %15lld %15lld  %s\n",
-		    json_string_value(json_object_get(it, "hash")),
-		    json_integer_value(json_object_get(it, "errors")),
-		    json_integer_value(json_object_get(it, "last_try_ms")),
-		    json_integer_value(json_object_get(it, "next_try_ms")),
-		    json_string_value(json_object_get(it, "reason")));
+		tb_printf(b, "%-64s %6lld %-12s %-12s  %s\n", js(it, "hash"), ji(it, "errors"),
+		    human_ago(last, ji(it, "last_try_ms"), now),
+		    ji(it, "next_try_ms") <= now ? "due" : human_ago(next, ji(it, "next_try_ms"), now),
+		    js(it, "reason"));
 }
 
 void
@@ -305,6 +308,32 @@ cmd_block_retry_now(struct control_req *req, int argc, char **argv)
 	}
 	snprintf(text, sizeof(text), "%d block%s queued for a retry now\n", n, n == 1 ? "" : "s");
 	control_reply(req, json_pack("{s:i}", "queued", n), text);
+}
+
+/* The counts of the run in hand (or the last), then its times: when it
+ * started if it is under way, else when the last ended; when the next is
+ * due.  The phase is shown only while a run is under way. */
+static void
+cmd_scrub_text(struct tbuf *b, json_t *st)
+{
+	int64_t now = (int64_t)clock_real_ms();
+	int idle = strcmp(js(st, "state"), "idle") == 0;
+	char at[HUMAN_LEN], ago[HUMAN_LEN];
+
+	tb_printf(b, "scrub %s%s%s%s: %lld blocks checked, %lld corrupt or missing%s%s; "
+	    "%lld sectors checked, %lld corrupt\n", js(st, "state"), idle ? "" : " (",
+	    idle ? "" : js(st, "phase"), idle ? "" : ")", ji(st, "checked"),
+	    ji(st, "corruptions"), js(st, "position")[0] ? ", at " : "", js(st, "position"),
+	    ji(st, "sectors_checked"), ji(st, "sector_corruptions"));
+	if (!idle && ji(st, "started_ms") > 0)
+		tb_printf(b, "started %s (%s)\n", human_time(at, ji(st, "started_ms")),
+		    human_ago(ago, ji(st, "started_ms"), now));
+	if (idle && ji(st, "last_done_ms") > 0)
+		tb_printf(b, "last run finished %s (%s)\n", human_time(at, ji(st, "last_done_ms")),
+		    human_ago(ago, ji(st, "last_done_ms"), now));
+	if (idle && ji(st, "next_run_ms") > 0)
+		tb_printf(b, "next run %s (%s)\n", human_time(at, ji(st, "next_run_ms")),
+		    human_ago(ago, ji(st, "next_run_ms"), now));
 }
 
 /* scrub start|pause|resume|cancel|status (status comes here with no
@@ -339,10 +368,7 @@ cmd_scrub(struct control_req *req, int argc, char **argv)
 	if ((b = tb_new(req)) == NULL)
 		return;
 	st = scrub_json(req->d->scrub);
-	tb_printf(b, "scrub %s (%s): %lld blocks checked, %lld corrupt or missing%s%s; "
-	    "%lld sectors checked, %lld corrupt\n", js(st, "state"), js(st, "phase"),
-	    ji(st, "checked"), ji(st, "corruptions"), js(st, "position")[0] ? ", at " : "",
-	    js(st, "position"), ji(st, "sectors_checked"), ji(st, "sector_corruptions"));
+	cmd_scrub_text(b, st);
 	control_reply(req, st, b->s);
 	free(b);
 }

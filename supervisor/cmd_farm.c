@@ -11,6 +11,7 @@
 
 #include "cmd_handlers.h"
 #include "farmd.h"
+#include "human.h"
 #include "plot.h"
 #include "reply.h"
 
@@ -20,20 +21,16 @@ static void
 cmd_farm_add_done(void *arg, json_t *json, const char *error)
 {
 	struct control_req *req = arg;
-	char text[1024];
+	char text[1024], sz[HUMAN_LEN];
 
 	if (error != NULL) {
 		control_reply_err(req, "%s", error);
 		return;
 	}
-	snprintf(text, sizeof(text), "farm %lld added: %s, %lld %s sectors of %lld bytes\n"
-	    "public key hash %s\n",
-	    (long long)json_integer_value(json_object_get(json, "id")),
-	    json_string_value(json_object_get(json, "dir")),
-	    (long long)json_integer_value(json_object_get(json, "sectors")),
-	    json_string_value(json_object_get(json, "profile")),
-	    (long long)json_integer_value(json_object_get(json, "sector_size")),
-	    json_string_value(json_object_get(json, "public_key_hash")));
+	snprintf(text, sizeof(text), "farm %lld added: %s, %lld %s sectors of %s\n"
+	    "public key hash %s\n", ji(json, "id"), js(json, "dir"), ji(json, "sectors"),
+	    js(json, "profile"), human_size(sz, (uint64_t)ji(json, "sector_size")),
+	    js(json, "public_key_hash"));
 	control_reply(req, json, text);
 }
 
@@ -76,11 +73,14 @@ cmd_farm_list_text(struct tbuf *b, json_t *a)
 	json_t *f;
 	size_t i;
 
-	tb_printf(b, "%-4s %-10s %8s %12s %8s %-8s %s\n", "ID", "PROFILE", "SECTORS",
+	tb_printf(b, "%-4s %-10s %8s %11s %8s %-8s %s\n", "ID", "PROFILE", "SECTORS",
 	    "SECTOR_SIZE", "PLOTTED", "STATE", "DIR");
 	json_array_foreach(a, i, f) {
-		tb_printf(b, "%-4lld %-10s %8lld %12lld %8lld %-8s %s\n", ji(f, "id"),
-		    js(f, "profile"), ji(f, "sectors"), ji(f, "sector_size"), ji(f, "plotted"),
+		char sz[HUMAN_LEN];
+
+		tb_printf(b, "%-4lld %-10s %8lld %11s %8lld %-8s %s\n", ji(f, "id"),
+		    js(f, "profile"), ji(f, "sectors"),
+		    human_size(sz, (uint64_t)ji(f, "sector_size")), ji(f, "plotted"),
 		    js(f, "state"), js(f, "dir"));
 		if (js(f, "error")[0])
 			tb_printf(b, "     error: %s\n", js(f, "error"));
@@ -102,11 +102,11 @@ cmd_sectors_text(struct tbuf *b, json_t *a)
 	size_t i;
 
 	tb_printf(b, "%-4s %6s %-15s %7s %7s %-16s %s\n", "FARM", "INDEX", "STATE", "HISTORY",
-	    "EXPIRES", "CHECKSUM", "PLOTTED_AT_MS");
+	    "EXPIRES", "CHECKSUM", "PLOTTED_AT");
 	json_array_foreach(a, i, s) {
 		json_t *hs = json_object_get(s, "history_size"), *ex = json_object_get(s, "expires_at");
 		json_t *pa = json_object_get(s, "plotted_at");
-		char hsb[24] = "-", exb[24] = "-", pab[24] = "-";
+		char hsb[24] = "-", exb[24] = "-", pab[HUMAN_LEN] = "-";
 
 		if (i == SECTORS_TEXT_MAX) {
 			tb_printf(b, "… %zu more (use --json)\n", json_array_size(a) - i);
@@ -117,7 +117,7 @@ cmd_sectors_text(struct tbuf *b, json_t *a)
 		if (json_is_integer(ex))
 			snprintf(exb, sizeof(exb), "%lld", (long long)json_integer_value(ex));
 		if (json_is_integer(pa))
-			snprintf(pab, sizeof(pab), "%lld", (long long)json_integer_value(pa));
+			human_time(pab, json_integer_value(pa));
 		tb_printf(b, "%-4lld %6lld %-15s %7s %7s %-16.16s %s\n", ji(s, "farm"),
 		    ji(s, "index"), js(s, "state"), hsb, exb,
 		    json_is_string(json_object_get(s, "checksum")) ? js(s, "checksum") : "-", pab);

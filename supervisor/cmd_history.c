@@ -12,6 +12,7 @@
 #include "cmd_handlers.h"
 #include "farmd.h"
 #include "history.h"
+#include "human.h"
 #include "reply.h"
 
 static void
@@ -45,28 +46,41 @@ cmd_history_ingest(struct control_req *req, int argc, char **argv)
 	history_ingest_fd(req->d->history, height, fd, argv[1], cmd_ingest_done, req);
 }
 
+/* The archiver's line: its state, and why when it says more.  A reason
+ * that already starts with the state ("waiting for the block at height
+ * 71" in state "waiting") is shown alone, never "waiting: waiting ...". */
+static void
+cmd_archiver_text(struct tbuf *b, const char *state, const char *why)
+{
+	size_t n = strlen(state);
+
+	if (why[0] == '\0')
+		tb_printf(b, "archiver         %s\n", state);
+	else if (strncmp(why, state, n) == 0 && (why[n] == ' ' || why[n] == ':'))
+		tb_printf(b, "archiver         %s\n", why);
+	else
+		tb_printf(b, "archiver         %s: %s\n", state, why);
+}
+
 static void
 cmd_history_status_text(struct tbuf *b, json_t *st)
 {
+	char fill[HUMAN_LEN], seg[HUMAN_LEN];
 	json_t *w;
 	size_t i;
 
 	tb_printf(b, "archived height  %lld\nhistory size     %lld segments\npending          %lld "
-	    "blocks\nsegment fill     %lld bytes\narchiver         %s%s%s\nwanted          ",
-	    json_integer_value(json_object_get(st, "archived_height")),
-	    json_integer_value(json_object_get(st, "history_size")),
-	    json_integer_value(json_object_get(st, "pending")),
-	    json_integer_value(json_object_get(st, "segment_fill_bytes")),
-	    json_string_value(json_object_get(st, "state")),
-	    json_string_length(json_object_get(st, "waiting")) ? ": " : "",
-	    json_string_value(json_object_get(st, "waiting")));
+	    "blocks\nsegment fill     %s of %s\n", ji(st, "archived_height"),
+	    ji(st, "history_size"), ji(st, "pending"),
+	    human_size(fill, (uint64_t)ji(st, "segment_fill_bytes")),
+	    human_size(seg, (uint64_t)ji(st, "piece_size") * (uint64_t)ji(st, "pieces_per_segment")));
+	cmd_archiver_text(b, js(st, "state"), js(st, "waiting"));
+	tb_printf(b, "wanted          ");
 	json_array_foreach(json_object_get(st, "wanted"), i, w)
 		tb_printf(b, " %lld", json_integer_value(w));
 	tb_printf(b, "\n");
 	json_array_foreach(json_object_get(st, "rejected"), i, w)
-		tb_printf(b, "rejected         height %lld: %s\n",
-		    json_integer_value(json_object_get(w, "height")),
-		    json_string_value(json_object_get(w, "reason")));
+		tb_printf(b, "rejected         height %lld: %s\n", ji(w, "height"), js(w, "reason"));
 }
 
 void
