@@ -143,13 +143,20 @@ cmd_plot_text(struct tbuf *b, json_t *o)
 	json_t *f, *s;
 	size_t i, k;
 
-	tb_printf(b, "history size %lld; plotting is %s\n", ji(o, "history_size"),
-	    json_is_true(json_object_get(o, "idle")) ? "idle" : "busy");
+	if (json_is_true(json_object_get(o, "idle")) && ji(o, "waiting_for_history") > 0)
+		tb_printf(b, "history size %lld; plotting is waiting for history (%lld sectors)\n",
+		    ji(o, "history_size"), ji(o, "waiting_for_history"));
+	else
+		tb_printf(b, "history size %lld; plotting is %s\n", ji(o, "history_size"),
+		    json_is_true(json_object_get(o, "idle")) ? "idle" : "busy");
 	json_array_foreach(json_object_get(o, "farms"), i, f) {
-		tb_printf(b, "farm %lld %s: %lld/%lld plotted, %zu in flight, %lld queued, %lld "
-		    "plotted since start, %lld errors%s%s\n", ji(f, "id"), js(f, "state"),
-		    ji(f, "plotted"), ji(f, "sectors"), json_array_size(json_object_get(f,
-		    "in_flight")), ji(f, "queued"), ji(f, "sectors_plotted_total"), ji(f, "errors"),
+		tb_printf(b, "farm %lld %s: %lld/%lld plotted, %zu in flight, %lld queued, ",
+		    ji(f, "id"), js(f, "state"), ji(f, "plotted"), ji(f, "sectors"),
+		    json_array_size(json_object_get(f, "in_flight")), ji(f, "queued"));
+		if (ji(f, "waiting_for_history") > 0)
+			tb_printf(b, "%lld waiting for history, ", ji(f, "waiting_for_history"));
+		tb_printf(b, "%lld plotted since start, %lld error%s%s%s\n",
+		    ji(f, "sectors_plotted_total"), ji(f, "errors"), ji(f, "errors") == 1 ? "" : "s",
 		    js(f, "last_error")[0] ? "; last: " : "", js(f, "last_error"));
 		json_array_foreach(json_object_get(f, "in_flight"), k, s)
 			tb_printf(b, "  sector %lld %s %lld/%lld pieces encoded at history size "

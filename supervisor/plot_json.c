@@ -48,14 +48,19 @@ json_t *
 plot_json_progress(struct plot *p)
 {
 	json_t *farms = json_array(), *events = json_array();
-	uint64_t hs = history_size(p->d->history);
+	uint64_t hs = history_size(p->d->history), waiting_total = 0;
 	int idle = 1;
 	struct farm *f;
 	struct sjob *j;
 
+	/* idle: nothing in flight and nothing queued.  Sectors that need
+	 * plotting while the history is empty are not queued (nothing can
+	 * start) but waiting_for_history, so that `plot --follow` and the
+	 * text can tell "done" from "waiting". */
 	TAILQ_FOREACH(f, &p->farms, link) {
-		json_t *fl = json_array();
+		json_t *fl = json_array(), *fo;
 		uint64_t queued = f->fd < 0 || hs == 0 ? 0 : farm_queued(f);
+		uint64_t waiting = f->fd >= 0 && hs == 0 ? farm_queued(f) : 0;
 
 		TAILQ_FOREACH(j, &p->jobs, link)
 			if (j->f == f)
@@ -67,13 +72,16 @@ plot_json_progress(struct plot *p)
 				    "error", sjob_waiting(j) ? j->error : ""));
 		if (f->in_flight > 0 || queued > 0)
 			idle = 0;
-		json_array_append_new(farms, json_pack("{s:I, s:s, s:I, s:I, s:s, s:o, s:I, s:I, "
-		    "s:s, s:I}", "id", (json_int_t)f->id, "dir", f->dir,
+		waiting_total += waiting;
+		fo = json_pack("{s:I, s:s, s:I, s:I, s:s, s:o, s:I, s:I, s:s, s:I}",
+		    "id", (json_int_t)f->id, "dir", f->dir,
 		    "sectors", (json_int_t)f->g.sectors,
 		    "plotted", (json_int_t)farm_plotted(f),
 		    "state", farm_state(p, f), "in_flight", fl, "queued", (json_int_t)queued,
 		    "errors", (json_int_t)f->errors_total, "last_error", f->last_error,
-		    "sectors_plotted_total", (json_int_t)f->plotted_total));
+		    "sectors_plotted_total", (json_int_t)f->plotted_total);
+		json_object_set_new(fo, "waiting_for_history", json_integer((json_int_t)waiting));
+		json_array_append_new(farms, fo);
 	}
 	for (uint64_t i = p->nevents > PLOT_EVENTS ? p->nevents - PLOT_EVENTS : 0;
 	    i < p->nevents; i++) {
@@ -84,7 +92,8 @@ plot_json_progress(struct plot *p)
 		    "index", (json_int_t)ev->index, "event", ev->event,
 		    "took_ms", (json_int_t)ev->took_ms));
 	}
-	return json_pack("{s:b, s:I, s:o, s:o}", "idle", idle, "history_size", (json_int_t)hs,
+	return json_pack("{s:b, s:I, s:I, s:o, s:o}", "idle", idle,
+	    "waiting_for_history", (json_int_t)waiting_total, "history_size", (json_int_t)hs,
 	    "farms", farms, "events", events);
 }
 

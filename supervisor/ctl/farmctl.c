@@ -385,6 +385,8 @@ ctl_plot_render(json_t *o, int tty)
 	json_array_foreach(json_object_get(o, "farms"), i, f) {
 		long long total = json_integer_value(json_object_get(f, "sectors"));
 		long long done = json_integer_value(json_object_get(f, "plotted"));
+		long long id = json_integer_value(json_object_get(f, "id"));
+		long long waiting = json_integer_value(json_object_get(f, "waiting_for_history"));
 		char bar[41], flight[256] = "";
 		size_t fl = 0;
 		int w = total > 0 ? (int)(done * 40 / total) : 40;
@@ -400,19 +402,23 @@ ctl_plot_render(json_t *o, int tty)
 				    (long long)json_integer_value(json_object_get(s, "pieces_done")),
 				    (long long)json_integer_value(json_object_get(s, "pieces_total")));
 		if (tty)
-			printf("\r\033[Kfarm %lld [%s] %lld/%lld%s", (long long)json_integer_value(
-			    json_object_get(f, "id")), bar, done, total, flight);
+			printf("\r\033[Kfarm %lld [%s] %lld/%lld%s%s", id, bar, done, total, flight,
+			    waiting > 0 ? " waiting for history" : "");
 		else
-			printf("farm %lld: %lld/%lld sectors plotted, %lld queued%s\n",
-			    (long long)json_integer_value(json_object_get(f, "id")), done, total,
-			    (long long)json_integer_value(json_object_get(f, "queued")), flight);
+			printf("farm %lld: %lld/%lld sectors plotted, %lld queued%s\n", id, done,
+			    total, (long long)json_integer_value(json_object_get(f, "queued")), flight);
+		if (!tty && waiting > 0)
+			printf("waiting for history: %lld sector%s in farm %lld\n", waiting,
+			    waiting == 1 ? "" : "s", id);
 		if (tty && i + 1 < json_array_size(json_object_get(o, "farms")))
 			printf("\n");
 	}
 	fflush(stdout);
 }
 
-/* plot --follow: polls `plot` until farmd says plotting is idle. */
+/* plot --follow: polls `plot` until plotting is idle with nothing
+ * waiting for history: a farm added before any history keeps it
+ * following (and saying so) until its sectors are plotted. */
 static int
 ctl_plot_follow(struct ctl *c, const struct parse_result *res, int argc, char **argv)
 {
@@ -441,7 +447,8 @@ ctl_plot_follow(struct ctl *c, const struct parse_result *res, int argc, char **
 			ctl_plot_render(o, tty);
 		free(last);
 		last = text;
-		if (json_is_true(json_object_get(o, "idle"))) {
+		if (json_is_true(json_object_get(o, "idle")) &&
+		    json_integer_value(json_object_get(o, "waiting_for_history")) == 0) {
 			printf("%splotting is idle\n", tty ? "\n" : "");
 			json_decref(o);
 			break;
