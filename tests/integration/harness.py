@@ -12,8 +12,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
+
+import adminwire
 
 BUILD = os.environ.get("FARMD_BUILD", os.path.join(os.path.dirname(__file__), "../../build"))
 FARMD = os.path.join(BUILD, "farmd")
@@ -44,6 +47,14 @@ SLOW = (3.0 if SANITIZED else 1.0) * load_factor()
 # with the build only: stretched by load, the work a loop races against
 # would end before the loop had done what it counts on.
 PACE = 3.0 if SANITIZED else 1.0
+# farmd (and the workers it starts) always runs with the ASAN_OPTIONS the
+# suite was started with, leak check included.  farmctl is leak-checked in
+# the files that set CTL_LEAK_CHECK = True (foundation, operations and the
+# other files that run each command a few times); the long files start
+# thousands of farmctl calls, where LeakSanitizer's exit scan doubled the
+# CPU a call costs (run_tests turns it off for their farmctl calls only).
+FARMD_ASAN_OPTIONS = os.environ.get("ASAN_OPTIONS")
+
 # kill -9 loops: the acceptance lists ask for 20 rounds, which the normal
 # pass runs; the sanitizer pass is there for memory errors and runs fewer.
 CRASH_ROUNDS = int(os.environ.get("FARMD_CRASH_ROUNDS", "20"))
@@ -57,18 +68,22 @@ class CtlError(Exception):
 
 def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
     """Polls pred until it returns something true; fails after timeout
-    (seconds on an idle machine, scaled by SLOW and by the load now)."""
+    (seconds on an idle machine, scaled by SLOW and by the load now).
+    Between two polls it sleeps at least as long as the last poll took: a
+    predicate that starts farmctl costs ~80 ms of CPU under ASan, and
+    polling back to back would take a core from the farmd it waits for."""
     scale = max(SLOW, (3.0 if SANITIZED else 1.0) * load_factor())
     deadline = time.monotonic() + timeout * scale
     last = None
     while time.monotonic() < deadline:
+        began = time.monotonic()
         try:
             last = pred()
             if last:
                 return last
         except Exception as e:  # noqa: BLE001 - the predicate may race
             last = e
-        time.sleep(interval)
+        time.sleep(max(interval, time.monotonic() - began))
     raise AssertionError(f"timed out after {timeout * scale:.1f}s waiting for {what} (last: {last!r})")
 
 
@@ -137,8 +152,11 @@ class Farmd:
         if self.config_path:
             args += ["--config", self.config_path]
         self.logf = open(self.log_path, "ab")
+        env = dict(os.environ)
+        if FARMD_ASAN_OPTIONS is not None:
+            env["ASAN_OPTIONS"] = FARMD_ASAN_OPTIONS
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=env)
         if wait:
             self.wait_ready()
         return self
@@ -230,6 +248,59 @@ def block_stat(f, h):
     return json.loads(p.stdout)
 
 
+# ---- bulk reads -------------------------------------------------------------
+# A test that checks thousands of blocks after the fact (every piece of a
+# history, every chain block's refcount), or sets up a thousand blocks
+# to scrub, asks farmd over the admin protocol
+# on one connection per thread, the requests farmctl sends, instead of
+# starting one farmctl per block: under ASan a farmctl start costs ~80 ms of
+# CPU (its shadow memory and leak check), and those checks started ~4,000
+# each.  What they check is farmd's answer; farmctl's own handling of
+# `block get` and `block stat` is tested by test_blocks through farmctl.
+_wire = threading.local()
+
+
+def _wire_client(f):
+    key = (f.socket, f.proc.pid if f.proc else None)
+    c = getattr(_wire, "clients", {}).get(key)
+    if c is None:
+        c = adminwire.Client(f.socket, timeout=60 * SLOW)
+        _wire.__dict__.setdefault("clients", {})[key] = c
+    return c
+
+
+def bulk_stat(f, h):
+    """As block_stat (`block stat --json`), on a kept admin connection."""
+    try:
+        resp = _wire_client(f).request(["block", "stat", h], json=True)
+    except RuntimeError as e:
+        if "no such block" in str(e):
+            return None
+        raise
+    return json.loads(resp[4])
+
+
+def bulk_put(f, path):
+    """`block put PATH` (the file passed as a descriptor, as farmctl does)
+    on a kept admin connection; returns the hash farmd answered."""
+    resp = _wire_client(f).put(path)
+    return resp[3].decode().strip()
+
+
+def bulk_get(f, h):
+    """The bytes `block get HASH` writes, on a kept admin connection."""
+    fd = os.memfd_create("block-get")
+    try:
+        _wire_client(f).request(["block", "get", h], [fd])
+        os.lseek(fd, 0, os.SEEK_SET)
+        out = bytearray()
+        while chunk := os.read(fd, 1 << 20):
+            out += chunk
+        return bytes(out)
+    finally:
+        os.close(fd)
+
+
 def shard_spec():
     """(k, n) from FARMD_SHARD=k/n (1 <= k <= n), else (1, 1).
 
@@ -252,6 +323,9 @@ def shard_spec():
 
 def run_tests(module_globals):
     only = sys.argv[1:]
+    if SANITIZED and FARMD_ASAN_OPTIONS is not None and not module_globals.get("CTL_LEAK_CHECK"):
+        opts = [o for o in FARMD_ASAN_OPTIONS.split(":") if o and not o.startswith("detect_leaks=")]
+        os.environ["ASAN_OPTIONS"] = ":".join(opts + ["detect_leaks=0"])
     tests = [(n, f) for n, f in module_globals.items()
              if n.startswith("test_") and callable(f) and (not only or n in only)]
     k, n = shard_spec()

@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 from adminwire import Client  # noqa: E402
-from harness import PACE, CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SANITIZED, SLOW, CtlError, farmd, metric, run_tests, wait_for, _live  # noqa: E402
+from harness import PACE, CRASH_ROUNDS, bulk_put, ctl_bin, block_stat as stat, FARMCTL, SANITIZED, SLOW, CtlError, farmd, metric, run_tests, wait_for, _live  # noqa: E402
 
 INLINE_MAX = 3072                      # blocks below this live in state.db
 MIB = 1 << 20
@@ -726,7 +726,7 @@ def make_blocks(f, tmp, n, size=4096):
     os.makedirs(d, exist_ok=True)
     blobs = [os.urandom(size) for _ in range(n)]
     paths = [write(d, str(i), b) for i, b in enumerate(blobs)]
-    hashes = put_files(f, paths)
+    hashes = parallel(lambda p: bulk_put(f, p), paths, 4)
     assert hashes == [sha(b) for b in blobs]
     return hashes
 

@@ -854,5 +854,9 @@ def test_status_json(tmp):
     assert json.loads(f.ctl("workers", json_out=True)) == st["workers"]
 
 
+# Every farmctl call here runs with LeakSanitizer on (harness.py).
+CTL_LEAK_CHECK = True
+
+
 if __name__ == "__main__":
     run_tests(globals())

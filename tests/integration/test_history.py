@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 import adminwire  # noqa: E402
-from harness import PACE, CRASH_ROUNDS, ctl_bin, block_stat as stat, FARMCTL, SLOW, farmd, metric, run_tests, wait_for  # noqa: E402
+from harness import PACE, CRASH_ROUNDS, bulk_get, bulk_stat, block_stat as stat, FARMCTL, SLOW, farmd, metric, run_tests, wait_for  # noqa: E402
 
 KIB = 1 << 10
 CFG = "[workers]\nencode = 1\n"
@@ -365,10 +365,8 @@ def verify(f, chain, piece_size, pps, upto=None, pieces=True):
 
         def one(item):
             h, data = item
-            p = ctl_bin(f, "block", "get", h)
-            assert p.returncode == 0, (h, p.returncode, p.stderr)
-            assert p.stdout == data, f"block get {h} returned other bytes than the piece"
-            st = stat(f, h)
+            assert bulk_get(f, h) == data, f"block get {h} returned other bytes than the piece"
+            st = bulk_stat(f, h)
             assert st is not None and st["refcount"] >= 1 and st["size"] == piece_size, (h, st)
             return st["refcount"]
         return want, parallel(one, todo)
@@ -487,12 +485,12 @@ def test_concurrent_same_block(tmp):
         assert p.returncode == 0, (p.returncode, err)
     st = wait_settled(f)
     assert st["archived_height"] == 0 and st["pending"] == 59 and 1 in st["wanted"], st
-    held = parallel(lambda h: (stat(f, chain.hash(h)) or {}).get("refcount"), range(2, 61))
+    held = parallel(lambda h: (bulk_stat(f, chain.hash(h)) or {}).get("refcount"), range(2, 61))
     assert held == [1] * 59, held
     ingest(f, 1, chain.path(1))
     wait_archived(f, 60)
     verify(f, chain, 4 * KIB, 4)
-    held = parallel(lambda h: (stat(f, chain.hash(h)) or {}).get("refcount"), range(1, 61))
+    held = parallel(lambda h: (bulk_stat(f, chain.hash(h)) or {}).get("refcount"), range(1, 61))
     assert held == [1] * 60, held
 
 
@@ -525,7 +523,7 @@ def test_replace_races_archiver(tmp):
         refusals += sum(rc == 1 for _, _, rc in res)
         st = wait_archived(f, h, timeout=20)
         assert st["rejected"] == [], (h, st)
-        held = [(stat(f, hexsha(b)) or {}).get("refcount", 0) for b in pair]
+        held = [(bulk_stat(f, hexsha(b)) or {}).get("refcount", 0) for b in pair]
         assert sorted(held) == [0, 1], (h, held, res)
         win = pair[held.index(1)]
         winners.append(win)
@@ -533,7 +531,7 @@ def test_replace_races_archiver(tmp):
     st = wait_settled(f)
     assert st["archived_height"] == 120 and st["rejected"] == [], st
     # Which block went into the stream at each height (from the pieces).
-    stream = b"".join(ctl_bin(f, "block", "get", ph).stdout
+    stream = b"".join(bulk_get(f, ph)
                       for s in hsegments(f) for ph in s["pieces"])
     off, wrong = 0, []
     for h in range(1, 121):
@@ -790,7 +788,7 @@ def test_kill9_during_archive(tmp):
     assert len(set(progressed)) >= 3, ("the kills did not land mid-archive", progressed)
     # A kill between the block store's put and the height's record must not
     # leave a reference nobody holds (the retried ingest takes another one).
-    held = parallel(lambda h: (stat(f, chain.hash(h)) or {}).get("refcount"),
+    held = parallel(lambda h: (bulk_stat(f, chain.hash(h)) or {}).get("refcount"),
                     range(1, chain.n + 1))
     assert held == [1] * chain.n, \
         ("chain blocks held more than once after kill -9 and re-ingest (height, refcount)",
@@ -846,7 +844,7 @@ def test_kill9_release_archived_blocks(tmp):
     assert refs == [1] * len(refs), sorted(set(refs))
     spans, _ = chain.records()
     stored = len(want) * piece * pps
-    held = parallel(lambda h: (stat(f, chain.hash(h)) or {}).get("refcount"), range(1, chain.n + 1))
+    held = parallel(lambda h: (bulk_stat(f, chain.hash(h)) or {}).get("refcount"), range(1, chain.n + 1))
     wrong = [(h, held[h - 1]) for h, s, e in spans if held[h - 1] != (0 if e <= stored else 1)]
     assert not wrong, ("chain block refcounts (height, refcount) after kill -9; want 0 inside "
                        "segments, 1 in the partial one", wrong[:10])
@@ -1020,7 +1018,7 @@ def test_keep_archived_blocks_true(tmp):
     ingest_paths(f, [chain.path(h) for h in range(1, 151)], procs=4)
     wait_archived(f, 150)
     time.sleep(2.5)
-    held = parallel(lambda h: (stat(f, chain.hash(h)) or {}).get("refcount"), range(1, 151))
+    held = parallel(lambda h: (bulk_stat(f, chain.hash(h)) or {}).get("refcount"), range(1, 151))
     assert held == [1] * 150, [(h + 1, r) for h, r in enumerate(held) if r != 1][:10]
 
 

@@ -126,5 +126,9 @@ def test_admin_connections_per_uid_are_limited(tmp):
     assert "permission denied" in r.stderr, r.stderr
 
 
+# Every farmctl call here runs with LeakSanitizer on (harness.py).
+CTL_LEAK_CHECK = True
+
+
 if __name__ == "__main__":
     run_tests(globals())

@@ -260,5 +260,9 @@ def test_plot_follow_waits_for_history(tmp):
     status_lines_clean(f)
 
 
+# Every farmctl call here runs with LeakSanitizer on (harness.py).
+CTL_LEAK_CHECK = True
+
+
 if __name__ == "__main__":
     run_tests(globals())
