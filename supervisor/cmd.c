@@ -11,17 +11,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include "clock.h"
 #include "cmd_handlers.h"
 #include "farmd.h"
 #include "human.h"
 #include "log.h"
 #include "metrics.h"
-#include "plot.h"
 #include "pool.h"
 #include "reply.h"
+#include "status.h"
 #include "words.h"
 
 struct cmd {
@@ -34,41 +32,69 @@ struct cmd {
 
 /* ---- text tables ---------------------------------------------------- */
 
+/* The tables render the JSON documents, so text and --json never differ
+ * in what they say. */
 static void
-tb_workers(struct tbuf *b, const struct pool_worker_info *w, size_t n)
+tb_workers(struct tbuf *b, json_t *a)
 {
+	json_t *w;
+	size_t i;
+
 	tb_printf(b, "%-8s %-8s %-9s %s\n", "PID", "KIND", "STATE", "JOB");
-	for (size_t i = 0; i < n; i++) {
-		if (w[i].has_job)
-			tb_printf(b, "%-8d %-8s %-9s %lld\n", w[i].pid, w[i].kind, w[i].state,
-			    (long long)w[i].job);
+	json_array_foreach(a, i, w) {
+		if (json_is_integer(json_object_get(w, "job")))
+			tb_printf(b, "%-8lld %-8s %-9s %lld\n", ji(w, "pid"), js(w, "kind"),
+			    js(w, "state"), ji(w, "job"));
 		else
-			tb_printf(b, "%-8d %-8s %-9s -\n", w[i].pid, w[i].kind, w[i].state);
+			tb_printf(b, "%-8lld %-8s %-9s -\n", ji(w, "pid"), js(w, "kind"),
+			    js(w, "state"));
 	}
 }
 
 static void
-tb_pools(struct tbuf *b, const struct pool_stats *ps)
+tb_pools(struct tbuf *b, json_t *a)
 {
+	json_t *k;
+	size_t i;
+
 	tb_printf(b, "%-8s %5s %6s %9s %7s  %-8s %s\n", "POOL", "SIZE", "ALIVE", "RESTARTS",
 	    "QUEUED", "STATE", "KERNEL");
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		const struct pool_kind_stats *ks = &ps->kinds[k];
-
-		tb_printf(b, "%-8s %5u %6u %9llu %7u  %-8s %s\n", ks->kind, ks->size, ks->alive,
-		    (unsigned long long)ks->restarts, ks->queued, ks->health,
-		    ks->kernel[0] ? ks->kernel : "-");
-	}
+	json_array_foreach(a, i, k)
+		tb_printf(b, "%-8s %5lld %6lld %9lld %7lld  %-8s %s\n", js(k, "kind"),
+		    ji(k, "size"), ji(k, "alive"), ji(k, "restarts"), ji(k, "queued"),
+		    js(k, "state"), js(k, "kernel")[0] ? js(k, "kernel") : "-");
 }
 
 static void
-tb_plotting(struct tbuf *b, const struct plot_summary *pl)
+tb_plotting(struct tbuf *b, json_t *pl)
 {
-	tb_printf(b, "plotting     %llu farm%s, %llu/%llu sectors plotted, %llu in flight, %llu "
-	    "error%s%s%s\n\n", (unsigned long long)pl->farms, pl->farms == 1 ? "" : "s",
-	    (unsigned long long)pl->plotted, (unsigned long long)pl->sectors,
-	    (unsigned long long)pl->in_flight, (unsigned long long)pl->errors,
-	    pl->errors == 1 ? "" : "s", pl->last_error[0] ? "; last: " : "", pl->last_error);
+	long long farms = ji(pl, "farms"), errors = ji(pl, "errors");
+
+	tb_printf(b, "plotting     %lld farm%s, %lld/%lld sectors plotted, %lld in flight, %lld "
+	    "error%s%s%s\n\n", farms, farms == 1 ? "" : "s", ji(pl, "plotted"),
+	    ji(pl, "sectors"), ji(pl, "in_flight"), errors, errors == 1 ? "" : "s",
+	    js(pl, "last_error")[0] ? "; last: " : "", js(pl, "last_error"));
+}
+
+static void
+tb_status(struct tbuf *b, json_t *o)
+{
+	json_t *sandbox = json_object_get(o, "sandbox");
+	char up[HUMAN_LEN];
+
+	tb_printf(b, "farmd %s  pid %lld  up %s  %s\n", js(o, "version"), ji(o, "pid"),
+	    human_duration(up, (uint64_t)ji(o, "uptime_s")), js(o, "state"));
+	tb_printf(b, "state dir    %s\nadmin socket %s\nhttp         %s\nsandbox     ",
+	    js(o, "state_dir"), js(o, "admin_socket"),
+	    js(o, "http_listen")[0] ? js(o, "http_listen") : "off");
+	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
+		tb_printf(b, " %s%s", json_is_true(json_object_get(sandbox,
+		    wire_sandbox_layers[i])) ? "+" : "-", wire_sandbox_layers[i]);
+	tb_printf(b, "\n");
+	tb_plotting(b, json_object_get(o, "plotting"));
+	tb_pools(b, json_object_get(o, "pools"));
+	tb_printf(b, "\n");
+	tb_workers(b, json_object_get(o, "workers"));
 }
 
 /* ---- supervisor commands -------------------------------------------- */
@@ -76,61 +102,21 @@ tb_plotting(struct tbuf *b, const struct plot_summary *pl)
 static void
 cmd_status(struct control_req *req, int argc, char **argv)
 {
-	struct farmd *d = req->d;
-	struct pool_stats ps;
-	struct plot_summary pl;
-	struct pool_worker_info *w;
-	struct tbuf *b;
-	char up[HUMAN_LEN];
-	size_t nw;
-	json_t *o;
-
 	(void)argc;
 	(void)argv;
-	if ((b = tb_new(req)) == NULL)
-		return;
-	pool_stats(d->pool, &ps);
-	plot_summary(d->plot, &pl);
-	w = pool_workers(d->pool, &nw);
-	o = json_pack("{s:s, s:i, s:I, s:s, s:s, s:s, s:o, s:o, s:o}",
-	    "version", FARMD_VERSION, "pid", (int)getpid(),
-	    "uptime_s", (json_int_t)((clock_mono_ms() - d->start_mono_ms) / 1000),
-	    "state_dir", d->state_dir, "admin_socket", d->admin_path,
-	    "state", d->stopping ? "stopping" : d->ready ? "running" : "starting",
-	    "sandbox", pool_json_sandbox(&ps), "pools", pool_json_pools(&ps),
-	    "workers", pool_json_workers(w, nw));
-	tb_printf(b, "farmd %s  pid %d  up %s  %s\n", FARMD_VERSION, (int)getpid(),
-	    human_duration(up, (uint64_t)ji(o, "uptime_s")), js(o, "state"));
-	tb_printf(b, "state dir    %s\nadmin socket %s\nsandbox     ", d->state_dir,
-	    d->admin_path);
-	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
-		tb_printf(b, " %s%s", ps.sandbox[i] ? "+" : "-", wire_sandbox_layers[i]);
-	tb_printf(b, "\n");
-	tb_plotting(b, &pl);
-	json_object_set_new(o, "plotting", plot_json_summary(&pl));
-	tb_pools(b, &ps);
-	tb_printf(b, "\n");
-	tb_workers(b, w, nw);
-	control_reply(req, o, b->s);
-	free(b);
-	free(w);
+	reply_table(req, status_json(req->d), tb_status);
 }
 
 static void
 cmd_workers(struct control_req *req, int argc, char **argv)
 {
 	struct pool_worker_info *w;
-	struct tbuf *b;
 	size_t n;
 
 	(void)argc;
 	(void)argv;
-	if ((b = tb_new(req)) == NULL)
-		return;
 	w = pool_workers(req->d->pool, &n);
-	tb_workers(b, w, n);
-	control_reply(req, pool_json_workers(w, n), b->s);
-	free(b);
+	reply_table(req, pool_json_workers(w, n), tb_workers);
 	free(w);
 }
 

@@ -16,7 +16,7 @@
  *             retry_cooldown = 15m (R)   max_retries = 5 (R)
  *
  * Keys flagged F_UNIMPL in keys[] are parsed and checked but not
- * acted on yet: metrics_listen and every [artifacts] key.  farmd refuses
+ * acted on yet: every [artifacts] key.  farmd refuses
  * to start or reload with one set to anything but its default
  * (config_refuse_unimplemented), so a setting never silently does nothing.
  *
@@ -29,7 +29,9 @@
  *
  * An empty admin_socket means <state dir>/farmd.sock (the caller resolves it);
  * empty admin_group / monitor_group mean no group; an empty metrics_listen
- * means no HTTP listener.
+ * means no HTTP listener (http.c), and its port may be 0: any free port,
+ * which `farmctl status` shows as http_listen.  metrics_listen is not
+ * reloadable: a SIGHUP that changes it is refused, the listener stays.
  *
  * Value grammar (surrounding whitespace is ignored everywhere):
  *   size      DIGITS [K|M|G|T|KiB|MiB|GiB|TiB], suffix case-insensitive,
@@ -42,7 +44,8 @@
  *   boolean   true|false|yes|no|on|off|1|0 (case-insensitive).
  *   number    DIGITS[.DIGITS] (scrub_tranquility), non-negative, locale-free.
  *   group     an existing group name (checked with getgrnam_r).
- *   listen    HOST:PORT, PORT 1..65535, an IPv6 HOST in brackets.
+ *   listen    HOST:PORT, PORT 0..65535 (0: any free one), an IPv6 HOST in
+ *             brackets.
  *
  * File syntax (inih): [section] headers, key = value lines, full-line
  * comments starting with ';' or '#', inline comments starting with " ;".
@@ -112,7 +115,7 @@ static const struct key keys[] = {
 	{ "daemon", "admin_group", K_GROUP, FIELD(daemon.admin_group), 0, 0, 0 },
 	{ "daemon", "monitor_group", K_GROUP, FIELD(daemon.monitor_group), 0, 0, 0 },
 	{ "daemon", "sandbox_required", K_BOOL, FIELD(daemon.sandbox_required), 0, 0, 0 },
-	{ "daemon", "metrics_listen", K_LISTEN, FIELD(daemon.metrics_listen), 0, 0, F_UNIMPL },
+	{ "daemon", "metrics_listen", K_LISTEN, FIELD(daemon.metrics_listen), 0, 0, 0 },
 	{ "daemon", "log_level", K_LOGLEVEL, FIELD(daemon.log_level), 0, 0, F_RELOAD },
 	{ "daemon", "admin_clients_per_uid", K_COUNT, FIELD(daemon.admin_clients_per_uid),
 	  1, 1024, 0 },
@@ -541,8 +544,8 @@ check_listen(const char *s, char *why, size_t n)
 	}
 	p = colon + 1;
 	if (read_digits(&p, &port, &over) < 0 || *p != '\0' || over ||
-	    port < 1 || port > 65535) {
-		snprintf(why, n, "port must be a number 1..65535");
+	    port > 65535) {
+		snprintf(why, n, "port must be a number 0..65535");
 		return -1;
 	}
 	return 0;
@@ -948,9 +951,7 @@ handler(void *user, const char *section, const char *name, const char *value)
 			snprintf(L->cfg.unimplemented.key, sizeof(L->cfg.unimplemented.key),
 			    "[%s] %s", k->section, k->name);
 			snprintf(L->cfg.unimplemented.why, sizeof(L->cfg.unimplemented.why),
-			    "%s", strcmp(k->section, "artifacts") == 0 ?
-			    "farmd keeps no validation-code artifacts yet" :
-			    "farmd has no HTTP listener yet");
+			    "farmd keeps no validation-code artifacts yet");
 		}
 		return L->err_line == 0;
 	}

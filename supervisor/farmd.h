@@ -6,8 +6,8 @@
  *
  * Start-up order (main.c): arguments → config → state dir lock → event
  * loop and signals → database → I/O pool → resync → block store → history
- * → plot → scrub → worker pools (created) → admin socket → workers spawned
- * → plotting starts → READY (every worker said hello, or 10 s passed).
+ * → plot → scrub → worker pools (created) → admin socket → HTTP listener
+ * (when metrics_listen is set) → workers spawned → plotting starts → READY (every worker said hello, or 10 s passed).
  * Shutdown runs it backwards.
  */
 #ifndef FARMD_FARMD_H
@@ -29,6 +29,7 @@ struct resync;
 struct scrub;
 struct history;
 struct plot;
+struct http;
 
 struct farmd {
 	struct config cfg;
@@ -46,6 +47,8 @@ struct farmd {
 	struct plot *plot;
 	struct pool *pool;
 	struct control *control;
+	struct http *http;              /* NULL: metrics_listen is off */
+	char http_listen[64];           /* the address bound, "HOST:PORT"; "" = off */
 	int lock_fd;
 	uint64_t start_real_ms;
 	uint64_t start_mono_ms;

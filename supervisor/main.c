@@ -4,8 +4,9 @@
  * Start-up order: arguments → config → state dir (created, then locked:
  * one farmd per state dir) → state.db → I/O pool → resync → block store
  * → history → plot → scrub → worker pools (created) → admin socket →
- * workers spawned → plotting starts → READY once every pool's workers
- * said hello (or after 10 s, with a warning).  Shutdown (SIGTERM, SIGINT,
+ * HTTP listener (metrics_listen) → workers spawned → plotting starts →
+ * READY once every pool's workers said hello (or after 10 s, with a
+ * warning).  Shutdown (SIGTERM, SIGINT,
  * `farmctl shutdown`, or a fatal error) runs it backwards: stop accepting,
  * quiesce plotting and scrub, end workers (SIGTERM, then SIGKILL after a
  * grace period), wait for disk work in flight, close the database after
@@ -41,6 +42,7 @@
 #include "db.h"
 #include "farmd.h"
 #include "history.h"
+#include "http.h"
 #include "log.h"
 #include "io.h"
 #include "plot.h"
@@ -377,6 +379,13 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 	ev->cmd = (struct cmd_env){ farmd_stop_hook, d };
 	if ((d->control = control_new(d, d->admin_path, cmd_dispatch, &ev->cmd, e)) == NULL)
 		return -1;
+	/* An address that cannot be bound is a runtime failure (exit 1): the
+	 * config is valid, the port is taken or the host is not ours. */
+	if (d->cfg.daemon.metrics_listen[0] != '\0') {
+		if ((d->http = http_new(d, d->cfg.daemon.metrics_listen, e)) == NULL)
+			return -1;
+		snprintf(d->http_listen, sizeof(d->http_listen), "%s", http_address(d->http));
+	}
 	if (pool_start(d->pool, e) < 0)
 		return -1;
 	if (plot_start(d->plot, e) < 0)
@@ -396,6 +405,7 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 		event_free(ev->watchdog);
 	/* Disk work first: its completions may still reach any subsystem. */
 	io_free(d->io);
+	http_free(d->http);
 	control_free(d->control);
 	pool_free(d->pool);
 	scrub_free(d->scrub);

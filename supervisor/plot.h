@@ -50,6 +50,9 @@ void plot_farm_add(struct plot *p, const char *dir, uint32_t sectors,
 json_t *plot_json_farms(struct plot *p);
 /* farm: id or directory, NULL for all. */
 json_t *plot_json_sectors(struct plot *p, const char *farm, struct err *e);
+/* Whether farm (an id or directory) names a farm: tells an unknown farm
+ * from another failure of plot_json_sectors. */
+int plot_farm_known(struct plot *p, const char *farm);
 json_t *plot_json_progress(struct plot *p);
 
 /* Plotting in figures: the status summary and the per-farm metrics. */

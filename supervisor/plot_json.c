@@ -44,6 +44,14 @@ plot_json_sectors(struct plot *p, const char *farm, struct err *e)
 	return sector_json(p, only, e);
 }
 
+int
+plot_farm_known(struct plot *p, const char *farm)
+{
+	struct err e;
+
+	return farm_lookup(p, farm, &e) != NULL;
+}
+
 json_t *
 plot_json_progress(struct plot *p)
 {

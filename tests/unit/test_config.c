@@ -300,6 +300,9 @@ START_TEST(test_value_variants)
 	ck_assert_str_eq(c.daemon.metrics_listen, "[::1]:9616");
 	ck_assert_int_eq(load_str("[daemon]\nmetrics_listen = localhost:65535\n", &c, &e, NULL), 0);
 	ck_assert_str_eq(c.daemon.metrics_listen, "localhost:65535");
+	/* Port 0: any free port (status shows the one bound). */
+	ck_assert_int_eq(load_str("[daemon]\nmetrics_listen = 127.0.0.1:0\n", &c, &e, NULL), 0);
+	ck_assert_str_eq(c.daemon.metrics_listen, "127.0.0.1:0");
 
 	/* Bounds of the ranges. */
 	ck_assert_int_eq(load_str("[history]\npiece_size = 4K\npieces_per_segment = 1\n",
@@ -522,12 +525,10 @@ START_TEST(test_err_values)
 
 	expect_err_at("[daemon]\nmetrics_listen = 9616\n", 2,
 	    "[daemon] metrics_listen: bad address '9616' (missing ':PORT')");
-	expect_err_at("[daemon]\nmetrics_listen = 127.0.0.1:0\n", 2,
-	    "[daemon] metrics_listen: bad address '127.0.0.1:0' (port must be a number 1..65535)");
 	expect_err_at("[daemon]\nmetrics_listen = 127.0.0.1:65536\n", 2,
-	    "[daemon] metrics_listen: bad address '127.0.0.1:65536' (port must be a number 1..65535)");
+	    "[daemon] metrics_listen: bad address '127.0.0.1:65536' (port must be a number 0..65535)");
 	expect_err_at("[daemon]\nmetrics_listen = 127.0.0.1:http\n", 2,
-	    "[daemon] metrics_listen: bad address '127.0.0.1:http' (port must be a number 1..65535)");
+	    "[daemon] metrics_listen: bad address '127.0.0.1:http' (port must be a number 0..65535)");
 	expect_err_at("[daemon]\nmetrics_listen = :9616\n", 2,
 	    "[daemon] metrics_listen: bad address ':9616' (missing host (use 0.0.0.0:PORT to listen everywhere))");
 	expect_err_at("[daemon]\nmetrics_listen = ::1:9616\n", 2,
@@ -701,12 +702,11 @@ size_bad(const char *s, bool unl, int want_errno)
 }
 
 /* Keys parsed but not acted on yet are refused by name and line, never
- * silently ignored; one set to its default (an empty metrics_listen:
- * off) asks for what farmd does. */
+ * silently ignored; one set to its default asks for what farmd does.
+ * metrics_listen is acted on (http.c): accepted. */
 START_TEST(test_unimplemented_refused)
 {
 	static const struct { const char *text; int line; const char *key; } cases[] = {
-		{ "[daemon]\nmetrics_listen = 127.0.0.1:9616\n", 2, "[daemon] metrics_listen" },
 		{ "[blocks]\ngc_delay = 1s\n[artifacts]\ncache_limit = 1G\n", 4,
 		  "[artifacts] cache_limit" },
 		{ "[artifacts]\nmin_stale_time = 1h\nbudget = 1G\n", 2,
@@ -730,6 +730,8 @@ START_TEST(test_unimplemented_refused)
 	}
 	ck_assert_int_eq(load_str("[daemon]\nmetrics_listen =\n[workers]\nencode = 1\n"
 	    "[artifacts]\ncache_limit = 10G\nbudget = unlimited\n", &c, &e, &path), 0);
+	ck_assert_int_eq(config_refuse_unimplemented(&c, path, &e), 0);
+	ck_assert_int_eq(load_str("[daemon]\nmetrics_listen = 127.0.0.1:9616\n", &c, &e, &path), 0);
 	ck_assert_int_eq(config_refuse_unimplemented(&c, path, &e), 0);
 	/* A bad value is still a bad value, reported as such. */
 	expect_err_at("[artifacts]\nmax_retries = x\n", 2,
