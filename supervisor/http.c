@@ -35,6 +35,7 @@
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@
 #include <event2/listener.h>
 #include <jansson.h>
 
+#include "clock.h"
 #include "dashboard.h"
 #include "farmd.h"
 #include "history.h"
@@ -83,6 +85,7 @@ struct http {
 	size_t nfresh;
 	size_t open;                    /* connections evhttp holds */
 	int closing;                    /* http_free under way: lev is gone */
+	uint64_t cap_warned_ms;         /* when the cap was last logged */
 	char addr[64];                  /* "HOST:PORT" bound */
 };
 
@@ -343,8 +346,15 @@ http_bev_cb(struct event_base *base, void *arg)
 	h->fresh[h->nfresh++] = bev;
 	event_active(h->attach, EV_TIMEOUT, 0);
 	if (++h->open == HTTP_MAX_CONNECTIONS) {
-		log_warn("http: %d connections open; accepting more when one closes",
-		    HTTP_MAX_CONNECTIONS);
+		uint64_t now = clock_mono_ms();
+
+		/* Once a minute at most: a client that keeps the listener at its
+		 * cap must not fill the log. */
+		if (h->cap_warned_ms == 0 || now - h->cap_warned_ms >= 60000) {
+			log_warn("http: %d connections open; accepting more when one closes",
+			    HTTP_MAX_CONNECTIONS);
+			h->cap_warned_ms = now;
+		}
 		evconnlistener_disable(h->lev);
 	}
 	return bev;
