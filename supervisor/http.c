@@ -11,9 +11,10 @@
  * A slow or hostile client never stalls the loop: evhttp reads and writes
  * without blocking and buffers the answer; it reads a connection's next
  * request only after the last answer was written, so each connection
- * holds at most one answer in memory.  Limits (the constants below): the
- * header and body sizes (413 when over), an idle timeout on every
- * connection, and a cap on open connections.
+ * holds at most one answer in memory, and what it has read is capped
+ * too (HTTP_READ_MAX).  Limits (the constants below): the header and body
+ * sizes, an idle timeout on every connection, and a cap on open
+ * connections.
  *
  * The cap: libevent 2.1 has no evhttp_set_max_connections (2.2 has) and
  * shows a connection to its user only once a request arrived.  What it
@@ -66,11 +67,18 @@
  * few dashboards need a handful. */
 #define HTTP_MAX_CONNECTIONS 64
 #define HTTP_BACKLOG 16
-/* Request line and headers: a GET needs far less; over it is 413. */
+/* Request line and headers: a GET needs far less; over it evhttp 2.1
+ * answers 400 (413 for a header block cut by the limit mid-line). */
 #define HTTP_MAX_HEADERS (8 * 1024)
 /* GET and HEAD have no body; a small one (a POST to be refused with
  * 405) is read and dropped, a larger one is 413. */
 #define HTTP_MAX_BODY 1024
+/* What a connection may have read and not yet parsed.  evhttp keeps
+ * reading while it writes an answer (to see the peer close), so without
+ * this a client that sends and never reads would grow the buffer until
+ * the idle timeout; at the mark reading pauses.  Above the header and
+ * body limits, so those are still seen and refused. */
+#define HTTP_READ_MAX (2 * (HTTP_MAX_HEADERS + HTTP_MAX_BODY))
 /* A path segment taken as a farm id or name. */
 #define HTTP_ARG_MAX 64
 
@@ -99,8 +107,8 @@ http_free_body(const void *data, size_t len, void *arg)
 	free((void *)data);
 }
 
-/* Answers code with body (taken: freed with free(), or NULL when static
- * is set), of type. */
+/* Answers code with body of type; body is taken (freed with free())
+ * unless is_static. */
 static void
 http_send(struct evhttp_request *req, int code, const char *reason, const char *type,
     const void *body, size_t len, int is_static)
@@ -342,6 +350,7 @@ http_bev_cb(struct event_base *base, void *arg)
 	if (h->nfresh >= HTTP_MAX_CONNECTIONS ||
 	    (bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE)) == NULL)
 		return NULL;
+	bufferevent_setwatermark(bev, EV_READ, 0, HTTP_READ_MAX);
 	bufferevent_incref(bev);
 	h->fresh[h->nfresh++] = bev;
 	event_active(h->attach, EV_TIMEOUT, 0);

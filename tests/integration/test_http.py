@@ -56,8 +56,11 @@ def raw(addr, data, timeout=5.0):
     s = socket.create_connection(addr, timeout=timeout * SLOW)
     out = b""
     try:
-        s.sendall(data)
-        s.shutdown(socket.SHUT_WR)
+        try:
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass                    # the server answered and closed first
         while True:
             b = s.recv(65536)
             if not b:
@@ -168,6 +171,7 @@ def test_metrics_pass_promtool_and_json_equals_farmctl(tmp):
     status, hdrs, body = get(f, "/")
     assert status == 200 and hdrs["content-type"].startswith("text/html"), (status, hdrs)
     assert b"<title>farmd</title>" in body, body[:200]
+    assert f.stop() == 0, f.log()[-2000:]
 
 
 def test_methods_paths_and_sizes_refused(tmp):
@@ -197,7 +201,8 @@ def test_methods_paths_and_sizes_refused(tmp):
     # An 8 KiB header limit, a 1 KiB body limit.
     out = raw(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"a" * 9000 + b"\r\n\r\n")
     assert re.match(rb"HTTP/1\.1 (413|400) ", out), out[:100]
-    out = raw(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n" + b"x" * 5000)
+    # The body's announced length is refused before the body comes.
+    out = raw(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n")
     assert out.startswith(b"HTTP/1.1 413 "), out[:100]
     # A small header still passes.
     status, _, _ = get(f, "/metrics", headers={"X-Junk": "a" * 1000}, addr=addr)
@@ -262,7 +267,7 @@ def test_idle_and_garbage_clients_do_not_stall_status(tmp):
         assert rest == b"", rest[:100]
         s.close()
     waited = time.monotonic() - t0
-    assert f.proc.poll() is None
+    assert f.stop() == 0, f.log()[-2000:]
     print(f"idle connections closed by the server {waited:.1f} s after the status calls",
           flush=True)
 
@@ -288,9 +293,13 @@ def test_connections_capped(tmp):
     held.pop().close()
     extra.settimeout(10 * SLOW)
     assert extra.recv(12).startswith(b"HTTP/1.0 200"), "not served after a slot freed"
+    assert "http: 64 connections open; accepting more when one closes" in f.log()
+    # A clean stop with 64 connections open and one more in the backlog:
+    # exit 0, and under ASan no leak.
+    held.append(socket.create_connection(addr, timeout=5 * SLOW))
+    assert f.stop() == 0, f.log()[-2000:]
     for s in held + [extra]:
         s.close()
-    assert "http: 64 connections open; accepting more when one closes" in f.log()
 
 
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT",
@@ -385,6 +394,7 @@ def test_fuzz_10000_requests(tmp):
             for s in held:
                 s.close()
     wait_for(served, IDLE_TIMEOUT_S + 10, interval=0.5, what="64 connections served")
+    assert f.stop() == 0, f.log()[-2000:]
 
 
 def test_off_by_default_bad_address_and_reload(tmp):
