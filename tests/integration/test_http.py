@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from harness import FARMD, SLOW, farmd, run_tests, wait_for  # noqa: E402
-from test_ops_output import chain, ingest_all, plot_done, promtool  # noqa: E402
+from test_ops_output import chain, ingest_all, lost_block, plot_done, promtool  # noqa: E402
 
 KIB = 1 << 10
 CONFIG = ("[workers]\nencode = 1\nrestart_backoff_max = 1s\n[plotting]\nmax_sectors_per_farm = 2\n"
@@ -138,14 +138,7 @@ def test_metrics_pass_promtool_and_json_equals_farmctl(tmp):
     f.ctl_json("farm", "add", os.path.join(tmp, "farm"), "--sectors", 2, "--profile", "demo")
     ingest_all(f, d, blocks)
     plot_done(f, 2)
-    blob = os.path.join(tmp, "blob")
-    with open(blob, "wb") as fh:
-        fh.write(os.urandom(16 * KIB))
-    h = f.ctl("block", "put", blob).strip()
-    os.unlink(os.path.join(f.state_dir, "blocks", h[:2], h[2:4], h))
-    assert f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out")).returncode == 1
-    wait_for(lambda: any(e["hash"] == h for e in f.ctl_json("block", "list-errors")), 10,
-             what="the lost block in list-errors")
+    h = lost_block(f, tmp, 16 * KIB)
 
     status, hdrs, body = get(f, "/metrics")
     assert status == 200 and hdrs["content-type"] == "text/plain; version=0.0.4", (status, hdrs)

@@ -51,6 +51,20 @@ def plot_done(f, sectors):
     return wait_for(done, 90, interval=0.1, what=f"{sectors} sectors plotted")
 
 
+def lost_block(f, tmp, size):
+    """`block put` of size random bytes whose file is then lost, so that a
+    `block get` fails and `block list-errors` lists it.  Its hash."""
+    blob = os.path.join(tmp, "blob")
+    with open(blob, "wb") as fh:
+        fh.write(os.urandom(size))
+    h = f.ctl("block", "put", blob).strip()
+    os.unlink(os.path.join(f.state_dir, "blocks", h[:2], h[2:4], h))
+    assert f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out")).returncode == 1
+    wait_for(lambda: any(e["hash"] == h for e in f.ctl_json("block", "list-errors")), 10,
+             what="the lost block in list-errors")
+    return h
+
+
 def doubled(text):
     """The lines of a status text that repeat a word ("waiting: waiting
     for ...", "the the"); paths (which may name a directory twice) are
@@ -145,14 +159,7 @@ def test_metrics_pass_promtool_and_tables_read_as_people_do(tmp):
     hist = ingest_all(f, d, blocks)
     plot_done(f, 2)
 
-    blob = os.path.join(tmp, "blob")
-    with open(blob, "wb") as fh:
-        fh.write(os.urandom(64 * KIB))
-    h = f.ctl("block", "put", blob).strip()
-    os.unlink(os.path.join(f.state_dir, "blocks", h[:2], h[2:4], h))
-    assert f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out")).returncode == 1
-    wait_for(lambda: any(e["hash"] == h for e in f.ctl_json("block", "list-errors")), 10,
-             what="the lost block in list-errors")
+    h = lost_block(f, tmp, 64 * KIB)
     f.ctl("scrub", "start")
     wait_for(lambda: (lambda st: st["state"] == "idle" and st["checked"] > 0 and st)(
         f.ctl_json("scrub", "status")), 60, interval=0.1, what="a finished scrub run")
