@@ -351,10 +351,10 @@ def assert_self_contained(page):
 
 # ---- the test ------------------------------------------------------------------------------
 
-def chain(tmp, blocks):
+def chain(tmp, blocks, body=64 * KIB):
     d = os.path.join(tmp, "chain")
     p = subprocess.run([FARMCTL, "chain", "generate", "--blocks", str(blocks), "--body-size",
-                        str(64 * KIB), "--seed", "dashboard", "--out", d],
+                        str(body), "--seed", "dashboard", "--out", d],
                        capture_output=True, text=True, timeout=120 * SLOW)
     assert p.returncode == 0, p.stderr
     return [os.path.join(d, f"{h:06d}.blk") for h in range(1, blocks + 1)]
@@ -362,6 +362,29 @@ def chain(tmp, blocks):
 
 def farm_of(f, fid):
     return next(x for x in f.ctl_json("farm", "list") if x["id"] == fid)
+
+
+def freeze_plotting(f, fid):
+    """Stops plotting where it is: the encode workers get SIGSTOP (the
+    sectors in flight stay in flight, job_timeout is long), and once the
+    farm's plotted count holds still for 0.5 s it is returned."""
+    for w in f.status()["workers"]:
+        if w["kind"] == "encode":
+            os.kill(w["pid"], signal.SIGSTOP)
+    seen = []
+
+    def still():
+        seen.append(farm_of(f, fid)["plotted"])
+        time.sleep(0.5)
+        return farm_of(f, fid)["plotted"] == seen[-1]
+    wait_for(still, 20, what="the plotted count to hold still")
+    return seen[-1]
+
+
+def state_counts(text):
+    """{state label: count} from a map's caption, "29 empty · 2 plotting · 33 plotted"."""
+    return {label: int(n.replace(",", "")) for n, label in
+            (re.fullmatch(r"([\d,]+) (.+)", p).groups() for p in text.split(" · "))}
 
 
 def test_dashboard_half_plotted(tmp):
@@ -383,21 +406,7 @@ def test_dashboard_half_plotted(tmp):
         f.ctl("history", "ingest", *chain(tmp, 40))
         wait_for(lambda: farm_of(f, fid)["plotted"] >= 32, 60, interval=0.01,
                  what="32 of 64 sectors plotted")
-        # Freeze plotting about half way: the encode workers stop, the
-        # sectors in flight stay `encoding`, and the count holds still.
-        encoders = [w["pid"] for w in f.status()["workers"] if w["kind"] == "encode"]
-        for pid in encoders:
-            os.kill(pid, signal.SIGSTOP)
-        plotted = None
-
-        def settled():
-            nonlocal plotted
-            before = farm_of(f, fid)["plotted"]
-            time.sleep(0.5)
-            after = farm_of(f, fid)["plotted"]
-            plotted = after
-            return before == after
-        wait_for(settled, 20, what="the plotted count to hold still")
+        plotted = freeze_plotting(f, fid)
         assert 32 <= plotted < 64, plotted
 
         shot = os.path.join(os.path.abspath(BUILD), "dashboard.png")
@@ -418,8 +427,7 @@ def test_dashboard_half_plotted(tmp):
         assert int(maps[0].attrs.get("width", 0)) > 0 and int(maps[0].attrs.get("height", 0)) > 0, \
             maps[0].attrs
         counts = dom.by_class("farm-counts", sec)[0].all_text()
-        parts = dict((label, int(n.replace(",", ""))) for n, label in
-                     (re.match(r"([\d,]+) (.+)", p).groups() for p in counts.split(" · ")))
+        parts = state_counts(counts)
         assert parts.get("plotted") == plotted and sum(parts.values()) == 64, counts
         assert parts.get("empty", 0) > 0, counts
         # Connected, not the unreachable state; the other cards are filled.
@@ -439,6 +447,12 @@ def test_dashboard_half_plotted(tmp):
 
         # Nothing outside 127.0.0.1 (the control is in test_dashboard_unreachable).
         assert_nothing_outside(requests, proxy, base.rstrip("/"))
+        # Refreshed every second; the large sectors document fetched once,
+        # since nothing in the farm changed while the page was open.
+        mine = [u for _, u, i in requests if i == base.rstrip("/")]
+        status_n = sum(u.endswith("/api/v1/status") for u in mine)
+        sectors_n = sum(u.endswith(f"/api/v1/farms/{fid}/sectors") for u in mine)
+        assert status_n >= 4 and sectors_n == 1, (status_n, sectors_n, mine)
     finally:
         proxy.close()
 
@@ -544,22 +558,33 @@ def test_dashboard_100000_sectors(tmp):
         fid = f.ctl_json("farm", "add", farm_dir, "--sectors", n, "--profile", "demo",
                          timeout=120)["id"]
         addr = listen_addr(f)
+        # Some history (4 KiB pieces: a 64 KiB segment), a few sectors
+        # plotted, then plotting frozen as in the 64-sector test.
+        f.ctl("history", "ingest", *chain(tmp, 40, body=4 * KIB))
+        wait_for(lambda: farm_of(f, fid)["plotted"] >= 20, 60, interval=0.01,
+                 what="20 sectors plotted")
+        plotted = freeze_plotting(f, fid)
+        started = time.monotonic()
         status, _, body = http_get(f"http://{addr}/api/v1/farms/{fid}/sectors")
+        took = time.monotonic() - started
         assert status == 200 and body.count(b'"index"') == n, (status, len(body))
         shot = os.path.join(os.path.abspath(BUILD), "dashboard-100k.png")
         dom_text, requests = chromium(tmp, f"http://{addr}/", proxy, budget_ms=5000, screenshot=shot)
         dom = Dom(dom_text)
         sec = dom.by_id(f"farm-{fid}")
         assert sec is not None, dom_text[-3000:]
-        assert dom.by_id(f"farm-{fid}-plotted").all_text() == "0/100,000 plotted"
+        assert dom.by_id(f"farm-{fid}-plotted").all_text() == f"{plotted}/100,000 plotted"
         assert [n_.tag for n_ in dom.by_class("sector-map", sec)] == ["canvas"]
-        # Drawn from the whole sectors document within the budget.
-        assert dom.by_class("farm-counts", sec)[0].all_text() == "100,000 empty", \
-            dom.by_class("farm-counts", sec)[0].all_text()
+        # Drawn from the whole sectors document within the budget: the
+        # state counts under the map add up to 100,000.
+        parts = state_counts(dom.by_class("farm-counts", sec)[0].all_text())
+        assert parts.get("plotted") == plotted and sum(parts.values()) == n, parts
         assert len([x for x in dom.root.walk() if x.tag == "canvas"]) == 2   # map + rate chart
         assert dom.elements <= 300, dom.elements
-        print(f"     {dom.elements} elements in the DOM, sectors document {len(body) / 1e6:.1f} MB",
-              flush=True)
+        w, h, rows, bpp = png_decode(open(shot, "rb").read())
+        assert (w, h) == (1280, 900) and count_color(rows, bpp, PLOTTED_RGB) >= plotted, (w, h)
+        print(f"     {dom.elements} elements in the DOM; the sectors document is "
+              f"{len(body) / 1e6:.1f} MB, served in {took:.2f} s", flush=True)
         assert_nothing_outside(requests, proxy, f"http://{addr}")
     finally:
         proxy.close()
