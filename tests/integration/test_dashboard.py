@@ -44,6 +44,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import zlib
 
@@ -453,8 +454,66 @@ def test_dashboard_half_plotted(tmp):
         status_n = sum(u.endswith("/api/v1/status") for u in mine)
         sectors_n = sum(u.endswith(f"/api/v1/farms/{fid}/sectors") for u in mine)
         assert status_n >= 4 and sectors_n == 1, (status_n, sectors_n, mine)
+
+        # Hovering sector 0 shows its index, state, history size and expiry
+        # (the page in a same-origin frame, through a forwarding server).
+        s0 = next(x for x in f.ctl_json("sectors", fid) if x["index"] == 0)
+        Forward.target = base.rstrip("/")
+        fwd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+        threading.Thread(target=fwd.serve_forever, daemon=True).start()
+        try:
+            dom, _ = chromium(tmp, f"http://127.0.0.1:{fwd.server_address[1]}/hover", proxy,
+                              budget_ms=4000)
+        finally:
+            fwd.shutdown()
+            fwd.server_close()
+        tip = Dom(dom).by_id("tip-seen").all_text().splitlines()
+        print("     tooltip: " + " | ".join(tip), flush=True)
+        assert tip[0] == f"Sector 0 of farm {fid}: plotted", tip
+        assert f"history size: {s0['history_size']}" in tip, (tip, s0)
+        assert (f"expires at history size {s0['expires_at']}" in "\n".join(tip)
+                if s0["expires_at"] is not None else "expiry: not known yet" in tip), (tip, s0)
+        assert any(t.startswith("plotted 20") for t in tip), tip
     finally:
         proxy.close()
+
+
+HOVER_PAGE = b"""<!doctype html>
+<iframe id="dash" src="/" width="1200" height="800"></iframe><pre id="tip-seen"></pre>
+<script>
+// After the dashboard has loaded, move the pointer onto sector 0 of farm 0
+// and copy the tooltip the page shows.
+setTimeout(function () {
+  var d = document.getElementById("dash").contentDocument;
+  var c = d.getElementById("farm-0-map"), r = c.getBoundingClientRect();
+  c.dispatchEvent(new d.defaultView.MouseEvent("mousemove",
+    { clientX: r.left + 2, clientY: r.top + 2, bubbles: true }));
+  var tip = d.getElementById("tip");
+  document.getElementById("tip-seen").textContent = tip.hidden ? "(hidden)" : tip.textContent;
+}, 3000);
+</script>"""
+
+
+class Forward(http.server.BaseHTTPRequestHandler):
+    """Serves HOVER_PAGE at /hover and forwards every other GET to farmd."""
+    target = ""
+
+    def do_GET(self):
+        if self.path == "/hover":
+            code, ctype, body = 200, "text/html", HOVER_PAGE
+        else:
+            try:
+                code, ctype, body = http_get(self.target + self.path)
+            except urllib.error.HTTPError as e:
+                code, ctype, body = e.code, "text/plain", e.read()
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
 
 
 PROBE = "http://dashboard-probe.example/x.png"
@@ -542,8 +601,9 @@ def big_disk(tmp, need):
 
 
 def test_dashboard_100000_sectors(tmp):
-    """A farm of 100,000 sectors: the page renders it within the virtual
-    time budget, map included, with one canvas and a few hundred elements."""
+    """A farm of 100,000 sectors, plotting: the page renders it within the
+    virtual time budget, map included, with one canvas and a few hundred
+    elements, fetches its sectors document once, and shows a plotting rate."""
     n = 100000
     # 4 KiB pieces: a demo sector is 64 pieces, 256 KiB; the farm 25 GiB.
     d, cleanup = big_disk(tmp, n * 64 * 4 * KIB)
@@ -558,34 +618,46 @@ def test_dashboard_100000_sectors(tmp):
         fid = f.ctl_json("farm", "add", farm_dir, "--sectors", n, "--profile", "demo",
                          timeout=120)["id"]
         addr = listen_addr(f)
-        # Some history (4 KiB pieces: a 64 KiB segment), a few sectors
-        # plotted, then plotting frozen as in the 64-sector test.
-        f.ctl("history", "ingest", *chain(tmp, 40, body=4 * KIB))
-        wait_for(lambda: farm_of(f, fid)["plotted"] >= 20, 60, interval=0.01,
-                 what="20 sectors plotted")
-        plotted = freeze_plotting(f, fid)
         started = time.monotonic()
         status, _, body = http_get(f"http://{addr}/api/v1/farms/{fid}/sectors")
         took = time.monotonic() - started
         assert status == 200 and body.count(b'"index"') == n, (status, len(body))
+        # Some history (4 KiB pieces: 64 KiB segments); the farm plots on
+        # (it has far more sectors than the test waits for).
+        f.ctl("history", "ingest", *chain(tmp, 40, body=4 * KIB))
+        wait_for(lambda: farm_of(f, fid)["plotted"] >= 10, 60, interval=0.01,
+                 what="10 sectors plotted")
+        before = farm_of(f, fid)["plotted"]
         shot = os.path.join(os.path.abspath(BUILD), "dashboard-100k.png")
         dom_text, requests = chromium(tmp, f"http://{addr}/", proxy, budget_ms=5000, screenshot=shot)
+        after = farm_of(f, fid)["plotted"]
+        assert after < n, after
         dom = Dom(dom_text)
         sec = dom.by_id(f"farm-{fid}")
         assert sec is not None, dom_text[-3000:]
-        assert dom.by_id(f"farm-{fid}-plotted").all_text() == f"{plotted}/100,000 plotted"
-        assert [n_.tag for n_ in dom.by_class("sector-map", sec)] == ["canvas"]
+        shown = re.fullmatch(r"([\d,]+)/100,000 plotted", dom.by_id(f"farm-{fid}-plotted").all_text())
+        assert shown and before <= int(shown.group(1).replace(",", "")) <= after, (before, shown, after)
+        assert [x.tag for x in dom.by_class("sector-map", sec)] == ["canvas"]
         # Drawn from the whole sectors document within the budget: the
         # state counts under the map add up to 100,000.
         parts = state_counts(dom.by_class("farm-counts", sec)[0].all_text())
-        assert parts.get("plotted") == plotted and sum(parts.values()) == n, parts
+        assert before <= parts.get("plotted", 0) <= after and sum(parts.values()) == n, parts
         assert len([x for x in dom.root.walk() if x.tag == "canvas"]) == 2   # map + rate chart
         assert dom.elements <= 300, dom.elements
+        # The rate: sectors are being plotted, so over the samples the page
+        # took (one a second) both figures are above zero.
+        spm, mib = float(dom.by_id("rate-spm").all_text()), float(dom.by_id("rate-mib").all_text())
+        assert spm > 0 and mib > 0, (spm, mib)
         w, h, rows, bpp = png_decode(open(shot, "rb").read())
-        assert (w, h) == (1280, 900) and count_color(rows, bpp, PLOTTED_RGB) >= plotted, (w, h)
-        print(f"     {dom.elements} elements in the DOM; the sectors document is "
-              f"{len(body) / 1e6:.1f} MB, served in {took:.2f} s", flush=True)
+        assert (w, h) == (1280, 900) and count_color(rows, bpp, PLOTTED_RGB) >= before, (w, h)
+        # The sectors document once in 5 s although the farm changed: for
+        # 100,000 sectors the page waits at least 30 s between two.
+        mine = [u for _, u, i in requests if i == f"http://{addr}"]
+        assert sum(u.endswith(f"/api/v1/farms/{fid}/sectors") for u in mine) == 1, mine
         assert_nothing_outside(requests, proxy, f"http://{addr}")
+        print(f"     {dom.elements} elements in the DOM; the sectors document is "
+              f"{len(body) / 1e6:.1f} MB, served in {took:.2f} s; {spm} sectors/min shown",
+              flush=True)
     finally:
         proxy.close()
         if f is not None:
