@@ -368,10 +368,11 @@ def farm_of(f, fid):
 def freeze_plotting(f, fid):
     """Stops plotting where it is: the encode workers get SIGSTOP (the
     sectors in flight stay in flight, job_timeout is long), and once the
-    farm's plotted count holds still for 0.5 s it is returned."""
-    for w in f.status()["workers"]:
-        if w["kind"] == "encode":
-            os.kill(w["pid"], signal.SIGSTOP)
+    farm's plotted count holds still for 0.5 s it is returned.  Returns
+    also a function that lets the workers go on."""
+    pids = [w["pid"] for w in f.status()["workers"] if w["kind"] == "encode"]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
     seen = []
 
     def still():
@@ -379,7 +380,11 @@ def freeze_plotting(f, fid):
         time.sleep(0.5)
         return farm_of(f, fid)["plotted"] == seen[-1]
     wait_for(still, 20, what="the plotted count to hold still")
-    return seen[-1]
+
+    def thaw():
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    return seen[-1], thaw
 
 
 def state_counts(text):
@@ -407,7 +412,7 @@ def test_dashboard_half_plotted(tmp):
         f.ctl("history", "ingest", *chain(tmp, 40))
         wait_for(lambda: farm_of(f, fid)["plotted"] >= 32, 60, interval=0.01,
                  what="32 of 64 sectors plotted")
-        plotted = freeze_plotting(f, fid)
+        plotted, thaw = freeze_plotting(f, fid)
         assert 32 <= plotted < 64, plotted
 
         shot = os.path.join(os.path.abspath(BUILD), "dashboard.png")
@@ -463,7 +468,7 @@ def test_dashboard_half_plotted(tmp):
         threading.Thread(target=fwd.serve_forever, daemon=True).start()
         try:
             dom, _ = chromium(tmp, f"http://127.0.0.1:{fwd.server_address[1]}/hover", proxy,
-                              budget_ms=4000)
+                              budget_ms=3000)
         finally:
             fwd.shutdown()
             fwd.server_close()
@@ -474,6 +479,8 @@ def test_dashboard_half_plotted(tmp):
         assert (f"expires at history size {s0['expires_at']}" in "\n".join(tip)
                 if s0["expires_at"] is not None else "expiry: not known yet" in tip), (tip, s0)
         assert any(t.startswith("plotted 20") for t in tip), tip
+        thaw()
+        assert f.stop() == 0, f.log()[-2000:]
     finally:
         proxy.close()
 
@@ -490,7 +497,7 @@ setTimeout(function () {
     { clientX: r.left + 2, clientY: r.top + 2, bubbles: true }));
   var tip = d.getElementById("tip");
   document.getElementById("tip-seen").textContent = tip.hidden ? "(hidden)" : tip.textContent;
-}, 3000);
+}, 2000);
 </script>"""
 
 
@@ -658,6 +665,7 @@ def test_dashboard_100000_sectors(tmp):
         print(f"     {dom.elements} elements in the DOM; the sectors document is "
               f"{len(body) / 1e6:.1f} MB, served in {took:.2f} s; {spm} sectors/min shown",
               flush=True)
+        assert f.stop() == 0, f.log()[-2000:]
     finally:
         proxy.close()
         if f is not None:
