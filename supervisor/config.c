@@ -26,12 +26,18 @@
  *                                           open at once; 1..1024)
  *             max_frame = 64M              (largest frame accepted on worker and
  *                                           admin sockets; 4K..1G)
+ * [workers]   worker_binary =              (the farmd-worker to run; empty: beside
+ *                                           farmd, then the installed libexecdir;
+ *                                           an absolute path to an executable file)
  *
  * An empty admin_socket means <state dir>/farmd.sock (the caller resolves it);
  * empty admin_group / monitor_group mean no group; an empty metrics_listen
  * means no HTTP listener (http.c), and its port may be 0: any free port,
  * which `farmctl status` shows as http_listen.  metrics_listen is not
  * reloadable: a SIGHUP that changes it is refused, the listener stays.
+ * An empty worker_binary means the search that main.c's farmd_worker_path
+ * describes.  worker_binary is not reloadable: workers of two builds, with
+ * possibly different protocols, would then run side by side.
  *
  * Value grammar (surrounding whitespace is ignored everywhere):
  *   size      DIGITS [K|M|G|T|KiB|MiB|GiB|TiB], suffix case-insensitive,
@@ -46,6 +52,8 @@
  *   group     an existing group name (checked with getgrnam_r).
  *   listen    HOST:PORT, PORT 0..65535 (0: any free one), an IPv6 HOST in
  *             brackets.
+ *   program   an absolute path to an executable regular file (checked when
+ *             the file is read).
  *
  * File syntax (inih): [section] headers, key = value lines, full-line
  * comments starting with ';' or '#', inline comments starting with " ;".
@@ -64,6 +72,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -83,6 +92,7 @@
 
 enum ktype {
 	K_PATH,         /* admin_socket */
+	K_PROGRAM,      /* worker_binary: absolute, an executable file */
 	K_GROUP,
 	K_LISTEN,
 	K_BOOL,
@@ -124,6 +134,7 @@ static const struct key keys[] = {
 	{ "workers", "encode", K_COUNT, FIELD(workers.encode), 1, 256, 0 },
 	{ "workers", "compile", K_COUNT, FIELD(workers.compile), 0, 256, 0 },
 	{ "workers", "execute", K_COUNT, FIELD(workers.execute), 0, 256, 0 },
+	{ "workers", "worker_binary", K_PROGRAM, FIELD(workers.worker_binary), 0, 0, 0 },
 	{ "workers", "job_timeout", K_DURATION, FIELD(workers.job_timeout_ms),
 	  1, DURATION_MAX, F_RELOAD },
 	{ "workers", "restart_backoff_max", K_DURATION, FIELD(workers.restart_backoff_max_ms),
@@ -707,6 +718,33 @@ set_path(struct loader *L, const struct key *k, const char *v)
 }
 
 static void
+set_program(struct loader *L, const struct key *k, const char *v)
+{
+	struct stat st;
+
+	if (*v != '\0') {
+		if (strlen(v) >= k->size) {
+			fail(L, "[%s] %s: path too long (max %zu bytes)", k->section, k->name,
+			    k->size - 1);
+			return;
+		}
+		if (v[0] != '/') {
+			fail(L, "[%s] %s: '%s' is not an absolute path", k->section, k->name, v);
+			return;
+		}
+		if (stat(v, &st) < 0) {
+			fail(L, "[%s] %s: %s: %s", k->section, k->name, v, strerror(errno));
+			return;
+		}
+		if (!S_ISREG(st.st_mode) || access(v, X_OK) < 0) {
+			fail(L, "[%s] %s: %s is not an executable file", k->section, k->name, v);
+			return;
+		}
+	}
+	strcpy(field(&L->cfg, k), v);
+}
+
+static void
 set_group(struct loader *L, const struct key *k, const char *v)
 {
 	const char *sec = k->section, *name = k->name;
@@ -894,7 +932,8 @@ set_compression(struct loader *L, const struct key *k, const char *v)
 }
 
 static const setter setters[] = {
-	[K_PATH] = set_path, [K_GROUP] = set_group, [K_LISTEN] = set_listen,
+	[K_PATH] = set_path, [K_PROGRAM] = set_program, [K_GROUP] = set_group,
+	[K_LISTEN] = set_listen,
 	[K_BOOL] = set_bool, [K_LOGLEVEL] = set_loglevel, [K_COUNT] = set_countkey,
 	[K_SIZE] = set_size, [K_DURATION] = set_duration, [K_NUMBER] = set_number,
 	[K_COMPRESSION] = set_compression,
@@ -1016,6 +1055,7 @@ field_equal(const struct config *a, const struct config *b, const struct key *k)
 
 	switch (k->type) {
 	case K_PATH:
+	case K_PROGRAM:
 	case K_GROUP:
 	case K_LISTEN:
 		return strncmp(fa, fb, k->size) == 0;

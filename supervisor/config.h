@@ -31,6 +31,7 @@ struct config {
 		uint32_t encode;                /* default: CPU count */
 		uint32_t compile;
 		uint32_t execute;
+		char worker_binary[PATH_MAX];   /* "" = search (main.c) */
 		uint64_t job_timeout_ms;
 		uint64_t restart_backoff_max_ms;
 		uint32_t restart_intensity;

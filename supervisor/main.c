@@ -51,8 +51,13 @@
 #include "resync.h"
 #include "scrub.h"
 
+/* The configured install locations (meson.build): prefix / sbindir and
+ * prefix / libexecdir, absolute. */
 #ifndef FARMD_LIBEXECDIR
 #define FARMD_LIBEXECDIR "/usr/libexec"
+#endif
+#ifndef FARMD_SBINDIR
+#define FARMD_SBINDIR "/usr/sbin"
 #endif
 
 #define SHUTDOWN_GRACE_MS 1000
@@ -73,7 +78,7 @@ static void
 usage(FILE *f)
 {
 	fprintf(f, "usage: farmd --state-dir DIR [--config FILE] [--admin-socket PATH]\n"
-	    "       farmd --check-sandbox\n"
+	    "       farmd --check-sandbox [--config FILE]\n"
 	    "       farmd --version\n");
 }
 
@@ -248,22 +253,49 @@ farmd_loop(struct farmd *d)
 	}
 }
 
+/*
+ * The farmd-worker to run, first found of:
+ *   1. [workers] worker_binary, when set (config.c checked it);
+ *   2. beside farmd's own executable: a build directory;
+ *   3. the installed tree farmd runs from: when farmd is ROOT/FARMD_SBINDIR/farmd,
+ *      ROOT/FARMD_LIBEXECDIR/farmd-worker, so a tree installed with
+ *      `meson install --destdir ROOT` (or moved whole) runs its own worker;
+ *   4. FARMD_LIBEXECDIR/farmd-worker, the configured location.
+ * Each candidate must be executable.
+ */
 static int
 farmd_worker_path(struct farmd *d, struct err *e)
 {
-	char self[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	char self[PATH_MAX], *dir;
+	size_t dlen, slen = strlen(FARMD_SBINDIR);
+	ssize_t n;
 
-	if (n > 0) {
-		self[n] = '\0';
-		snprintf(d->worker_path, sizeof(d->worker_path), "%s/farmd-worker", dirname(self));
+	if (d->cfg.workers.worker_binary[0] != '\0') {
+		snprintf(d->worker_path, sizeof(d->worker_path), "%s", d->cfg.workers.worker_binary);
 		if (access(d->worker_path, X_OK) == 0)
 			return 0;
+		return err_sys(e, "[workers] worker_binary %s", d->worker_path);
+	}
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n > 0) {
+		self[n] = '\0';
+		dir = dirname(self);
+		snprintf(d->worker_path, sizeof(d->worker_path), "%s/farmd-worker", dir);
+		if (access(d->worker_path, X_OK) == 0)
+			return 0;
+		dlen = strlen(dir);
+		if (dlen >= slen && strcmp(dir + dlen - slen, FARMD_SBINDIR) == 0) {
+			snprintf(d->worker_path, sizeof(d->worker_path), "%.*s%s/farmd-worker",
+			    (int)(dlen - slen), dir, FARMD_LIBEXECDIR);
+			if (access(d->worker_path, X_OK) == 0)
+				return 0;
+		}
 	}
 	snprintf(d->worker_path, sizeof(d->worker_path), "%s/farmd-worker", FARMD_LIBEXECDIR);
 	if (access(d->worker_path, X_OK) == 0)
 		return 0;
-	return err_set(e, "cannot find farmd-worker beside farmd or in %s", FARMD_LIBEXECDIR);
+	return err_set(e, "cannot find farmd-worker beside farmd or in %s (set [workers] "
+	    "worker_binary)", FARMD_LIBEXECDIR);
 }
 
 /* Creates and locks the state dir.  The lock (flock on farmd.lock) lives
@@ -469,6 +501,14 @@ farmd_prepare(struct farmd *d, const struct farmd_args *a)
 {
 	struct err e;
 
+	/* The config first: it may name the worker binary, which
+	 * --check-sandbox runs too. */
+	config_defaults(&d->cfg);
+	if (d->config_path[0] != '\0' && (config_load(&d->cfg, d->config_path, &e) < 0 ||
+	    config_refuse_unimplemented(&d->cfg, d->config_path, &e) < 0)) {
+		fprintf(stderr, "farmd: %s\n", e.msg);
+		return EX_CONFIG;
+	}
 	if (farmd_worker_path(d, &e) < 0) {
 		fprintf(stderr, "farmd: %s\n", e.msg);
 		return 1;
@@ -482,12 +522,6 @@ farmd_prepare(struct farmd *d, const struct farmd_args *a)
 	if (a->state_dir == NULL) {
 		fprintf(stderr, "farmd: --state-dir is required\n");
 		usage(stderr);
-		return EX_CONFIG;
-	}
-	config_defaults(&d->cfg);
-	if (d->config_path[0] != '\0' && (config_load(&d->cfg, d->config_path, &e) < 0 ||
-	    config_refuse_unimplemented(&d->cfg, d->config_path, &e) < 0)) {
-		fprintf(stderr, "farmd: %s\n", e.msg);
 		return EX_CONFIG;
 	}
 	log_set_level(d->cfg.daemon.log_level);

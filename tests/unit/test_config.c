@@ -160,8 +160,8 @@ START_TEST(test_defaults_as_file)
 	    "[daemon]\nadmin_socket =\nadmin_group =\nmonitor_group =\n"
 	    "sandbox_required = false\nmetrics_listen =\nlog_level = info\n"
 	    "admin_clients_per_uid = 16\nmax_frame = 64M\n"
-	    "[workers]\nencode = %u\ncompile = 1\nexecute = 1\njob_timeout = 60s\n"
-	    "restart_backoff_max = 30s\nrestart_intensity = 10\nrestart_period = 60s\n"
+	    "[workers]\nencode = %u\ncompile = 1\nexecute = 1\nworker_binary =\n"
+	    "job_timeout = 60s\nrestart_backoff_max = 30s\nrestart_intensity = 10\nrestart_period = 60s\n"
 	    "[blocks]\ncompression = none\ngc_delay = 10m\nresync_retry_base = 60s\n"
 	    "budget = unlimited\nscrub_interval = 30d\nscrub_tranquility = 4\n"
 	    "[history]\npiece_size = 64K\npieces_per_segment = 16\n"
@@ -197,6 +197,7 @@ START_TEST(test_every_key)
 	    "encode = 7\n"
 	    "compile = 0\n"
 	    "execute = 256\n"
+	    "worker_binary = /bin/sh\n"
 	    "job_timeout = 250ms\n"
 	    "restart_backoff_max = 2s\n"
 	    "restart_intensity = 3\n"
@@ -234,6 +235,7 @@ START_TEST(test_every_key)
 	ck_assert_uint_eq(c.workers.encode, 7);
 	ck_assert_uint_eq(c.workers.compile, 0);
 	ck_assert_uint_eq(c.workers.execute, 256);
+	ck_assert_str_eq(c.workers.worker_binary, "/bin/sh");
 	ck_assert_uint_eq(c.workers.job_timeout_ms, 250);
 	ck_assert_uint_eq(c.workers.restart_backoff_max_ms, 2 * SEC);
 	ck_assert_uint_eq(c.workers.restart_intensity, 3);
@@ -449,6 +451,22 @@ END_TEST
 
 START_TEST(test_err_values)
 {
+	/* [workers] worker_binary: absolute, existing, an executable file. */
+	const char *plain = write_tmp("not a program\n");
+	char text[256], want[256];
+
+	expect_err_at("[workers]\nworker_binary = farmd-worker\n", 2,
+	    "[workers] worker_binary: 'farmd-worker' is not an absolute path");
+	expect_err_at("[workers]\nworker_binary = /nonexistent/farmd-worker\n", 2,
+	    "[workers] worker_binary: /nonexistent/farmd-worker: No such file or directory");
+	expect_err_at("[workers]\nworker_binary = /tmp\n", 2,
+	    "[workers] worker_binary: /tmp is not an executable file");
+	chmod(plain, 0644);
+	snprintf(text, sizeof(text), "[workers]\n\nworker_binary = %s\n", plain);
+	snprintf(want, sizeof(want), "[workers] worker_binary: %s is not an executable file",
+	    plain);
+	expect_err_at(text, 3, want);           /* root too: no x bit at all */
+
 	expect_err_at("[blocks]\n\n\n\n\n\ngc_delay = ten\n", 7,
 	    "[blocks] gc_delay: bad duration 'ten' (use ms/s/m/h/d)");
 	expect_err_at("[blocks]\ngc_delay = 10\n", 2,
@@ -622,6 +640,7 @@ change_one(struct config *c, int i)
 	case 11: c->history.piece_size = 1 << 20; return "[history] piece_size";
 	case 12: c->history.pieces_per_segment = 2; return "[history] pieces_per_segment";
 	case 13: c->history.keep_archived_blocks = false; return "[history] keep_archived_blocks";
+	case 14: strcpy(c->workers.worker_binary, "/bin/sh"); return "[workers] worker_binary";
 	default: return NULL;
 	}
 }
