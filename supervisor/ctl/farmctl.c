@@ -5,7 +5,9 @@
  * permissions), sends one request per command and prints the answer:
  * farmd's text, or its JSON with --json.  A few commands run here
  * (ctl_actions[]); everything else, unknown commands included, goes to
- * farmd as typed, which judges it.
+ * farmd as typed, which judges it.  `farmctl --complete WORD...` (not in
+ * the help: the shell's completion script calls it) prints the candidates
+ * for the last WORD (complete.c).
  *
  * Exit codes: 0 success, 1 an error answered by farmd, 2 usage or cannot
  * connect.
@@ -27,6 +29,7 @@
 
 #include "admin.pb-c.h"
 #include "chain.h"
+#include "complete.h"
 #include "frame.h"
 #include "parser.h"
 #include "wire.h"
@@ -534,6 +537,9 @@ main(int argc, char **argv)
 	char **args;
 	int n, rc;
 
+	if (argc >= 2 && strcmp(argv[1], "--complete") == 0)
+		return complete_print(stdout, argc - 2, argv + 2) < 0 || fflush(stdout) != 0 ?
+		    EXIT_USAGE : EXIT_OK;
 	c.socket = getenv("FARMD_SOCKET");
 	if ((args = calloc((size_t)argc + 1, sizeof(char *))) == NULL ||
 	    (res.kinds = calloc((size_t)argc + 1, sizeof(*res.kinds))) == NULL)

@@ -1,9 +1,11 @@
 /*
  * parser.c: farmctl's grammar table and what is derived from it.
  * Invariants: every command farmctl knows is one row of cmds[]; nothing
- * else in farmctl names a command's arguments.  Adding a command is a
- * row here plus its handler in farmd (cmd.c's table and a cmd_*.c), or
- * plus an action in farmctl.c if farmctl runs it itself.
+ * else in farmctl names a command's arguments (complete.c reads the rows
+ * through parse_table).  No command word starts with ':' (complete.c's
+ * directives do).  Adding a command is a row here plus its handler in
+ * farmd (cmd.c's table and a cmd_*.c), or plus an action in farmctl.c if
+ * farmctl runs it itself; the shell completion follows by itself.
  *
  * Options ("--sectors N") are NAME VALUE pairs and may stand anywhere
  * after the command words, as farmd's and chain generate's own parsers
@@ -78,7 +80,14 @@ static const struct parse_cmd cmds[] = {
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
 #define PARSE_HELP_COLUMN 36            /* width of the usage column of help */
 
-static int
+const struct parse_cmd *
+parse_table(size_t *n)
+{
+	*n = NCMDS;
+	return cmds;
+}
+
+int
 parse_is_option(const struct parse_arg *a)
 {
 	return a->name[0] == '-';
@@ -93,12 +102,10 @@ parse_has_options(const struct parse_cmd *c)
 	return 0;
 }
 
-/* The kind of positional slot k, and how many slots are required
- * (*min) and allowed (*max, INT_MAX with a repeating argument). */
-static enum parse_kind
+const struct parse_arg *
 parse_slot(const struct parse_cmd *c, int k, int *min, int *max)
 {
-	enum parse_kind kind = PARSE_WORD;
+	const struct parse_arg *slot = NULL;
 	int at = 0;
 
 	*min = 0;
@@ -108,17 +115,16 @@ parse_slot(const struct parse_cmd *c, int k, int *min, int *max)
 		if (parse_is_option(a))
 			continue;
 		if (k >= at && (k < end || a->flags & PARSE_MANY))
-			kind = a->kind;
+			slot = a;
 		if (!(a->flags & PARSE_OPT))
 			*min = end;
 		at = a->flags & PARSE_MANY ? INT_MAX : end;
 	}
 	*max = at;
-	return kind;
+	return slot;
 }
 
-/* The row's option that `word` names ("--sectors" of "--sectors N"), or NULL. */
-static const struct parse_arg *
+const struct parse_arg *
 parse_option(const struct parse_cmd *c, const char *word)
 {
 	for (const struct parse_arg *a = c->args; a < c->args + PARSE_MAX_ARGS && a->name; a++) {
@@ -152,7 +158,8 @@ parse_walk(const struct parse_cmd *c, int nw, int argc, char **argv,
 				kinds[++i] = o ? o->kind : PARSE_WORD;
 			continue;
 		}
-		kinds[i] = parse_slot(c, k++, &min, &max);
+		o = parse_slot(c, k++, &min, &max);
+		kinds[i] = o ? o->kind : PARSE_WORD;
 		/* farmd checks the range; the empty word passes as it always did. */
 		if (kinds[i] == PARSE_NUMBER && argv[i][strspn(argv[i], "0123456789")] != '\0')
 			fit = -1;

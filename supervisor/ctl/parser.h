@@ -14,6 +14,7 @@
 #ifndef FARMD_CTL_PARSER_H
 #define FARMD_CTL_PARSER_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 /* What farmctl does with an argument. */
@@ -93,5 +94,20 @@ void parse_usage(FILE *f, const char *words);
 
 /* The whole grammar: global options, one line per row, the socket rule. */
 void parse_help(FILE *f, const char *default_socket);
+
+/* The rows themselves, *n of them, for what else is derived from them
+ * (complete.c). */
+const struct parse_cmd *parse_table(size_t *n);
+
+/* Is a an option ("--sectors N") rather than a positional? */
+int parse_is_option(const struct parse_arg *a);
+
+/* The argument positional slot k of c belongs to (NULL: none, a word),
+ * and how many slots are required (*min) and allowed (*max, INT_MAX with
+ * a repeating argument). */
+const struct parse_arg *parse_slot(const struct parse_cmd *c, int k, int *min, int *max);
+
+/* c's option that `word` names ("--sectors" of "--sectors N"), or NULL. */
+const struct parse_arg *parse_option(const struct parse_cmd *c, const char *word);
 
 #endif
