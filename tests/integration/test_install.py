@@ -12,11 +12,14 @@ systemd package, which runs without systemd as PID 1) and mandoc.
 
     FARMD_BUILD=build python3 tests/integration/test_install.py [test_name ...]
 """
+import atexit
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -39,7 +42,7 @@ def build_dirs():
 
 
 class Tree:
-    """The build installed under tmp/D; paths as installed (in D)."""
+    """The build installed under DIR/D; paths as installed (in D)."""
 
     def __init__(self, tmp):
         self.root = os.path.join(tmp, "D")
@@ -68,12 +71,26 @@ class Tree:
         return self.path("libexecdir", "farmd-worker")
 
 
+_tree = None
+
+
+def installed(tmp):
+    """The installed tree, made once for the file (the tests only read it)."""
+    global _tree
+    if _tree is None:
+        top = tempfile.mkdtemp(prefix="farmd-install-", dir=os.environ.get("FARMD_TMP"))
+        os.chmod(top, 0o755)
+        atexit.register(shutil.rmtree, top, ignore_errors=True)
+        _tree = Tree(top)
+    return _tree
+
+
 def is_exec(path):
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
 def test_layout(tmp):
-    t = Tree(tmp)
+    t = installed(tmp)
     assert is_exec(t.farmd) and is_exec(t.farmctl) and is_exec(t.worker), \
         sorted(os.path.join(d, f) for d, _, fs in os.walk(t.root) for f in fs)
     # Each program in its own place, and only there.
@@ -113,7 +130,7 @@ def test_unit_verifies(tmp):
     """systemd-analyze verify says nothing about the installed unit.  It
     checks that ExecStart's program exists, and Documentation='s man
     pages: a copy of the unit runs D's farmd, and MANPATH is D's."""
-    t = Tree(tmp)
+    t = installed(tmp)
     unit = t.path(t.lib, "systemd", "system", "farmd.service")
     text = open(unit).read()
     sbin = t.dirs["sbindir"]
@@ -139,7 +156,7 @@ def test_man_pages_lint_clean(tmp):
     """mandoc -T lint reports nothing but the cross references among
     farmd's own three pages (mandoc looks those up in the base system's
     /usr/share/man only, where they are not installed by a test)."""
-    t = Tree(tmp)
+    t = installed(tmp)
     own = re.compile(r"STYLE: referenced manual not found: Xr (farmd|farmctl|farmd\.conf) [58]")
     for page in OUR_PAGES:
         path = t.path("mandir", "man" + page[-1], page)
@@ -192,7 +209,7 @@ def complete(t, words, cword):
 
 
 def test_bash_completion(tmp):
-    t = Tree(tmp)
+    t = installed(tmp)
     assert complete(t, ["farmctl", "bl"], 1) == ["block"]
     assert complete(t, ["farmctl", "block", "re"], 2) == ["retry-now"]
     assert complete(t, ["farmctl", "block", "retry-now", ""], 3) == ["--all"]
@@ -210,7 +227,7 @@ def test_bash_completion(tmp):
 def test_installed_farmd_plots_demo(tmp):
     """D's farmd, with D's farmctl, finds D's worker (not the build's, and
     not the configured libexecdir outside D) and plots 4 demo sectors."""
-    t = Tree(tmp)
+    t = installed(tmp)
     saved = harness.FARMD, harness.FARMCTL
     harness.FARMD, harness.FARMCTL = t.farmd, t.farmctl
     try:
@@ -239,7 +256,7 @@ def test_installed_farmd_plots_demo(tmp):
 def test_worker_binary_key(tmp):
     """[workers] worker_binary names the worker farmd runs; a relative or
     missing path is a config error with file and line (exit 78)."""
-    t = Tree(tmp)
+    t = installed(tmp)
     cfg = os.path.join(tmp, "farmd.conf")
     for value, why in (("farmd-worker", "is not an absolute path"),
                        (os.path.join(tmp, "none"), "No such file or directory")):
@@ -269,7 +286,7 @@ def test_worker_binary_key(tmp):
 def test_example_config(tmp):
     """The example has every key at its default: uncommented, it loads
     (farmd --check-sandbox reads --config) and sets what farmd uses anyway."""
-    t = Tree(tmp)
+    t = installed(tmp)
     text = open(t.path("datadir", "farmd", "farmd.conf")).read()
     keys = re.findall(r"^#(\w+) = ?(.*)$", text, re.M)
     assert len(keys) >= 30, keys
