@@ -1048,9 +1048,17 @@ def test_kill9_during_concurrent_puts(tmp):
         threads = [threading.Thread(target=worker, args=(i,)) for i in range(nthreads)]
         for t in threads:
             t.start()
-        # A random moment after the first acknowledgement, so the kill
-        # lands among puts, not among farmctl processes starting up.
-        wait_for(lambda: ok or bad, 30, interval=0.005, what=f"round {rnd}: a first put answered")
+        # A random moment after the round has the acknowledgements it
+        # counts on, so the kill lands among puts, not among farmctl
+        # processes starting up (at load 16 a fixed 0-0.5 s after the first
+        # answer let only 14 of 60 rounds count).
+        def enough():
+            with lock:
+                if bad:
+                    return True
+                n_in = sum(1 for h in ok if os.path.getsize(by_hash[h]) < INLINE_MAX)
+                return n_in >= min_acked and len(ok) - n_in >= min_acked
+        wait_for(enough, 30, interval=0.005, what=f"round {rnd}: {min_acked} inline and file puts answered")
         time.sleep(rng.uniform(0, 0.5) * PACE)
         killed = time.monotonic()
         f.kill9()
