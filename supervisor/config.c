@@ -14,6 +14,13 @@
  * [plotting]  max_sectors_per_farm = 2 (R)   retry_delay = 1s (R)
  * [artifacts] cache_limit = 10G (R)   min_stale_time = 24h (R)   budget = unlimited (R)
  *             retry_cooldown = 15m (R)   max_retries = 5 (R)
+ *             memory_limit = 64M (R)       (bytes one lua_State may hold, in compile
+ *                                           and execute workers alike; 1M..4G)
+ *             instruction_limit = 100000000 (R) (Lua VM instructions one execution
+ *                                           may run, counted; 1000..10^12)
+ *             Both limits are part of the artifact id (common/artifact_id.h), so
+ *             reloading either is safe: requests made after the reload use new
+ *             ids and get new artifacts; the old ones age out by pruning.
  *
  * Keys flagged F_UNIMPL in keys[] are parsed and checked but not
  * acted on yet: every [artifacts] key.  farmd refuses
@@ -169,15 +176,19 @@ static const struct key keys[] = {
 	  0, DURATION_MAX, F_RELOAD },
 
 	{ "artifacts", "cache_limit", K_SIZE, FIELD(artifacts.cache_limit),
-	  0, CONFIG_UNLIMITED - 1, F_RELOAD | F_UNIMPL },
+	  0, CONFIG_UNLIMITED - 1, F_RELOAD },
 	{ "artifacts", "min_stale_time", K_DURATION, FIELD(artifacts.min_stale_time_ms),
-	  0, DURATION_MAX, F_RELOAD | F_UNIMPL },
+	  0, DURATION_MAX, F_RELOAD },
 	{ "artifacts", "budget", K_SIZE, FIELD(artifacts.budget),
-	  0, CONFIG_UNLIMITED, F_RELOAD | F_UNLIMITED | F_UNIMPL },
+	  0, CONFIG_UNLIMITED, F_RELOAD | F_UNLIMITED },
 	{ "artifacts", "retry_cooldown", K_DURATION, FIELD(artifacts.retry_cooldown_ms),
-	  0, DURATION_MAX, F_RELOAD | F_UNIMPL },
+	  0, DURATION_MAX, F_RELOAD },
 	{ "artifacts", "max_retries", K_COUNT, FIELD(artifacts.max_retries),
-	  0, 1000000, F_RELOAD | F_UNIMPL },
+	  0, 1000000, F_RELOAD },
+	{ "artifacts", "memory_limit", K_SIZE, FIELD(artifacts.memory_limit),
+	  MIB, 4 * GIB, F_RELOAD },
+	{ "artifacts", "instruction_limit", K_COUNT, FIELD(artifacts.instruction_limit),
+	  1000, UINT64_C(1000000000000), F_RELOAD },
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
@@ -230,6 +241,8 @@ config_defaults(struct config *c)
 	c->artifacts.budget = CONFIG_UNLIMITED;
 	c->artifacts.retry_cooldown_ms = 15 * MS_M;
 	c->artifacts.max_retries = 5;
+	c->artifacts.memory_limit = 64 * MIB;
+	c->artifacts.instruction_limit = 100000000;
 }
 
 /* ---- value parsers ----------------------------------------------------- */

@@ -60,6 +60,8 @@ struct config {
 		uint64_t budget;
 		uint64_t retry_cooldown_ms;
 		uint32_t max_retries;
+		uint64_t memory_limit;          /* added key, default 64M */
+		uint64_t instruction_limit;     /* added key, default 10^8 */
 	} artifacts;
 	/* The first key set in the file that farmd parses but does not act
 	 * on yet (line 0: none): see config_refuse_unimplemented(). */
