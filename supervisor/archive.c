@@ -3,11 +3,18 @@
  *
  * One state machine on the fsm runner, one step in flight at a time:
  *
- *   RECOVER ─► NEXT ─► READ ─► VALIDATE ─► APPEND ─► CUT ─► STORE ─┐
- *      (rebuild    │ missing       │ bad parent      │   ▲          │
- *       partial)   ▼               ▼                 │   └──────────┘ more
- *                 WAIT ◄────── REJECTED              ▼
- *                  (ingest wakes it)                 COMMIT ─► NEXT
+ *   RECOVER ─► NEXT ─► READ ─► VALIDATE ─► EXECUTE ─► UPGRADE ─► APPEND ─► CUT ─► STORE ─┐
+ *      (rebuild    │ missing       │ bad parent │ invalid  │ its code   │   ▲          │
+ *       partial)   ▼               ▼            ▼          ▼ fails      │   └──────────┘ more
+ *                 WAIT ◄────── REJECTED ◄───────┴──────────┘            ▼
+ *                  (ingest wakes it)                                    COMMIT ─► NEXT
+ *
+ *   EXECUTE runs validate(block) of the code in force at the height (the
+ *   latest history_code row at or below it; none: the block is archived
+ *   unvalidated); UPGRADE prepares the code the block itself carries and
+ *   records it in force from the next height (history_code), or removes a
+ *   row a block processed before a crash left there.  Both go to ERROR on
+ *   a transient failure (a worker, the disk), so the height is tried again.
  *
  *   any step that fails (a read, the database, memory) ─► ERROR, which
  *   arms the retry timer; ingest or the timer wakes it.  Waking from WAIT
@@ -40,6 +47,7 @@
 
 #include <sqlite3.h>
 
+#include "artifact.h"
 #include "blockstore.h"
 #include "chain.pb-c.h"
 #include "clock.h"
@@ -58,6 +66,8 @@ static int archive_recover(void *obj);
 static int archive_next(void *obj);
 static int archive_read(void *obj);
 static int archive_validate(void *obj);
+static int archive_execute(void *obj);
+static int archive_upgrade(void *obj);
 static int archive_append(void *obj);
 static int archive_cut(void *obj);
 static int archive_store(void *obj);
@@ -71,6 +81,8 @@ static const struct fsm_state as_states[AS_NSTATES] = {
 	[AS_NEXT] =     { "next", archive_next },
 	[AS_READ] =     { "read", archive_read },         /* until read_done */
 	[AS_VALIDATE] = { "validate", archive_validate }, /* until validate_done */
+	[AS_EXECUTE] =  { "execute", archive_execute },   /* until execute_done */
+	[AS_UPGRADE] =  { "upgrade", archive_upgrade },   /* until upgrade_done */
 	[AS_APPEND] =   { "append", archive_append },
 	[AS_CUT] =      { "cut", archive_cut },           /* until cut_done */
 	[AS_STORE] =    { "store", archive_store },       /* until piece_stored */
@@ -88,7 +100,8 @@ static const struct fsm_def as_def = {
 /* What status shows (unchanged names). */
 static const char *const as_public[AS_NSTATES] = {
 	[AS_RECOVER] = "recover", [AS_NEXT] = "next", [AS_READ] = "read",
-	[AS_VALIDATE] = "validate", [AS_APPEND] = "append", [AS_CUT] = "cut",
+	[AS_VALIDATE] = "validate", [AS_EXECUTE] = "validate", [AS_UPGRADE] = "validate",
+	[AS_APPEND] = "append", [AS_CUT] = "cut",
 	[AS_STORE] = "store", [AS_COMMIT] = "commit", [AS_WAIT] = "waiting",
 	[AS_REJECTED] = "rejected", [AS_ERROR] = "waiting",
 };
@@ -427,7 +440,7 @@ validate_done(void *arg)
 	h->inflight--;
 	if (h->stopping)
 		return;
-	fsm_enter(&h->m, h, h->cur_valid ? AS_APPEND : AS_REJECTED);
+	fsm_enter(&h->m, h, h->cur_valid ? AS_EXECUTE : AS_REJECTED);
 }
 
 /* VALIDATE: the parent's hash comes from the database here; the block is
@@ -446,6 +459,182 @@ archive_validate(void *obj)
 		return archive_fail(h, "out of memory validating height %" PRIu64, h->cur_h);
 	}
 	return FSM_ASYNC;       /* continues from validate_done */
+}
+
+/* ---- EXECUTE / UPGRADE: validation code (DESIGN §7) ------------------- */
+
+/* The source in force at height (the latest history_code row at or below
+ * it): 1 with *src (caller frees), 0 none, -1 error. */
+static int
+archive_code_at(struct history *h, uint64_t height, uint8_t **src, size_t *len)
+{
+	sqlite3_stmt *st = db_prepare(h->d->db, "SELECT source FROM history_code WHERE "
+	    "from_height <= ? ORDER BY from_height DESC LIMIT 1", NULL);
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, (int64_t)height);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW) {
+		*len = (size_t)sqlite3_column_bytes(st, 0);
+		if ((*src = malloc(*len + 1)) != NULL)
+			memcpy(*src, sqlite3_column_blob(st, 0), *len);
+		rc = *src != NULL ? 1 : -1;
+	} else {
+		rc = rc == SQLITE_DONE ? 0 : -1;
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
+static void
+execute_done(void *arg, int verdict, enum artifact_error kind, const char *reason)
+{
+	struct history *h = arg;
+
+	h->inflight--;
+	h->code_exec = 0;
+	if (h->stopping)
+		return;
+	if (verdict == 1) {
+		fsm_enter(&h->m, h, AS_UPGRADE);
+	} else if (verdict == 0) {
+		snprintf(h->cur_why, sizeof(h->cur_why), "validation code: %s", reason);
+		fsm_enter(&h->m, h, AS_REJECTED);
+	} else {
+		fsm_enter(&h->m, h, archive_fail(h, "validating height %" PRIu64 " (%s): %s",
+		    h->cur_h, kind == ARTIFACT_DETERMINISTIC ? "the code in force does not "
+		    "compile" : "will retry", reason));
+	}
+}
+
+/* EXECUTE: takes the block's own code aside for UPGRADE and runs the code
+ * in force, if any, on it. */
+static int
+archive_execute(void *obj)
+{
+	struct history *h = obj;
+	struct frame_alloc fa;
+	struct err e;
+	Farmd__ChainBlock *b;
+	struct artifact_block ab;
+	uint8_t *src = NULL;
+	size_t len = 0;
+	int rc;
+
+	free(h->cur_code);
+	h->cur_code = NULL;
+	h->cur_code_len = 0;
+	b = (Farmd__ChainBlock *)frame_unpack(&farmd__chain_block__descriptor, h->cur_data,
+	    h->cur_len, &fa, &e);
+	if (b == NULL)
+		return archive_fail(h, "height %" PRIu64 ": %s", h->cur_h, e.msg);
+	if (b->validation_code != NULL && b->validation_code[0] != '\0') {
+		h->cur_code_len = strlen(b->validation_code);
+		h->cur_code = (uint8_t *)strdup(b->validation_code);
+	}
+	rc = archive_code_at(h, h->cur_h, &src, &len);
+	if (rc == 1) {
+		ab = (struct artifact_block){ h->cur_h, b->parent_hash.data, b->body.data,
+		    b->body.len };
+		h->code_exec = artifact_execute(h->d->artifacts, src, len, &ab, execute_done, h);
+	}
+	protobuf_c_message_free_unpacked(&b->base, &fa.pb);
+	free(src);
+	if ((h->cur_code_len > 0 && h->cur_code == NULL) || rc < 0 ||
+	    (rc == 1 && h->code_exec == 0))
+		return archive_fail(h, "height %" PRIu64 ": cannot look up its validation code",
+		    h->cur_h);
+	if (rc == 0)
+		return AS_UPGRADE;
+	h->inflight++;
+	return FSM_ASYNC;       /* continues from execute_done */
+}
+
+/* A preparation the archiver waits for; it outlives the archiver when
+ * farmd stops first (h is NULL then). */
+struct archive_code_wait {
+	struct history *h;
+};
+
+/* Records (or, for a block without code, removes) the code in force from
+ * the next height on. */
+static int
+archive_code_record(struct history *h, struct err *e)
+{
+	sqlite3_stmt *st = db_prepare(h->d->db, h->cur_code != NULL ?
+	    "INSERT OR REPLACE INTO history_code (from_height, code_hash, source) "
+	    "VALUES (?, ?, ?)" : "DELETE FROM history_code WHERE from_height = ?", e);
+	uint8_t hash[HASH_LEN];
+	int rc;
+
+	if (st == NULL)
+		return -1;
+	sqlite3_bind_int64(st, 1, (int64_t)(h->cur_h + 1));
+	if (h->cur_code != NULL) {
+		hash_sha256(h->cur_code, h->cur_code_len, hash);
+		sqlite3_bind_blob(st, 2, hash, HASH_LEN, SQLITE_STATIC);
+		sqlite3_bind_blob(st, 3, h->cur_code, (int)h->cur_code_len, SQLITE_STATIC);
+	}
+	rc = sqlite3_step(st);
+	sqlite3_finalize(st);
+	if (rc != SQLITE_DONE)
+		return err_set(e, "state.db: validation code from height %" PRIu64 ": %s",
+		    h->cur_h + 1, sqlite3_errmsg(db_handle(h->d->db)));
+	return 0;
+}
+
+static void
+upgrade_done(void *arg, const char *id_hex, enum artifact_error kind, const char *error)
+{
+	struct archive_code_wait *w = arg;
+	struct history *h = w->h;
+	struct err e;
+
+	(void)id_hex;
+	free(w);
+	if (h == NULL)
+		return;
+	h->code_wait = NULL;
+	h->inflight--;
+	if (h->stopping)
+		return;
+	if (kind == ARTIFACT_DETERMINISTIC) {
+		snprintf(h->cur_why, sizeof(h->cur_why), "its validation code does not compile: %s",
+		    error);
+		fsm_enter(&h->m, h, AS_REJECTED);
+	} else if (kind != ARTIFACT_OK) {
+		fsm_enter(&h->m, h, archive_fail(h, "preparing the validation code of height %"
+		    PRIu64 ": %s", h->cur_h, error));
+	} else if (archive_code_record(h, &e) < 0) {
+		fsm_enter(&h->m, h, archive_fail(h, "%s", e.msg));
+	} else {
+		fsm_enter(&h->m, h, AS_APPEND);
+	}
+}
+
+/* UPGRADE: a block that carries code is archived only once its code is
+ * prepared (code that does not compile makes it an invalid upgrade). */
+static int
+archive_upgrade(void *obj)
+{
+	struct history *h = obj;
+	struct archive_code_wait *w;
+	struct err e;
+
+	if (h->cur_code == NULL) {
+		if (archive_code_record(h, &e) < 0)
+			return archive_fail(h, "%s", e.msg);
+		return AS_APPEND;
+	}
+	if ((w = calloc(1, sizeof(*w))) == NULL)
+		return archive_fail(h, "out of memory");
+	w->h = h;
+	h->code_wait = w;
+	h->inflight++;
+	artifact_prepare(h->d->artifacts, h->cur_code, h->cur_code_len, upgrade_done, w);
+	return FSM_ASYNC;       /* continues from upgrade_done */
 }
 
 /* ---- APPEND / CUT / STORE -------------------------------------------- */
@@ -793,13 +982,32 @@ archive_start(struct history *h)
 	fsm_enter(&h->m, h, AS_RECOVER);
 }
 
+/* Worker jobs are dropped, not waited for: the height is processed
+ * again from the checkpoint at the next start. */
+static void
+archive_drop_code(struct history *h)
+{
+	if (h->code_exec != 0) {
+		artifact_exec_cancel(h->d->artifacts, h->code_exec);
+		h->code_exec = 0;
+		h->inflight--;
+	}
+	if (h->code_wait != NULL) {
+		h->code_wait->h = NULL;
+		h->code_wait = NULL;
+		h->inflight--;
+	}
+}
+
 void
 archive_free(struct history *h)
 {
+	archive_drop_code(h);
 	for (size_t i = 0; i < h->nsegs; i++)
 		seg_free(h->segs[i]);
 	free(h->segs);
 	free(h->cur_data);
+	free(h->cur_code);
 	free(h->buf);
 	free(h->recs);
 	if (h->wake != NULL)
@@ -811,6 +1019,7 @@ archive_quiesce(struct history *h)
 {
 	h->stopping = 1;
 	evtimer_del(h->wake);
+	archive_drop_code(h);
 	return h->inflight == 0;
 }
 

@@ -23,9 +23,11 @@
 
 #define HISTORY_MAX_SUBS 8
 
+struct archive_code_wait;
+
 /* The archiver's states (archive.c has the machine). */
 enum arch_state {
-	AS_RECOVER, AS_NEXT, AS_READ, AS_VALIDATE, AS_APPEND, AS_CUT, AS_STORE,
+	AS_RECOVER, AS_NEXT, AS_READ, AS_VALIDATE, AS_EXECUTE, AS_UPGRADE, AS_APPEND, AS_CUT, AS_STORE,
 	AS_COMMIT, AS_WAIT, AS_REJECTED, AS_ERROR, AS_NSTATES
 };
 
@@ -76,6 +78,10 @@ struct history {
 	size_t cur_len;
 	uint8_t cur_parent[HASH_LEN];   /* hash of block cur_h - 1 */
 	int cur_valid;                  /* set by validate_work */
+	uint8_t *cur_code;              /* the block's validation code, if any */
+	size_t cur_code_len;
+	uint64_t code_exec;             /* artifact_execute handle in flight */
+	struct archive_code_wait *code_wait;    /* a preparation in flight */
 	char cur_why[ERR_MSG_MAX];
 	uint64_t recover_h;
 	struct seg **segs;              /* cut, not yet committed */

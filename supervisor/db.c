@@ -91,6 +91,18 @@ static const char *const migrations[] = {
 	"  WHERE q.hash = resync_queue.hash AND q.due_ms < resync_queue.due_ms);"
 	"CREATE UNIQUE INDEX resync_queue_by_hash ON resync_queue (hash);"
 	"ALTER TABLE reservations ADD COLUMN hash BLOB;",
+	/* 5 → 6: validation code (DESIGN §7).  An artifact row is keyed by
+	 * its id; path, size and sha256 are set while it is prepared, the
+	 * failure columns after a failure (error_kind deterministic or
+	 * transient).  history_code says which source is in force from which
+	 * height on (the block at from_height - 1 carried it). */
+	"CREATE TABLE artifacts (code_hash BLOB NOT NULL, params_hash BLOB NOT NULL,"
+	"  state TEXT NOT NULL, path TEXT, size INTEGER, sha256 BLOB,"
+	"  last_needed_ms INTEGER NOT NULL DEFAULT 0, failures INTEGER NOT NULL DEFAULT 0,"
+	"  last_error TEXT, last_failure_ms INTEGER, error_kind TEXT,"
+	"  PRIMARY KEY (code_hash, params_hash)) WITHOUT ROWID;"
+	"CREATE TABLE history_code (from_height INTEGER PRIMARY KEY,"
+	"  code_hash BLOB NOT NULL, source BLOB NOT NULL);",
 };
 
 #define DB_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -5,9 +5,10 @@
  * main.c changes ready, stopping and the exit fields.
  *
  * Start-up order (main.c): arguments → config → state dir lock → event
- * loop and signals → database → I/O pool → resync → block store → history
+ * loop and signals → database → I/O pool → resync → block store → artifacts → history
  * → plot → scrub → worker pools (created) → admin socket → HTTP listener
- * (when metrics_listen is set) → workers spawned → plotting starts → READY (every worker said hello, or 10 s passed).
+ * (when metrics_listen is set) → workers spawned → plotting starts → READY
+ * (every worker said hello, or 10 s passed).
  * Shutdown runs it backwards.
  */
 #ifndef FARMD_FARMD_H
@@ -30,6 +31,7 @@ struct scrub;
 struct history;
 struct plot;
 struct http;
+struct artifacts;
 
 struct farmd {
 	struct config cfg;
@@ -43,6 +45,7 @@ struct farmd {
 	struct blockstore *blocks;
 	struct resync *resync;
 	struct scrub *scrub;
+	struct artifacts *artifacts;
 	struct history *history;
 	struct plot *plot;
 	struct pool *pool;

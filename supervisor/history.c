@@ -24,11 +24,14 @@
 #include <sqlite3.h>
 
 #include "archive.h"
+#include "artifact.h"
 #include "blockstore.h"
+#include "chain.pb-c.h"
 #include "config.h"
 #include "db.h"
 #include "farmd.h"
 #include "fdio.h"
+#include "frame.h"
 #include "io.h"
 #include "log.h"
 
@@ -90,6 +93,24 @@ ingest_read(void *arg)
 done:
 	close(in->fd);
 	in->fd = -1;
+}
+
+/* A block that carries validation code has it prepared now, so the
+ * artifact is ready when the archiver reaches the next height. */
+static void
+ingest_prepare_early(struct ingest *in)
+{
+	struct frame_alloc fa;
+	struct err e;
+	Farmd__ChainBlock *b = (Farmd__ChainBlock *)frame_unpack(&farmd__chain_block__descriptor,
+	    in->data, in->len, &fa, &e);
+
+	if (b == NULL)
+		return;
+	if (b->validation_code != NULL && b->validation_code[0] != '\0')
+		artifact_prepare(in->h->d->artifacts, (const uint8_t *)b->validation_code,
+		    strlen(b->validation_code), NULL, NULL);
+	protobuf_c_message_free_unpacked(&b->base, &fa.pb);
 }
 
 static void
@@ -158,6 +179,7 @@ ingest_stored(void *arg, const uint8_t hash[HASH_LEN], const char *error)
 	snprintf(text, sizeof(text), "%" PRIu64 " %s%s\n", in->height, hex,
 	    had == 1 && memcmp(old, in->hash, HASH_LEN) == 0 ? " (already ingested)" :
 	    had == 1 ? " (replaced)" : "");
+	ingest_prepare_early(in);
 	ingest_finish(in, NULL, text);
 	archive_kick(h);
 	return;
@@ -259,11 +281,17 @@ history_json_status(struct history *h)
 	}
 	if (pending == 0)
 		json_array_append_new(wanted, json_integer((json_int_t)(h->archived + 1)));
-	st = db_prepare(h->d->db, "SELECT height, reason FROM history_rejections ORDER BY height", NULL);
-	while (st != NULL && sqlite3_step(st) == SQLITE_ROW)
-		json_array_append_new(rejected, json_pack("{s:I, s:s}", "height",
+	st = db_prepare(h->d->db, "SELECT height, reason, hash FROM history_rejections "
+	    "ORDER BY height", NULL);
+	while (st != NULL && sqlite3_step(st) == SQLITE_ROW) {
+		char hex[HASH_HEX_LEN + 1] = "";
+
+		if (sqlite3_column_bytes(st, 2) == HASH_LEN)
+			hex_encode(sqlite3_column_blob(st, 2), HASH_LEN, hex);
+		json_array_append_new(rejected, json_pack("{s:I, s:s, s:s}", "height",
 		    (json_int_t)sqlite3_column_int64(st, 0), "reason",
-		    (const char *)sqlite3_column_text(st, 1)));
+		    (const char *)sqlite3_column_text(st, 1), "hash", hex));
+	}
 	sqlite3_finalize(st);
 	return json_pack("{s:I, s:o, s:I, s:I, s:I, s:o, s:s, s:s, s:I, s:I}",
 	    "archived_height", (json_int_t)h->archived, "wanted", wanted,

@@ -34,6 +34,7 @@
 #include <event2/event.h>
 #include <systemd/sd-daemon.h>
 
+#include "artifact.h"
 #include "blockstore.h"
 #include "clock.h"
 #include "cmd.h"
@@ -112,6 +113,7 @@ farmd_stop_cb(evutil_socket_t fd, short what, void *arg)
 	/* Plotting first: its worker jobs are cancelled, not failed. */
 	plot_quiesce(d->plot);
 	scrub_quiesce(d->scrub);
+	artifacts_quiesce(d->artifacts);
 	pool_shutdown(d->pool, SHUTDOWN_GRACE_MS);
 }
 
@@ -175,6 +177,7 @@ farmd_reload(struct farmd *d)
 	 * are read from d->cfg where they are used. */
 	log_set_level(d->cfg.daemon.log_level);
 	blockstore_set_budget(d->blocks, d->cfg.blocks.budget);
+	artifacts_set_budget(d->artifacts, d->cfg.artifacts.budget);
 	/* A shorter restart_period or a higher intensity may end a degraded
 	 * spell now. */
 	pool_recheck(d->pool);
@@ -229,6 +232,7 @@ farmd_stopped(struct farmd *d)
 {
 	return d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
 	    scrub_quiesce(d->scrub) && history_quiesce(d->history) && plot_quiesce(d->plot) &&
+	    artifacts_quiesce(d->artifacts) &&
 	    io_pending(d->io) == 0;
 }
 
@@ -397,6 +401,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if ((d->resync = resync_new(d, e)) == NULL)
 		return -1;
+	if ((d->artifacts = artifacts_new(d, e)) == NULL)
+		return -1;
 	if ((d->history = history_new(d, &config_error, e)) == NULL)
 		return config_error ? -2 : -1;
 	if ((d->plot = plot_new(d, e)) == NULL)
@@ -443,6 +449,7 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 	scrub_free(d->scrub);
 	plot_free(d->plot);
 	history_free(d->history);
+	artifacts_free(d->artifacts);
 	resync_free(d->resync);
 	blockstore_free(d->blocks);
 	db_close(d->db);
