@@ -15,6 +15,7 @@ static const char *const fault_names[WIRE_FAULT_COUNT] = {
 	[WIRE_FAULT_SYSCALL] = "syscall",
 	[WIRE_FAULT_OVERSIZE] = "oversize",
 	[WIRE_FAULT_GARBAGE] = "garbage",
+	[WIRE_FAULT_SLOW] = "slow",
 };
 
 const char *const wire_sandbox_layers[WIRE_SANDBOX_LAYERS] = {

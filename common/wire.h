@@ -20,6 +20,8 @@ enum wire_kind {
 
 /* Faults a test build can arm in a worker (FaultArm); they fire on the
  * worker's next job. */
+#define WIRE_FAULT_SLOW_MS 2000
+
 enum wire_fault {
 	WIRE_FAULT_NONE,
 	WIRE_FAULT_HANG,      /* never answer */
@@ -27,6 +29,7 @@ enum wire_fault {
 	WIRE_FAULT_SYSCALL,   /* open() a file: the seccomp filter must kill us */
 	WIRE_FAULT_OVERSIZE,  /* answer with a frame header past the maximum */
 	WIRE_FAULT_GARBAGE,   /* answer with bytes that do not unpack */
+	WIRE_FAULT_SLOW,      /* sleep WIRE_FAULT_SLOW_MS, then run the job as usual */
 	WIRE_FAULT_COUNT
 };
 

@@ -291,7 +291,7 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	if (wire_kind_parse(argv[0], &kind) < 0 || wire_fault_parse(argv[1], &fault) < 0 ||
 	    fault == WIRE_FAULT_NONE) {
 		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
-		    "hang|crash|syscall|oversize|garbage; or plot write; or block commit|slow-delete");
+		    "hang|crash|syscall|oversize|garbage|slow; or plot write; or block commit|slow-delete");
 		return;
 	}
 	if (pool_arm_fault(req->d->pool, kind, fault, &e) < 0) {

@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "artifact.h"
 #include "blockstore.h"
 #include "clock.h"
 #include "control.h"
@@ -267,6 +268,47 @@ metrics_history(struct mbuf *b, struct farmd *d)
 	    rejections);
 }
 
+static void
+mb_hist(struct mbuf *b, const char *name, const char *help, const struct artifact_hist *h)
+{
+	mb_head(b, name, "histogram", help);
+	for (int i = 0; i < ARTIFACT_BUCKETS; i++)
+		mb_printf(b, "%s_bucket{le=\"%g\"} %llu\n", name, artifact_buckets[i],
+		    (unsigned long long)h->bucket[i]);
+	mb_printf(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name,
+	    (unsigned long long)h->count, name, h->sum, name, (unsigned long long)h->count);
+}
+
+/* Validation code (DESIGN §7): artifact_stats. */
+static void
+metrics_artifacts(struct mbuf *b, struct farmd *d)
+{
+	struct artifact_stats st;
+
+	artifacts_stats(d->artifacts, &st);
+	mb_counter(b, "farmd_artifact_compile_jobs_total", "Compile jobs submitted.",
+	    st.compile_jobs);
+	mb_hist(b, "farmd_artifact_prepare_seconds", "Compile jobs answered, by duration.",
+	    &st.prepare);
+	mb_hist(b, "farmd_artifact_execute_seconds", "Execute jobs answered, by duration.",
+	    &st.execute);
+	mb_head(b, "farmd_artifact_failures_total", "counter",
+	    "Artifact preparations that failed, by kind.");
+	mb_printf(b, "farmd_artifact_failures_total{kind=\"deterministic\"} %llu\n"
+	    "farmd_artifact_failures_total{kind=\"transient\"} %llu\n",
+	    (unsigned long long)st.failures_deterministic,
+	    (unsigned long long)st.failures_transient);
+	mb_counter(b, "farmd_artifact_mismatches_total",
+	    "Executions that found an artifact's file changed (it was prepared again).",
+	    st.mismatches);
+	mb_gauge(b, "farmd_artifact_cache_bytes", "Bytes of prepared artifacts.", st.cache_bytes);
+	mb_head(b, "farmd_artifacts", "gauge", "Artifacts by state.");
+	mb_printf(b, "farmd_artifacts{state=\"preparing\"} %llu\n"
+	    "farmd_artifacts{state=\"prepared\"} %llu\nfarmd_artifacts{state=\"failed\"} %llu\n",
+	    (unsigned long long)st.preparing, (unsigned long long)st.prepared,
+	    (unsigned long long)st.failed);
+}
+
 char *
 metrics_render(struct farmd *d)
 {
@@ -294,6 +336,7 @@ metrics_render(struct farmd *d)
 	    cs.denied);
 	metrics_blocks(&b, d);
 	metrics_history(&b, d);
+	metrics_artifacts(&b, d);
 	metrics_farms(&b, d);
 	mb_head(&b, "farmd_admin_clients", "gauge", "Admin connections open.");
 	mb_printf(&b, "farmd_admin_clients %zu\n", cs.clients);

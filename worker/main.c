@@ -96,6 +96,12 @@ worker_fault(struct worker *w, struct err *e)
 		be32_put(frame, 16);
 		memset(frame + FRAME_HDR_LEN, 0xff, 16);
 		return frame_send(WIRE_WORKER_FD, frame, sizeof(frame), NULL, 0, e) < 0 ? -1 : 1;
+	case WIRE_FAULT_SLOW:
+		/* A slow job (a compile of a large source): time for a test to
+		 * kill the worker while it holds the job. */
+		log_warn("fault injection: sleeping %d ms before the job", WIRE_FAULT_SLOW_MS);
+		usleep(WIRE_FAULT_SLOW_MS * 1000);
+		return 0;
 	default:
 		return 0;
 	}
