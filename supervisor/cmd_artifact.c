@@ -30,6 +30,10 @@ cmd_artifact_list_text(struct tbuf *b, json_t *v)
 	int64_t now = (int64_t)clock_real_ms();
 	char size[HUMAN_LEN], ago[HUMAN_LEN];
 
+	if (json_array_size(v) == 0) {
+		tb_printf(b, "no artifacts\n");
+		return;
+	}
 	tb_printf(b, "%-25s %-10s %9s %-14s %8s  %s\n", "ID", "STATE", "SIZE", "LAST NEEDED",
 	    "FAILURES", "ERROR");
 	json_array_foreach(v, i, o) {
@@ -41,8 +45,6 @@ cmd_artifact_list_text(struct tbuf *b, json_t *v)
 		    ji(o, "last_needed_ms") ? human_ago(ago, ji(o, "last_needed_ms"), now) : "-",
 		    ji(o, "failures"), err != NULL ? err : "");
 	}
-	if (json_array_size(v) == 0)
-		tb_printf(b, "no artifacts\n");
 }
 
 void
