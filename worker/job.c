@@ -7,6 +7,9 @@
  * encode_v1_piece() (OpenSSL's scrypt, one at a time); with a SIMD
  * kernel the job's seeds are derived as one batch (encode_v1_seeds, the
  * same bytes) and each piece is then masked with its seed.
+ *
+ * Compile and execute jobs (validation code) are lua_job.c's; a job of a
+ * kind the worker was not started for is refused with a job error.
  */
 #include "job.h"
 
@@ -17,6 +20,7 @@
 #include <openssl/crypto.h>
 
 #include "encode_v1.h"
+#include "lua_job.h"
 #include "scrypt.h"
 
 /* Seeds derived per batch call; a multiple of every kernel's lanes. */
@@ -34,6 +38,7 @@ struct job_ctx {
 	size_t buf_cap;
 	size_t pieces_cap;
 	Farmd__EchoJob echo_res;
+	struct lua_job *lua;            /* compile and execute workers */
 	char errbuf[ERR_MSG_MAX];
 };
 
@@ -59,6 +64,12 @@ job_ctx_new(enum wire_kind kind, enum scrypt_kernel kernel, struct err *e)
 			return NULL;
 		}
 	}
+	if ((kind == WIRE_KIND_COMPILE || kind == WIRE_KIND_EXECUTE) &&
+	    (ctx->lua = lua_job_new()) == NULL) {
+		err_set(e, "out of memory");
+		job_ctx_free(ctx);
+		return NULL;
+	}
 	return ctx;
 }
 
@@ -69,6 +80,7 @@ job_ctx_free(struct job_ctx *ctx)
 		return;
 	encode_v1_ctx_free(ctx->enc);
 	scrypt_ctx_free(ctx->sc);
+	lua_job_free(ctx->lua);
 	OPENSSL_cleanse(ctx->seeds, sizeof(ctx->seeds));
 	free(ctx->pieces);
 	free(ctx->buf);
@@ -171,6 +183,40 @@ job_encode(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult *res
 	return 0;
 }
 
+static int
+job_compile(struct job_ctx *ctx, const Farmd__CompileJob *j, Farmd__JobResult *res)
+{
+	struct err e;
+
+	if (ctx->kind != WIRE_KIND_COMPILE) {
+		job_fail(ctx, res, "compile job sent to a non-compile worker");
+		return 0;
+	}
+	if (lua_job_compile(ctx->lua, j, &res->compile, &e) < 0) {
+		job_fail(ctx, res, e.msg);
+		return 0;
+	}
+	res->body_case = FARMD__JOB_RESULT__BODY_COMPILE;
+	return 0;
+}
+
+static int
+job_execute(struct job_ctx *ctx, const Farmd__ExecuteJob *j, Farmd__JobResult *res)
+{
+	struct err e;
+
+	if (ctx->kind != WIRE_KIND_EXECUTE) {
+		job_fail(ctx, res, "execute job sent to a non-execute worker");
+		return 0;
+	}
+	if (lua_job_execute(ctx->lua, j, &res->execute, &e) < 0) {
+		job_fail(ctx, res, e.msg);
+		return 0;
+	}
+	res->body_case = FARMD__JOB_RESULT__BODY_EXECUTE;
+	return 0;
+}
+
 int
 job_run(struct job_ctx *ctx, const Farmd__Job *job, Farmd__JobResult *res,
     struct err *e)
@@ -180,6 +226,10 @@ job_run(struct job_ctx *ctx, const Farmd__Job *job, Farmd__JobResult *res,
 	switch (job->body_case) {
 	case FARMD__JOB__BODY_ENCODE:
 		return job_encode(ctx, job->encode, res);
+	case FARMD__JOB__BODY_COMPILE:
+		return job_compile(ctx, job->compile, res);
+	case FARMD__JOB__BODY_EXECUTE:
+		return job_execute(ctx, job->execute, res);
 	case FARMD__JOB__BODY_ECHO:
 		/* The payload is returned as is: the caller keeps the request
 		 * alive until the result is packed. */
