@@ -9,9 +9,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hash.h"
 #include "lua_job.h"
+#include "sandbox.h"
 
 #define MIB (UINT64_C(1) << 20)
 #define MEM (64 * MIB)
@@ -516,6 +519,88 @@ START_TEST(test_determinism)
 }
 END_TEST
 
+/* ---- inside the worker sandbox ---------------------------------------- */
+
+/* In a sandboxed child (no check API there): compile + execute of src, 1
+ * when the verdict is want and the reason contains reason. */
+static int
+sandboxed_case(const char *src, int want, const char *reason)
+{
+	Farmd__CompileJob cj = FARMD__COMPILE_JOB__INIT;
+	Farmd__CompileResult *cr;
+	Farmd__ExecuteJob xj = FARMD__EXECUTE_JOB__INIT;
+	Farmd__ExecuteResult *xr;
+	uint8_t sha[HASH_LEN], *art;
+	struct err e;
+	int ok;
+
+	cj.source.data = (uint8_t *)src;
+	cj.source.len = strlen(src);
+	cj.memory_limit = MEM;
+	if (lua_job_compile(J, &cj, &cr, &e) < 0 || cr->error[0] != '\0')
+		return 0;
+	if ((art = malloc(cr->artifact.len)) == NULL)
+		return 0;
+	memcpy(art, cr->artifact.data, cr->artifact.len);
+	hash_sha256(art, cr->artifact.len, sha);
+	xj.artifact.data = art;
+	xj.artifact.len = cr->artifact.len;
+	xj.artifact_sha256.data = sha;
+	xj.artifact_sha256.len = HASH_LEN;
+	xj.memory_limit = MEM;
+	xj.instruction_limit = INSTR;
+	xj.body.data = (uint8_t *)"\xff";
+	xj.body.len = 1;
+	ok = lua_job_execute(J, &xj, &xr, &e) == 0 && (int)xr->verdict == want &&
+	    strstr(xr->reason, reason) != NULL;
+	free(art);
+	return ok;
+}
+
+/* Lua under the worker's seccomp allowlist: its allocations (brk, mmap,
+ * mremap of big blocks) and everything a job does are allowed; a denied
+ * syscall would kill the child with SIGSYS. */
+START_TEST(test_under_sandbox)
+{
+	static const struct { const char *src; int want; const char *reason; } cases[] = {
+		{ "function validate(b) if b.body:byte(1) == 0xFF then return false, "
+		  "'body starts with 0xFF' end return true end", 1, "body starts with 0xFF" },
+		{ "function validate(b) local s = string.rep('x', 16 << 20) return #s > 0 end", 0, "" },
+		{ "function validate(b) local t = {} for i = 1, 1e9 do t[i] = "
+		  "string.rep('x', 1 << 20, tostring(i)) end end", 1, "out of memory" },
+		{ "function validate(b) local s = 'x' while true do s = s .. s end end", 1,
+		  "out of memory" },
+		{ "local function f(n) if n == 0 then return 0 end return 1 + f(n - 1) end "
+		  "function validate(b) return f(150000) == 150000 end", 0, "" },
+		{ "local t = setmetatable({}, {__index = function(t, k) return t[k] end}) "
+		  "function validate(b) return t.x end", 1, "stack overflow" },
+		{ "function validate(b) while true do end end", 1, "instruction budget" },
+		{ "function validate(b) return os.execute('id') end", 1, "'os'" },
+		{ "function validate(b) return false, string.format('%5.2f %q', math.pi, "
+		  "tostring(1e308 * 10)) end", 1, " 3.14 \"inf\"" },
+	};
+	struct sandbox_report rep;
+	struct err e;
+	int status;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (sandbox_apply(&rep, &e) < 0)
+			_exit(100);
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+			if (!sandboxed_case(cases[i].src, cases[i].want, cases[i].reason))
+				_exit(10 + (int)i);
+		_exit(0);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(!WIFSIGNALED(status), "sandboxed Lua killed by signal %d",
+	    WTERMSIG(status));
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	    "sandboxed Lua: case %d failed", WEXITSTATUS(status) - 10);
+}
+END_TEST
+
 int
 main(void)
 {
@@ -540,6 +625,7 @@ main(void)
 	tcase_add_test(tc, test_artifact_mismatch);
 	tcase_add_test(tc, test_hostile_artifacts);
 	tcase_add_test(tc, test_determinism);
+	tcase_add_test(tc, test_under_sandbox);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
