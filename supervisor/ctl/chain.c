@@ -4,6 +4,11 @@
  * {height h, parent_hash = SHA-256 of block h-1's file (zeros for h = 1),
  * body, validation_code}.  Bodies are a SHA-256 counter stream of
  * (seed, height), so the same arguments always give the same bytes.
+ *
+ * --code FILE@HEIGHT (repeatable, up to CHAIN_MAX_CODES, one per height):
+ * block HEIGHT carries FILE's bytes as validation_code, which installs
+ * that code for the heights above it (DESIGN.md §7).  validation_code is a
+ * proto string, so a file with a NUL byte is refused rather than cut.
  */
 #include "chain.h"
 
@@ -20,14 +25,21 @@
 #include "parser.h"
 
 #define CHAIN_MAX_BODY (64u << 20)
+#define CHAIN_MAX_CODES 16
+
+struct gen_code {
+	char file[4096];
+	unsigned long long height;
+	char *text;                     /* the file's bytes, NUL-terminated */
+};
 
 struct gen_opts {
 	unsigned long long blocks;
 	unsigned long long body_size;
 	const char *seed;
 	const char *out;
-	const char *code_file;
-	unsigned long long code_height;
+	struct gen_code codes[CHAIN_MAX_CODES];
+	int ncodes;
 };
 
 static int
@@ -125,16 +137,26 @@ gen_options(int argc, char **argv, struct gen_opts *o)
 			o->out = v;
 		else if (strcmp(a, "--code") == 0) {
 			const char *at = strrchr(v, '@');
-			static char file[4096];
+			struct gen_code *c = &o->codes[o->ncodes];
 
-			if (at == NULL || at == v || gen_number(at + 1, &o->code_height) < 0 ||
-			    o->code_height == 0 || (size_t)(at - v) >= sizeof(file)) {
+			if (o->ncodes == CHAIN_MAX_CODES) {
+				fprintf(stderr, "farmctl: at most %d --code options\n", CHAIN_MAX_CODES);
+				return 2;
+			}
+			if (at == NULL || at == v || gen_number(at + 1, &c->height) < 0 ||
+			    c->height == 0 || (size_t)(at - v) >= sizeof(c->file)) {
 				fprintf(stderr, "farmctl: --code takes FILE@HEIGHT (height >= 1), not '%s'\n", v);
 				return 2;
 			}
-			memcpy(file, v, (size_t)(at - v));
-			file[at - v] = '\0';
-			o->code_file = file;
+			for (int k = 0; k < o->ncodes; k++)
+				if (o->codes[k].height == c->height) {
+					fprintf(stderr, "farmctl: two --code options for height %llu\n",
+					    c->height);
+					return 2;
+				}
+			memcpy(c->file, v, (size_t)(at - v));
+			c->file[at - v] = '\0';
+			o->ncodes++;
 		} else {
 			fprintf(stderr, "farmctl: chain generate: bad option or value '%s %s'\n", a, v);
 			return gen_usage();
@@ -143,7 +165,52 @@ gen_options(int argc, char **argv, struct gen_opts *o)
 	}
 	if (o->blocks == 0 || o->out == NULL || o->body_size > CHAIN_MAX_BODY)
 		return gen_usage();
+	for (int k = 0; k < o->ncodes; k++)
+		if (o->codes[k].height > o->blocks) {
+			fprintf(stderr, "farmctl: --code %s@%llu: height beyond --blocks %llu\n",
+			    o->codes[k].file, o->codes[k].height, o->blocks);
+			return 2;
+		}
 	return 0;
+}
+
+static void
+gen_free_codes(struct gen_opts *o)
+{
+	for (int k = 0; k < o->ncodes; k++)
+		free(o->codes[k].text);
+}
+
+/* Reads every --code file; 0, or 2 after a message. */
+static int
+gen_read_codes(struct gen_opts *o)
+{
+	for (int k = 0; k < o->ncodes; k++) {
+		struct gen_code *c = &o->codes[k];
+		size_t len;
+
+		errno = 0;
+		if ((c->text = gen_read_file(c->file, &len)) == NULL) {
+			fprintf(stderr, "farmctl: %s: %s\n", c->file, strerror(errno ? errno : EIO));
+			return 2;
+		}
+		if (len == 0 || strlen(c->text) != len) {
+			fprintf(stderr, "farmctl: %s: %s\n", c->file, len == 0 ? "empty file "
+			    "(an empty validation_code means no code)" : "contains a NUL byte");
+			return 2;
+		}
+	}
+	return 0;
+}
+
+/* The code block h carries, or NULL. */
+static char *
+gen_code_at(const struct gen_opts *o, uint64_t h)
+{
+	for (int k = 0; k < o->ncodes; k++)
+		if (o->codes[k].height == h)
+			return o->codes[k].text;
+	return NULL;
 }
 
 int
@@ -151,23 +218,23 @@ chain_generate(int argc, char **argv)
 {
 	struct gen_opts o = { .body_size = 1024, .seed = "farmd" };
 	uint8_t parent[HASH_LEN] = { 0 }, *body, *packed = NULL;
-	char *code = NULL, path[4096];
-	size_t code_len = 0, cap = 0;
+	char *code, path[4096];
+	size_t cap = 0;
 	int digits, rc;
 
 	if ((rc = gen_options(argc, argv, &o)) != 0)
 		return rc;
-	if (o.code_file != NULL && (code = gen_read_file(o.code_file, &code_len)) == NULL) {
-		fprintf(stderr, "farmctl: %s: %s\n", o.code_file, strerror(errno ? errno : EIO));
-		return 2;
+	if ((rc = gen_read_codes(&o)) != 0) {
+		gen_free_codes(&o);
+		return rc;
 	}
 	if (mkdir(o.out, 0755) < 0 && errno != EEXIST) {
 		fprintf(stderr, "farmctl: %s: %s\n", o.out, strerror(errno));
-		free(code);
+		gen_free_codes(&o);
 		return 2;
 	}
 	if ((body = malloc(o.body_size + 1)) == NULL) {
-		free(code);
+		gen_free_codes(&o);
 		return 2;
 	}
 	digits = snprintf(NULL, 0, "%llu", o.blocks);
@@ -182,14 +249,20 @@ chain_generate(int argc, char **argv)
 		b.parent_hash.len = HASH_LEN;
 		b.body.data = body;
 		b.body.len = o.body_size;
-		if (code != NULL && h == o.code_height)
+		if ((code = gen_code_at(&o, h)) != NULL)
 			b.validation_code = code;
 		len = farmd__chain_block__get_packed_size(&b);
 		if (len > cap) {
 			uint8_t *np = realloc(packed, len);
 
-			if (np == NULL)
-				break;
+			if (np == NULL) {
+				fprintf(stderr, "farmctl: block %llu: out of memory\n",
+				    (unsigned long long)h);
+				free(body);
+				free(packed);
+				gen_free_codes(&o);
+				return 2;
+			}
 			packed = np;
 			cap = len;
 		}
@@ -199,7 +272,7 @@ chain_generate(int argc, char **argv)
 			fprintf(stderr, "farmctl: %s: %s\n", path, strerror(errno));
 			free(body);
 			free(packed);
-			free(code);
+			gen_free_codes(&o);
 			return 2;
 		}
 		hash_sha256(packed, len, parent);
@@ -207,6 +280,6 @@ chain_generate(int argc, char **argv)
 	printf("%llu blocks written to %s\n", o.blocks, o.out);
 	free(body);
 	free(packed);
-	free(code);
+	gen_free_codes(&o);
 	return 0;
 }
