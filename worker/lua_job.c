@@ -33,8 +33,6 @@
  * Lua-to-Lua recursion ends in "stack overflow" (LUAI_MAXSTACK) or in the
  * byte budget, C recursion (metamethods, sort, gsub callbacks, the
  * parser) in "C stack overflow" (LUAI_MAXCCALLS): errors, never a crash.
- * What the hook cannot see is time spent inside one C function (a
- * backtracking string.find, say); the job's wall deadline covers that.
  *
  * ENVIRONMENT.  base, string, table, math, utf8 only; from base load,
  * loadstring, dofile, loadfile, require, collectgarbage and print are
@@ -43,9 +41,12 @@
  * math.random is seeded with 0 and math.randomseed removed, so
  * math.random gives the same numbers on every machine.  Not removable
  * with a stock liblua: the string hash seed (luai_makeseed mixes time and
- * addresses), so the order of pairs() over string keys and tostring() of
- * tables and functions may differ between runs; code whose verdict
- * depends on those is not deterministic.
+ * addresses), so the order of pairs() over string keys, and tostring()
+ * or string.format("%p") of tables and functions, may differ between
+ * runs; code whose verdict depends on those is not deterministic.  Nor
+ * can a count hook see time spent inside one C function (a backtracking
+ * string.find over a long string, repeated): the job's wall deadline is
+ * the bound there, and the supervisor counts it as transient.
  *
  * OWNERSHIP.  A lua_State lives for one job; the artifact buffer, the
  * message buffer and the result structs belong to struct lua_job and are

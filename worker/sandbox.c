@@ -32,8 +32,10 @@
  * read/recvmsg and write/sendmsg on the IPC socket and on memfds received
  * over it, malloc/realloc/free up to ~1 GiB blocks, OpenSSL EVP scrypt and
  * ChaCha20 (fetched and run once before the sandbox closes), protobuf-c,
- * snprintf + write(2) for log lines, Lua 5.4 (malloc/realloc/free), and in
- * fault-injection builds sleeping, abort() and a forbidden open().
+ * snprintf + write(2) for log lines, Lua 5.4 (malloc/realloc/free only:
+ * compile and execute jobs, worker/lua_job.c; their SHA-256 is primed
+ * before the sandbox, since OpenSSL's first digest opens its config file),
+ * and in fault-injection builds sleeping, abort() and a forbidden open().
  */
 #include "sandbox.h"
 
