@@ -165,6 +165,11 @@ def test_code_rejects_block_until_replaced(tmp):
     plain, _ = generate(tmp, 49, seed="a", name="plain")
     assert all(plain[h] == blocks[h] for h in range(1, 50))
     assert compile_jobs(f) == 1
+    # The artifact families (histograms, by-kind and by-state) are valid
+    # exposition.
+    p = subprocess.run(["promtool", "check", "metrics"], input=f.ctl("metrics"),
+                       capture_output=True, text=True, timeout=30 * SLOW)
+    assert p.returncode == 0, p.stdout + p.stderr
 
 
 # ---- 2. code that does not compile -------------------------------------------------
