@@ -80,7 +80,8 @@ cmd_history_status_text(struct tbuf *b, json_t *st)
 		tb_printf(b, " %lld", json_integer_value(w));
 	tb_printf(b, "\n");
 	json_array_foreach(json_object_get(st, "rejected"), i, w)
-		tb_printf(b, "rejected         height %lld: %s\n", ji(w, "height"), js(w, "reason"));
+		tb_printf(b, "rejected         height %lld, block %.16s: %s\n", ji(w, "height"),
+		    js(w, "hash"), js(w, "reason"));
 }
 
 void
