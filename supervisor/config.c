@@ -22,10 +22,10 @@
  *             reloading either is safe: requests made after the reload use new
  *             ids and get new artifacts; the old ones age out by pruning.
  *
- * Keys flagged F_UNIMPL in keys[] are parsed and checked but not
- * acted on yet: every [artifacts] key.  farmd refuses
- * to start or reload with one set to anything but its default
- * (config_refuse_unimplemented), so a setting never silently does nothing.
+ * A key flagged F_UNIMPL in keys[] would be parsed and checked but not
+ * acted on yet; farmd refuses to start or reload with one set to anything
+ * but its default (config_refuse_unimplemented), so a setting never
+ * silently does nothing.  No key carries the flag today.
  *
  * farmd additions, in the same style:
  *

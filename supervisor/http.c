@@ -227,6 +227,13 @@ http_history(struct http *h, struct evhttp_request *req, const char *arg)
 }
 
 static void
+http_plot(struct http *h, struct evhttp_request *req, const char *arg)
+{
+	(void)arg;
+	http_json(req, plot_json_progress(h->d->plot));
+}
+
+static void
 http_block_errors(struct http *h, struct evhttp_request *req, const char *arg)
 {
 	(void)arg;
@@ -246,6 +253,7 @@ static const struct http_route {
 	{ "/api/v1/farms", http_farms },                /* farm list */
 	{ "/api/v1/farms/*/sectors", http_sectors },    /* sectors ID */
 	{ "/api/v1/history", http_history },            /* history status */
+	{ "/api/v1/plot", http_plot },                  /* plot */
 	{ "/api/v1/blocks/errors", http_block_errors }, /* block list-errors */
 };
 

@@ -99,6 +99,7 @@ ENDPOINTS = [
     ("/api/v1/farms", ("farm", "list")),
     ("/api/v1/farms/0/sectors", ("sectors", "0")),
     ("/api/v1/history", ("history", "status")),
+    ("/api/v1/plot", ("plot",)),
     ("/api/v1/blocks/errors", ("block", "list-errors")),
 ]
 # Fields that change by themselves between two reads: status's uptime in
@@ -163,7 +164,7 @@ def test_metrics_pass_promtool_and_json_equals_farmctl(tmp):
     assert line == ["http         " + st["http_listen"]], line
     status, hdrs, body = get(f, "/")
     assert status == 200 and hdrs["content-type"].startswith("text/html"), (status, hdrs)
-    assert b"<title>farmd</title>" in body, body[:200]
+    assert b"<title>farmd" in body and b"sector-map" in body, body[:200]
     assert f.stop() == 0, f.log()[-2000:]
 
 
