@@ -182,7 +182,7 @@ complete_print(FILE *f, int argc, char **argv)
 	for (size_t r = 0; r < nrows; r++) {
 		int nw = words_count(rows[r].words), same = 0;
 		const char *w;
-		size_t n;
+		size_t n = 0;
 
 		while (same < m && same < nw && (w = complete_nth(rows[r].words, same, &n)) != NULL &&
 		    strlen(words[same]) == n && strncmp(words[same], w, n) == 0)
