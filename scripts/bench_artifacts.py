@@ -62,10 +62,10 @@ def stop(p):
 
 
 def source(kib, tag):
-    lines = [f"-- {tag}\n"]
+    lines = [f"-- {tag}\nlocal M = {{}}\n"]
     size, i = 0, 0
     while size < kib * 1024:
-        line = f"local function f{i}(x) if x > {i} then return x - {i} end return x + {i} end\n"
+        line = f"function M.f{i}(x) if x > {i} then return x - {i} end return x + {i} end\n"
         lines.append(line)
         size += len(line)
         i += 1
