@@ -105,7 +105,9 @@ class Client:
         finally:
             os.close(fd)
 
-    def request(self, argv, fds=(), json=False):
+    def call(self, argv, fds=(), json=False):
+        """The AdminResponse's fields ({1: ok, 2: error, 3: text, 4: json,
+        5: warning, 6: data}), whether ok or not."""
         msg = request(*argv, nfds=len(fds), json=json)
         if fds:
             socket.send_fds(self.s, [msg], list(fds))
@@ -114,7 +116,10 @@ class Client:
         body = recv_frame(self.s)
         if body is None:
             raise EOFError("farmd closed the connection")
-        resp = fields(fields(body)[3])
+        return fields(fields(body)[3])
+
+    def request(self, argv, fds=(), json=False):
+        resp = self.call(argv, fds, json)
         if not resp.get(1):
             raise RuntimeError(resp.get(2, b"").decode())
         return resp
