@@ -354,11 +354,17 @@ archive_next(void *obj)
 	int rc;
 
 	h->cur_h = h->archived + 1;
+	h->wanted = 0;
 	rc = archive_row(h, h->cur_h, h->cur_hash);
 	if (rc < 0)
 		return archive_fail(h, "state.db: cannot read height %" PRIu64, h->cur_h);
-	if (rc == 0)
+	if (rc == 0) {
+		/* Ask the cluster (gap repair), which answers through ingest. */
+		h->wanted = h->cur_h;
+		if (h->want_cb != NULL)
+			h->want_cb(h->want_arg, h->cur_h);
 		return archive_wait(h, "waiting for the block at height %" PRIu64, h->cur_h);
+	}
 	if (archive_rejected_hash(h, h->cur_h, h->cur_hash))
 		return archive_wait(h, "block at height %" PRIu64 " was rejected; waiting for "
 		    "another", h->cur_h);

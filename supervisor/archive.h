@@ -94,6 +94,9 @@ struct history {
 	struct event *wake;
 	uint64_t ingested, rejections;
 	struct { history_segment_cb cb; void *arg; } subs[HISTORY_MAX_SUBS];
+	history_want_cb want_cb;        /* gap repair (history_on_want) */
+	void *want_arg;
+	uint64_t wanted;                /* the missing height WAIT is for; 0 = none */
 	int nsubs;
 };
 

@@ -76,6 +76,19 @@ tb_plotting(struct tbuf *b, json_t *pl)
 	    js(pl, "last_error")[0] ? "; last: " : "", js(pl, "last_error"));
 }
 
+/* "off" without a cluster: the node name matters only in one. */
+static void
+tb_cluster_line(struct tbuf *b, json_t *c)
+{
+	size_t n = json_array_size(json_object_get(c, "peers"));
+
+	if (strcmp(js(c, "state"), "disabled") == 0)
+		tb_printf(b, "cluster      off\n");
+	else
+		tb_printf(b, "cluster      %s as %s, %zu peer%s\n", js(c, "state"), js(c, "node"), n,
+		    n == 1 ? "" : "s");
+}
+
 static void
 tb_status(struct tbuf *b, json_t *o)
 {
@@ -91,6 +104,7 @@ tb_status(struct tbuf *b, json_t *o)
 		tb_printf(b, " %s%s", json_is_true(json_object_get(sandbox,
 		    wire_sandbox_layers[i])) ? "+" : "-", wire_sandbox_layers[i]);
 	tb_printf(b, "\n");
+	tb_cluster_line(b, json_object_get(o, "cluster"));
 	tb_plotting(b, json_object_get(o, "plotting"));
 	tb_pools(b, json_object_get(o, "pools"));
 	tb_printf(b, "\n");
@@ -179,6 +193,8 @@ static const struct cmd cmds[] = {
 	{ "artifact list", ACCESS_MONITOR, 0, 0, "artifact list", cmd_artifact_list },
 	{ "artifact prepare", ACCESS_ADMIN, 1, 1, "artifact prepare FILE", cmd_artifact_prepare },
 	{ "artifact prune", ACCESS_ADMIN, 0, 0, "artifact prune", cmd_artifact_prune },
+	{ "cluster status", ACCESS_MONITOR, 0, 0, "cluster status", cmd_cluster_status },
+	{ "cluster peers", ACCESS_MONITOR, 0, 0, "cluster peers", cmd_cluster_peers },
 	{ "debug encode", ACCESS_ADMIN, 3, 6, "debug encode SECTOR_ID OFFSET FILE [N R P]",
 	    cmd_debug_encode },
 	{ "debug echo", ACCESS_ADMIN, 1, 2, "debug echo SIZE [COUNT]", cmd_debug_echo },

@@ -13,12 +13,14 @@
 
 #include "blockstore.h"
 #include "clock.h"
+#include "cluster.h"
 #include "cmd_handlers.h"
 #include "encode_v1.h"
 #include "farmd.h"
 #include "hash.h"
 #include "io.h"
 #include "plot.h"
+#include "plotter.h"
 #include "pool.h"
 #include "reply.h"
 
@@ -270,6 +272,47 @@ cmd_debug_echo(struct control_req *req, int argc, char **argv)
 	cmd_echo_next(run);
 }
 
+#ifdef FAULT_INJECTION
+static int
+fault_plot(struct farmd *d, const char *fault)
+{
+	if (strcmp(fault, "write") != 0)
+		return -1;
+	plot_arm_write_fault(d->plot);
+	return 0;
+}
+
+static int
+fault_block(struct farmd *d, const char *fault)
+{
+	return blockstore_arm_fault(d->blocks, fault);
+}
+
+static int
+fault_cluster(struct farmd *d, const char *fault)
+{
+	return cluster_arm_fault(d->cluster, fault);
+}
+
+static int
+fault_plotter(struct farmd *d, const char *fault)
+{
+	return plotter_arm_fault(d->plotter, fault);
+}
+
+/* The faults armed in subsystems (a worker kind's faults go to the
+ * pool): one row per KIND; arm returns -1 for a FAULT it does not have. */
+static const struct {
+	const char *kind;
+	int (*arm)(struct farmd *d, const char *fault);
+} debug_faults[] = {
+	{ "plot", fault_plot },
+	{ "block", fault_block },
+	{ "cluster", fault_cluster },
+	{ "plotter", fault_plotter },
+};
+#endif
+
 void
 cmd_debug_fault(struct control_req *req, int argc, char **argv)
 {
@@ -279,19 +322,18 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	struct err e;
 
 	(void)argc;
-	if ((strcmp(argv[0], "plot") == 0 && strcmp(argv[1], "write") == 0) ||
-	    (strcmp(argv[0], "block") == 0 &&
-	    blockstore_arm_fault(req->d->blocks, argv[1]) == 0)) {
-		if (argv[0][0] == 'p')
-			plot_arm_write_fault(req->d->plot);
-		control_reply(req, json_pack("{s:s, s:s}", "kind", argv[0], "fault", argv[1]),
-		    "armed\n");
-		return;
-	}
+	for (size_t i = 0; i < sizeof(debug_faults) / sizeof(debug_faults[0]); i++)
+		if (strcmp(argv[0], debug_faults[i].kind) == 0 &&
+		    debug_faults[i].arm(req->d, argv[1]) == 0) {
+			control_reply(req, json_pack("{s:s, s:s}", "kind", argv[0], "fault",
+			    argv[1]), "armed\n");
+			return;
+		}
 	if (wire_kind_parse(argv[0], &kind) < 0 || wire_fault_parse(argv[1], &fault) < 0 ||
 	    fault == WIRE_FAULT_NONE) {
 		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
-		    "hang|crash|syscall|oversize|garbage|slow; or plot write; or block commit|slow-delete");
+		    "hang|crash|syscall|oversize|garbage|slow; or plot write; or block "
+		    "commit|slow-delete; or cluster lie; or plotter wrong-piece");
 		return;
 	}
 	if (pool_arm_fault(req->d->pool, kind, fault, &e) < 0) {

@@ -28,6 +28,8 @@ void cmd_sector_read(struct control_req *req, int argc, char **argv);
 void cmd_artifact_list(struct control_req *req, int argc, char **argv);
 void cmd_artifact_prepare(struct control_req *req, int argc, char **argv);
 void cmd_artifact_prune(struct control_req *req, int argc, char **argv);
+void cmd_cluster_status(struct control_req *req, int argc, char **argv);
+void cmd_cluster_peers(struct control_req *req, int argc, char **argv);
 void cmd_debug_encode(struct control_req *req, int argc, char **argv);
 void cmd_debug_echo(struct control_req *req, int argc, char **argv);
 void cmd_debug_fault(struct control_req *req, int argc, char **argv);

@@ -12,6 +12,11 @@
  *             budget = unlimited (R)   scrub_interval = 30d (R)   scrub_tranquility = 4 (R)
  * [history]   piece_size = 64K   pieces_per_segment = 16   keep_archived_blocks = true
  * [plotting]  max_sectors_per_farm = 2 (R)   retry_delay = 1s (R)
+ * [cluster]   nats =   node = <hostname>-<hash>   user =   password =   creds =
+ *             tls_ca =   plotter = false (R)   remote_plotting = off (R)
+ *             verify_pieces = 2 (R)    (doc/CLUSTER.md; the connection keys are
+ *                                       not reloadable: they name the server and
+ *                                       who we are to it and to the peers)
  * [artifacts] cache_limit = 10G (R)   min_stale_time = 24h (R)   budget = unlimited (R)
  *             retry_cooldown = 15m (R)   max_retries = 5 (R)
  *             memory_limit = 64M (R)       (bytes one lua_State may hold, in compile
@@ -109,12 +114,17 @@ enum ktype {
 	K_DURATION,     /* uint64_t ms, [min, max] */
 	K_NUMBER,       /* double, [min, max] */
 	K_COMPRESSION,  /* int level */
+	K_STRING,       /* char[]: checked by F_TOKEN / F_FILE / F_URL */
+	K_REMOTE,       /* enum config_remote_plotting */
 };
 
 #define F_RELOAD     0x1   /* SIGHUP may change it */
 #define F_UNLIMITED  0x2   /* size: "unlimited" allowed */
 #define F_POW2       0x4   /* must be a power of two */
 #define F_UNIMPL     0x8   /* parsed and checked, but nothing acts on it yet */
+#define F_TOKEN      0x10  /* string: a NATS subject token ([A-Za-z0-9_-]) */
+#define F_FILE       0x20  /* string: empty or a readable regular file */
+#define F_URL        0x40  /* string: empty or nats://|tls://HOST:PORT[,...] */
 
 struct key {
 	const char *section;
@@ -138,7 +148,7 @@ static const struct key keys[] = {
 	  1, 1024, 0 },
 	{ "daemon", "max_frame", K_SIZE, FIELD(daemon.max_frame), 4 * KIB, GIB, 0 },
 
-	{ "workers", "encode", K_COUNT, FIELD(workers.encode), 1, 256, 0 },
+	{ "workers", "encode", K_COUNT, FIELD(workers.encode), 0, 256, 0 },
 	{ "workers", "compile", K_COUNT, FIELD(workers.compile), 0, 256, 0 },
 	{ "workers", "execute", K_COUNT, FIELD(workers.execute), 0, 256, 0 },
 	{ "workers", "worker_binary", K_PROGRAM, FIELD(workers.worker_binary), 0, 0, 0 },
@@ -189,12 +199,22 @@ static const struct key keys[] = {
 	  MIB, 4 * GIB, F_RELOAD },
 	{ "artifacts", "instruction_limit", K_COUNT, FIELD(artifacts.instruction_limit),
 	  1000, UINT64_C(1000000000000), F_RELOAD },
+
+	{ "cluster", "nats", K_STRING, FIELD(cluster.nats), 0, 0, F_URL },
+	{ "cluster", "node", K_STRING, FIELD(cluster.node), 0, 0, F_TOKEN },
+	{ "cluster", "user", K_STRING, FIELD(cluster.user), 0, 0, 0 },
+	{ "cluster", "password", K_STRING, FIELD(cluster.password), 0, 0, 0 },
+	{ "cluster", "creds", K_STRING, FIELD(cluster.creds), 0, 0, F_FILE },
+	{ "cluster", "tls_ca", K_STRING, FIELD(cluster.tls_ca), 0, 0, F_FILE },
+	{ "cluster", "plotter", K_BOOL, FIELD(cluster.plotter), 0, 0, F_RELOAD },
+	{ "cluster", "remote_plotting", K_REMOTE, FIELD(cluster.remote_plotting), 0, 0, F_RELOAD },
+	{ "cluster", "verify_pieces", K_COUNT, FIELD(cluster.verify_pieces), 1, 1024, F_RELOAD },
 };
 
 #define NKEYS (sizeof(keys) / sizeof(keys[0]))
 
 static const char *const sections[] = {
-	"daemon", "workers", "blocks", "history", "plotting", "artifacts",
+	"daemon", "workers", "blocks", "history", "plotting", "artifacts", "cluster",
 };
 
 /* ---- defaults ---------------------------------------------------------- */
@@ -243,6 +263,10 @@ config_defaults(struct config *c)
 	c->artifacts.max_retries = 5;
 	c->artifacts.memory_limit = 64 * MIB;
 	c->artifacts.instruction_limit = 100000000;
+
+	c->cluster.plotter = false;
+	c->cluster.remote_plotting = REMOTE_PLOTTING_OFF;
+	c->cluster.verify_pieces = 2;
 }
 
 /* ---- value parsers ----------------------------------------------------- */
@@ -944,12 +968,66 @@ set_compression(struct loader *L, const struct key *k, const char *v)
 	memcpy(field(&L->cfg, k), &level, sizeof(level));
 }
 
+/* Why v is not a nats://|tls://HOST:PORT list, or NULL when it is. */
+static const char *
+bad_urls(const char *v)
+{
+	for (const char *p = v; *p != '\0';) {
+		size_t n = strcspn(p, ","), pre = strncmp(p, "nats://", 7) == 0 ? 7 :
+		    strncmp(p, "tls://", 6) == 0 ? 6 : 0;
+
+		if (pre == 0)
+			return "each URL starts with nats:// or tls://";
+		if (n <= pre || memchr(p, ' ', n) != NULL)
+			return "a URL without a host, or with a blank";
+		p += n + (p[n] == ',');
+	}
+	return NULL;
+}
+
+static void
+set_string(struct loader *L, const struct key *k, const char *v)
+{
+	const char *why = NULL;
+
+	if (strlen(v) >= k->size)
+		why = "value too long";
+	else if ((k->flags & F_TOKEN) && v[strspn(v, "abcdefghijklmnopqrstuvwxyz"
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")] != '\0')
+		why = "only letters, digits, '_' and '-' (it is part of NATS subjects)";
+	else if ((k->flags & F_FILE) && *v != '\0' && access(v, R_OK) < 0)
+		why = strerror(errno);
+	else if (k->flags & F_URL)
+		why = bad_urls(v);
+	if (why != NULL) {
+		fail(L, "[%s] %s: '%s': %s", k->section, k->name, v, why);
+		return;
+	}
+	strcpy(field(&L->cfg, k), v);
+}
+
+static void
+set_remote(struct loader *L, const struct key *k, const char *v)
+{
+	static const char *const names[] = { "off", "overflow", "prefer" };
+
+	for (int i = 0; i < 3; i++) {
+		if (strcmp(v, names[i]) == 0) {
+			enum config_remote_plotting r = (enum config_remote_plotting)i;
+
+			memcpy(field(&L->cfg, k), &r, sizeof(r));
+			return;
+		}
+	}
+	fail(L, "[%s] %s: bad value '%s' (use off, overflow or prefer)", k->section, k->name, v);
+}
+
 static const setter setters[] = {
 	[K_PATH] = set_path, [K_PROGRAM] = set_program, [K_GROUP] = set_group,
 	[K_LISTEN] = set_listen,
 	[K_BOOL] = set_bool, [K_LOGLEVEL] = set_loglevel, [K_COUNT] = set_countkey,
 	[K_SIZE] = set_size, [K_DURATION] = set_duration, [K_NUMBER] = set_number,
-	[K_COMPRESSION] = set_compression,
+	[K_COMPRESSION] = set_compression, [K_STRING] = set_string, [K_REMOTE] = set_remote,
 };
 
 static void
@@ -1071,6 +1149,7 @@ field_equal(const struct config *a, const struct config *b, const struct key *k)
 	case K_PROGRAM:
 	case K_GROUP:
 	case K_LISTEN:
+	case K_STRING:
 		return strncmp(fa, fb, k->size) == 0;
 	case K_BOOL:
 		return *(const bool *)fa == *(const bool *)fb;

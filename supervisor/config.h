@@ -16,6 +16,12 @@
 
 #define CONFIG_UNLIMITED UINT64_MAX
 
+/* [cluster] remote_plotting: use other nodes' plotters never, only when
+ * every local encode worker is busy, or first. */
+enum config_remote_plotting {
+	REMOTE_PLOTTING_OFF, REMOTE_PLOTTING_OVERFLOW, REMOTE_PLOTTING_PREFER
+};
+
 struct config {
 	struct {
 		char admin_socket[PATH_MAX];    /* "" = <state dir>/farmd.sock */
@@ -63,6 +69,17 @@ struct config {
 		uint64_t memory_limit;          /* added key, default 64M */
 		uint64_t instruction_limit;     /* added key, default 10^8 */
 	} artifacts;
+	struct {
+		char nats[512];                 /* "" = no cluster; URL[,URL...] */
+		char node[64];                  /* "" = <hostname>-<state dir hash> */
+		char user[128];
+		char password[128];
+		char creds[PATH_MAX];           /* "" = none; a readable file */
+		char tls_ca[PATH_MAX];          /* "" = none; a readable file */
+		bool plotter;
+		enum config_remote_plotting remote_plotting;
+		uint32_t verify_pieces;
+	} cluster;
 	/* The first key set in the file that farmd parses but does not act
 	 * on yet (line 0: none): see config_refuse_unimplemented(). */
 	struct {

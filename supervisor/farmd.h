@@ -5,9 +5,11 @@
  * main.c changes ready, stopping and the exit fields.
  *
  * Start-up order (main.c): arguments → config → state dir lock → event
- * loop and signals → database → I/O pool → resync → block store → artifacts → history
- * → plot → scrub → worker pools (created) → admin socket → HTTP listener
- * (when metrics_listen is set) → workers spawned → plotting starts → READY
+ * loop and signals → cluster (connecting) → database → I/O pool → resync → block
+ * store → artifacts → history → cluster serving, gap repair → remote
+ * plotting (farmer side) → plot → scrub → worker pools (created) → plotter
+ * side → admin socket → HTTP listener (when metrics_listen is set) →
+ * workers spawned → plotter offers → plotting starts → READY
  * (every worker said hello, or 10 s passed).
  * Shutdown runs it backwards.
  */
@@ -32,6 +34,10 @@ struct history;
 struct plot;
 struct http;
 struct artifacts;
+struct cluster;
+struct cluster_repair;
+struct rplot;
+struct plotter;
 
 struct farmd {
 	struct config cfg;
@@ -51,6 +57,10 @@ struct farmd {
 	struct pool *pool;
 	struct control *control;
 	struct http *http;              /* NULL: metrics_listen is off */
+	struct cluster *cluster;        /* never NULL once started; disabled without [cluster] nats */
+	struct cluster_repair *repair;  /* gap repair, over the cluster */
+	struct rplot *rplot;            /* remote plotting, the farmer's side */
+	struct plotter *plotter;        /* remote plotting, the plotter's side */
 	char http_listen[64];           /* the address bound, "HOST:PORT"; "" = off */
 	int lock_fd;
 	uint64_t start_real_ms;

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -255,6 +256,58 @@ history_ingest_fd(struct history *h, uint64_t height, int fd, const char *name,
 		close(fd);
 		ingest_finish(in, "out of memory", NULL);
 	}
+}
+
+/* A memfd holding the bytes goes down the fd path: one ingest path, with
+ * its checks, whatever the source. */
+void
+history_ingest_mem(struct history *h, uint64_t height, const uint8_t *data, size_t len,
+    const char *name, history_ingest_cb cb, void *arg)
+{
+	int fd = memfd_create("farmd-peer-block", MFD_CLOEXEC);
+
+	if (fd < 0 || fdio_write_all(fd, data, len) < 0) {
+		char msg[ERR_MSG_MAX];
+
+		snprintf(msg, sizeof(msg), "%s: memfd: %s", name, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		cb(arg, msg, NULL);
+		return;
+	}
+	history_ingest_fd(h, height, fd, name, cb, arg);
+}
+
+int
+history_block_hash(struct history *h, uint64_t height, uint8_t hash[HASH_LEN])
+{
+	return archive_row(h, height, hash);
+}
+
+void
+history_on_want(struct history *h, history_want_cb cb, void *arg)
+{
+	h->want_cb = cb;
+	h->want_arg = arg;
+}
+
+uint64_t
+history_top_height(struct history *h)
+{
+	sqlite3_stmt *st = db_prepare(h->d->db, "SELECT MAX(height) FROM history", NULL);
+	uint64_t top = h->archived;
+
+	if (st != NULL && sqlite3_step(st) == SQLITE_ROW &&
+	    (uint64_t)sqlite3_column_int64(st, 0) > top)
+		top = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return top;
+}
+
+uint64_t
+history_wanted_height(const struct history *h)
+{
+	return h->m.state == AS_WAIT ? h->wanted : 0;
 }
 
 /* ---- status ---------------------------------------------------------- */

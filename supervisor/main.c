@@ -37,6 +37,8 @@
 #include "artifact.h"
 #include "blockstore.h"
 #include "clock.h"
+#include "cluster.h"
+#include "cluster_repair.h"
 #include "cmd.h"
 #include "config.h"
 #include "control.h"
@@ -48,8 +50,10 @@
 #include "io.h"
 #include "plot.h"
 #include "plot_scrub.h"
+#include "plotter.h"
 #include "pool.h"
 #include "resync.h"
+#include "rplot.h"
 #include "scrub.h"
 
 /* The configured install locations (meson.build): prefix / sbindir and
@@ -110,6 +114,11 @@ farmd_stop_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	sd_notify(0, "STOPPING=1");
 	control_close_listener(d->control);
+	/* The farmers of our plotter jobs are told while we can still talk. */
+	plotter_quiesce(d->plotter);
+	/* Requests to peers fail now, so the jobs waiting on them end. */
+	cluster_repair_quiesce(d->repair);
+	cluster_quiesce(d->cluster);
 	/* Plotting first: its worker jobs are cancelled, not failed. */
 	plot_quiesce(d->plot);
 	scrub_quiesce(d->scrub);
@@ -181,6 +190,7 @@ farmd_reload(struct farmd *d)
 	/* A shorter restart_period or a higher intensity may end a degraded
 	 * spell now. */
 	pool_recheck(d->pool);
+	cluster_reload(d->cluster);
 	log_info("configuration reloaded from %s", d->config_path);
 }
 
@@ -230,7 +240,9 @@ farmd_ready_deadline_cb(evutil_socket_t fd, short what, void *arg)
 static int
 farmd_stopped(struct farmd *d)
 {
-	return d->stopping && pool_alive(d->pool) == 0 && resync_quiesce(d->resync) &&
+	return d->stopping && pool_alive(d->pool) == 0 && plotter_quiesce(d->plotter) &&
+	    cluster_repair_quiesce(d->repair) &&
+	    cluster_quiesce(d->cluster) && resync_quiesce(d->resync) &&
 	    scrub_quiesce(d->scrub) && history_quiesce(d->history) && plot_quiesce(d->plot) &&
 	    artifacts_quiesce(d->artifacts) &&
 	    io_pending(d->io) == 0;
@@ -388,10 +400,16 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 	char path[PATH_MAX + 16];
 	int config_error = 0;
 
+	if (d->cfg.cluster.nats[0] != '\0')
+		cluster_preinit();      /* before the base: cnats needs its locks */
 	if ((d->base = event_base_new()) == NULL)
 		return err_set(e, "cannot create the event loop");
 	if (farmd_signals_start(d, ev, e) < 0)
 		return -1;
+	/* Early: connecting takes a round trip, and a server that is down is
+	 * retried in the background, never waited for. */
+	if ((d->cluster = cluster_new(d, e)) == NULL)
+		return -2;
 	snprintf(path, sizeof(path), "%s/state.db", d->state_dir);
 	if ((d->db = db_open(path, e)) == NULL)
 		return -1;
@@ -405,6 +423,12 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	if ((d->history = history_new(d, &config_error, e)) == NULL)
 		return config_error ? -2 : -1;
+	/* Serving peers needs the block store and history. */
+	if (cluster_peers_start(d->cluster, e) < 0 || cluster_fetch_start(d->cluster, e) < 0 ||
+	    (d->repair = cluster_repair_new(d, e)) == NULL)
+		return -1;
+	if ((d->rplot = rplot_new(d, e)) == NULL)
+		return -1;
 	if ((d->plot = plot_new(d, e)) == NULL)
 		return -1;
 	/* After plot: a scrub resumed mid-run may be checking sectors. */
@@ -413,6 +437,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		return -1;
 	ev->hooks = (struct pool_hooks){ farmd_fatal_hook, farmd_health_hook, d };
 	if ((d->pool = pool_new(d, &ev->hooks, e)) == NULL)
+		return -1;
+	if ((d->plotter = plotter_new(d, e)) == NULL)
 		return -1;
 	ev->cmd = (struct cmd_env){ farmd_stop_hook, d };
 	if ((d->control = control_new(d, d->admin_path, cmd_dispatch, &ev->cmd, e)) == NULL)
@@ -425,6 +451,8 @@ farmd_start(struct farmd *d, struct farmd_events *ev, struct err *e)
 		snprintf(d->http_listen, sizeof(d->http_listen), "%s", http_address(d->http));
 	}
 	if (pool_start(d->pool, e) < 0)
+		return -1;
+	if (plotter_start(d->plotter, e) < 0)
 		return -1;
 	if (plot_start(d->plot, e) < 0)
 		return -1;
@@ -443,11 +471,15 @@ farmd_teardown(struct farmd *d, struct farmd_events *ev)
 		event_free(ev->watchdog);
 	/* Disk work first: its completions may still reach any subsystem. */
 	io_free(d->io);
+	plotter_free(d->plotter);
+	cluster_repair_free(d->repair);
+	cluster_free(d->cluster);
 	http_free(d->http);
 	control_free(d->control);
 	pool_free(d->pool);
 	scrub_free(d->scrub);
 	plot_free(d->plot);
+	rplot_free(d->rplot);           /* after the sector jobs that hold its jobs */
 	history_free(d->history);
 	artifacts_free(d->artifacts);
 	resync_free(d->resync);

@@ -19,12 +19,16 @@
 #include "artifact.h"
 #include "blockstore.h"
 #include "clock.h"
+#include "cluster.h"
+#include "cluster_repair.h"
 #include "control.h"
 #include "farmd.h"
 #include "history.h"
 #include "plot.h"
+#include "plotter.h"
 #include "pool.h"
 #include "resync.h"
+#include "rplot.h"
 #include "scrub.h"
 
 struct mbuf {
@@ -309,6 +313,96 @@ metrics_artifacts(struct mbuf *b, struct farmd *d)
 	    (unsigned long long)st.failed);
 }
 
+/* The cluster (DESIGN §15): cluster_stats and gap repair's own. */
+static void
+metrics_cluster(struct mbuf *b, struct farmd *d)
+{
+	struct cluster_repair_stats rs;
+	struct cluster_stats st;
+
+	cluster_stats(d->cluster, &st);
+	cluster_repair_stats(d->repair, &rs);
+	mb_head(b, "farmd_cluster_state", "gauge", "1 for the cluster connection's state.");
+	for (int i = CLUSTER_DISABLED; i <= CLUSTER_CLOSED; i++)
+		mb_printf(b, "farmd_cluster_state{state=\"%s\"} %d\n",
+		    cluster_state_name((enum cluster_state)i), (int)st.state == i);
+	mb_gauge(b, "farmd_cluster_peers", "Peers heard from in the last 30 s.", st.peers);
+	mb_gauge(b, "farmd_cluster_max_payload_bytes", "The NATS server's max_payload.",
+	    st.max_payload);
+	const struct { const char *name, *help; uint64_t v; } counters[] = {
+		{ "farmd_cluster_requests_total", "Requests sent to peers.", st.requests },
+		{ "farmd_cluster_answers_total", "Answers received complete.", st.answers },
+		{ "farmd_cluster_served_total", "Peers' requests this node answered.", st.served },
+		{ "farmd_cluster_sent_bytes_total", "Payload bytes published.", st.bytes_sent },
+		{ "farmd_cluster_received_bytes_total", "Payload bytes received.",
+		  st.bytes_received },
+		{ "farmd_cluster_failures_total", "Requests that failed or timed out.", st.failures },
+		{ "farmd_cluster_bad_peer_answers_total",
+		  "Answers from peers with wrong bytes (the peer is marked bad).", st.bad_peers },
+		{ "farmd_cluster_malformed_total", "Messages dropped as malformed.", st.malformed },
+		{ "farmd_cluster_reconnects_total", "Reconnections to the NATS server.",
+		  st.reconnects },
+		{ "farmd_gap_repair_requests_total", "Heights asked of peers.", rs.asked },
+		{ "farmd_gap_repair_heights_total", "Heights ingested from peers.", rs.repaired },
+		{ "farmd_gap_repair_refused_total", "Peers' blocks the ingest refused.", rs.refused },
+		{ "farmd_gap_repair_bytes_total", "Bytes of blocks ingested from peers.", rs.bytes },
+	};
+
+	for (size_t i = 0; i < sizeof(counters) / sizeof(counters[0]); i++)
+		mb_counter(b, counters[i].name, counters[i].help, counters[i].v);
+}
+
+/* A counter family with one sample per result label. */
+static void
+mb_results(struct mbuf *b, const char *name, const char *help, const char *const *result,
+    const uint64_t *v, size_t n)
+{
+	mb_head(b, name, "counter", help);
+	for (size_t i = 0; i < n; i++)
+		mb_printf(b, "%s{result=\"%s\"} %llu\n", name, result[i], (unsigned long long)v[i]);
+}
+
+/* Remote plotting, both sides (rplot_stats, plotter_stats), and the
+ * peers marked bad now (a failed spot check, a lying block answer). */
+static void
+metrics_rplot(struct mbuf *b, struct farmd *d)
+{
+	uint64_t now = clock_real_ms(), bad = 0;
+	struct plotter_stats ps;
+	struct rplot_stats rs;
+	struct cluster_peer *peers;
+	size_t n = 0;
+
+	rplot_stats(d->rplot, &rs);
+	plotter_stats(d->plotter, &ps);
+	if ((peers = cluster_peers(d->cluster, &n)) != NULL)
+		for (size_t i = 0; i < n; i++)
+			bad += peers[i].bad_until_ms > now;
+	free(peers);
+	mb_gauge(b, "farmd_cluster_peers_bad", "Peers marked bad now.", bad);
+	mb_gauge(b, "farmd_cluster_remote_sectors_in_flight",
+	    "Sector attempts plotted by remote plotters now.", rs.in_flight);
+	mb_results(b, "farmd_cluster_remote_sectors_total",
+	    "Remote sector attempts by outcome (local: no plotter answered).",
+	    (const char *const[]){ "plotted", "failed", "local" },
+	    (const uint64_t[]){ rs.plotted, rs.failed, rs.fallbacks }, 3);
+	mb_counter(b, "farmd_cluster_remote_spot_checks_failed_total",
+	    "Remote sectors whose decoded pieces did not match their piece roots.",
+	    rs.spot_checks_failed);
+	mb_counter(b, "farmd_cluster_remote_received_bytes_total",
+	    "Encoded sector bytes received from plotters.", rs.bytes_received);
+	mb_counter(b, "farmd_cluster_remote_chunks_refused_total",
+	    "Chunks from plotters of the wrong length or position.", rs.chunks_refused);
+	mb_gauge(b, "farmd_cluster_plotter_free", "Sector jobs this plotter takes now.", ps.free);
+	mb_results(b, "farmd_cluster_plotter_sectors_total", "Sector jobs of farmers by outcome.",
+	    (const char *const[]){ "done", "failed", "refused" },
+	    (const uint64_t[]){ ps.done, ps.failed, ps.refused }, 3);
+	mb_counter(b, "farmd_cluster_plotter_sent_bytes_total",
+	    "Encoded bytes farmers acknowledged.", ps.bytes_sent);
+	mb_counter(b, "farmd_cluster_plotter_fetched_pieces_total",
+	    "Pieces this plotter lacked and fetched from peers.", ps.pieces_fetched);
+}
+
 char *
 metrics_render(struct farmd *d)
 {
@@ -338,6 +432,8 @@ metrics_render(struct farmd *d)
 	metrics_history(&b, d);
 	metrics_artifacts(&b, d);
 	metrics_farms(&b, d);
+	metrics_cluster(&b, d);
+	metrics_rplot(&b, d);
 	mb_head(&b, "farmd_admin_clients", "gauge", "Admin connections open.");
 	mb_printf(&b, "farmd_admin_clients %zu\n", cs.clients);
 	return b.s;

@@ -8,15 +8,20 @@
  *     │  └──► REQUEUE                            refcount 0, delay not passed,
  *     │                                          or back-off not passed
  *     └────► VERIFY ─► DONE                      referenced, stored copy good
- *               └────► FETCH ─► FAILED ─► REQUEUE   missing/corrupt, no source
+ *               └────► FETCH ─► DONE               missing/corrupt: peers sent
+ *                        │                          verified bytes, stored again
+ *                        └──► FAILED ─► REQUEUE     no peer had it (or no cluster)
  *
  * The queue row stays until the item is DONE (row removed) or REQUEUEd
  * (row moved, one statement), so a crash at any point processes the item
  * again; every step is idempotent.
  *
- * Fetching from peers plugs in at rs_fetch() (FETCH): today no peers exist,
- * so a referenced block whose only copy is gone stays in the error table,
- * retried with back-off, until a put of the same bytes satisfies it.
+ * FETCH asks the cluster (cluster_fetch_block, which verifies the bytes by
+ * SHA-256 and asks another peer when one lies) and stores the answer the
+ * way a re-ingest repairs a copy: blockstore_store_mem without a new
+ * reference.  Without a cluster, a referenced block whose only copy is
+ * gone stays in the error table, retried with back-off, until a put of
+ * the same bytes satisfies it.
  */
 #include "resync.h"
 
@@ -26,6 +31,7 @@
 
 #include "blockstore.h"
 #include "clock.h"
+#include "cluster.h"
 #include "farmd.h"
 #include "fsm.h"
 #include "log.h"
@@ -46,6 +52,8 @@ struct resync_item {
 	uint64_t due_ms;                /* its queue row */
 	uint64_t requeue_ms;            /* RS_REQUEUE: the new due time */
 	struct fsm fsm;                 /* its state: enum resync_state */
+	uint8_t *fetched;               /* FETCH: the peer's verified bytes, being stored */
+	char peer[CLUSTER_NODE_MAX];
 	uint64_t started_us;
 	char reason[128];
 };
@@ -171,16 +179,67 @@ rs_verify(void *obj)
 	return FSM_ASYNC;
 }
 
-/* FETCH, the seam for fetching a block from peers.  With no peer
- * configured there is nothing to try and the attempt fails honestly. */
+static void
+rs_append_reason(struct resync_item *it, const char *fmt, const char *what)
+{
+	size_t n = strlen(it->reason);
+
+	snprintf(it->reason + n, sizeof(it->reason) - n, fmt, what);
+}
+
+static void
+rs_stored(void *arg, const uint8_t hash[HASH_LEN], const char *error)
+{
+	struct resync_item *it = arg;
+	char hex[HASH_HEX_LEN + 1];
+
+	(void)hash;
+	free(it->fetched);
+	it->fetched = NULL;
+	if (error != NULL) {
+		rs_append_reason(it, "; storing the peer's copy: %s", error);
+		fsm_enter(&it->fsm, it, RS_FAILED);
+		return;
+	}
+	resyncq_satisfied(it->r->q, it->hash);
+	block_hex(it->hash, hex);
+	log_info("block %s repaired from peer %s", hex, it->peer);
+	fsm_enter(&it->fsm, it, RS_DONE);
+}
+
+static void
+rs_fetched(void *arg, enum cluster_status st, uint8_t *data, size_t len, const char *node,
+    const char *error)
+{
+	struct resync_item *it = arg;
+
+	if (st != CLUSTER_OK) {
+		rs_append_reason(it, "; peers: %s", error);
+		fsm_enter(&it->fsm, it, RS_FAILED);
+		return;
+	}
+	it->fetched = data;
+	snprintf(it->peer, sizeof(it->peer), "%s", node);
+	blockstore_store_mem(it->r->d->blocks, data, len, 1, rs_stored, it);
+}
+
+/* FETCH: from the cluster's peers, when there is a cluster. */
 static int
 rs_fetch(void *obj)
 {
 	struct resync_item *it = obj;
+	struct farmd *d = it->r->d;
 
-	snprintf(it->reason + strlen(it->reason), sizeof(it->reason) - strlen(it->reason),
-	    "; no peer to fetch it from");
-	return RS_FAILED;
+	if (!cluster_enabled(d->cluster)) {
+		rs_append_reason(it, "%s", "; no peer to fetch it from");
+		return RS_FAILED;
+	}
+	if (cluster_fetch_block(d->cluster, it->hash, d->cfg.daemon.max_frame, rs_fetched,
+	    it) == 0) {
+		rs_append_reason(it, "%s", "; out of memory");
+		return RS_FAILED;
+	}
+	return FSM_ASYNC;
 }
 
 /* FAILED: one more error; retry at last_try + base × 2^min(errors-1, 6). */
@@ -360,8 +419,10 @@ resync_free(struct resync *r)
 	if (r == NULL)
 		return;
 	resyncq_set_wake(r->q, NULL, NULL);
-	for (int i = 0; i < r->ninflight; i++)
+	for (int i = 0; i < r->ninflight; i++) {
+		free(r->inflight[i]->fetched);
 		free(r->inflight[i]);
+	}
 	event_free(r->timer);
 	free(r);
 }

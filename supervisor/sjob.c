@@ -41,6 +41,7 @@
 #include "log.h"
 #include "plot_int.h"
 #include "pool.h"
+#include "rplot.h"
 #include "sector.h"
 
 #define PLOT_BATCH_BYTES (16u << 20)
@@ -154,6 +155,7 @@ sjob_free(struct sjob *j)
 		close(j->fd);
 	if (j->timer != NULL)
 		event_free(j->timer);
+	rplot_job_free(j->rp);
 	EVP_MD_CTX_free(j->sha);
 	free(j->parts);
 	free(j->buf);
@@ -211,6 +213,8 @@ sjob_mark(void *arg)
 	j->batch_first = 0;
 	j->batch_n = 0;
 	j->pieces_done = 0;
+	j->rp = rplot_attempt(p->d->rplot, j->rp, p, j->f, j->index, j->history_size,
+	    j->sector_id);
 	j->t_start_us = j->t_phase_us = clock_mono_us();
 	memset(j->phase_us, 0, sizeof(j->phase_us));
 	sjob_event(j, "queued", 0);
@@ -244,8 +248,31 @@ sjob_piece_cb(void *arg, uint8_t *data, size_t len, enum block_status st, const 
 	sjob_complete(j, SJOB_ENCODE);
 }
 
+/* A batch from the remote plotter, or word that this attempt plots
+ * locally after all (no plotter answered: the first batch is read here). */
+static void
+sjob_remote_cb(void *arg, enum rplot_fill st, const char *error)
+{
+	struct sjob *j = arg;
+
+	if (st == RPLOT_LOCAL && !j->p->stopping) {
+		rplot_job_free(j->rp);
+		j->rp = NULL;
+		j->batch_n = 0;
+		j->pending = 0;
+		fsm_enter(&j->m, j, SJOB_READ);
+		return;
+	}
+	if (st == RPLOT_FILLED)
+		j->pieces_done += j->batch_n;
+	else
+		sjob_fail(j, "%s", error ? error : "remote plotting stopped");
+	sjob_complete(j, SJOB_WRITE);
+}
+
 /* READ: the pieces of the next batch, each verified by the block store
- * (a missing or corrupt one is reported to resync there). */
+ * (a missing or corrupt one is reported to resync there); or, for a
+ * remote attempt, the batch encoded by the plotter (then on to WRITE). */
 static int
 sjob_read(void *arg)
 {
@@ -262,6 +289,10 @@ sjob_read(void *arg)
 		j->batch_n = j->batch_max;
 	sjob_event(j, "reading", 0);
 	j->pending = 1;                 /* held until every get is issued */
+	if (j->rp != NULL) {
+		rplot_fill(j->rp, j->buf, j->batch_first, j->batch_n, sjob_remote_cb, j);
+		return FSM_ASYNC;
+	}
 	for (uint32_t i = 0; i < j->batch_n && !j->failed; i++) {
 		uint8_t hash[HASH_LEN], root[HASH_LEN];
 		struct sjob_piece *t;
@@ -615,7 +646,10 @@ sjob_cancel_all(struct plot *p)
 				j->parts[i].job_id = 0;
 				j->pending--;
 			}
-		if (j->m.state == SJOB_WAIT || (j->m.state == SJOB_ENCODE && j->pending == 0))
+		if (j->rp != NULL && rplot_job_cancel(j->rp))
+			j->pending--;
+		if (j->m.state == SJOB_WAIT || (j->pending == 0 && (j->m.state == SJOB_ENCODE ||
+		    (j->m.state == SJOB_READ && j->rp != NULL))))
 			sjob_free(j);
 	}
 }

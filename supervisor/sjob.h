@@ -27,6 +27,7 @@
 #include "hash.h"
 
 struct plot;
+struct rplot_job;
 
 /* The pipeline's states (the machine is sjob.c's table, run by fsm.c).
  * Their names there are internal, for the transition log; what status
@@ -63,6 +64,9 @@ struct sjob {
 	char last_logged[ERR_MSG_MAX];
 	struct event *timer;            /* retry_delay after an error */
 	int io_err;                     /* errno of the last write/sync */
+	/* This attempt's remote plotter (rplot.h), NULL when it plots
+	 * locally: it fills the batches instead of READ and ENCODE. */
+	struct rplot_job *rp;
 	TAILQ_ENTRY(sjob) link;
 };
 

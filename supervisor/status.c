@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "cluster.h"
 #include "farmd.h"
 #include "plot.h"
 #include "pool.h"
@@ -33,5 +34,6 @@ status_json(struct farmd *d)
 	    "sandbox", pool_json_sandbox(&ps), "pools", pool_json_pools(&ps),
 	    "workers", pool_json_workers(w, nw), "plotting", plot_json_summary(&pl));
 	free(w);
+	json_object_set_new(o, "cluster", cluster_json_status(d->cluster));
 	return o;
 }

@@ -64,6 +64,8 @@ static const struct parse_cmd cmds[] = {
 	{ "artifact list", REQ, NONE, "validation-code artifacts and their state" },
 	{ "artifact prepare", REQ, { A("FILE", FILE) }, "compile a Lua source; prints its id" },
 	{ "artifact prune", REQ, NONE, "remove stale artifacts over [artifacts] cache_limit" },
+	{ "cluster status", REQ, NONE, "the NATS connection, counters and peers" },
+	{ "cluster peers", REQ, NONE, "the peers heard from, their roles and last seen" },
 	{ "chain generate", PARSE_CHAIN, PARSE_OUT_NONE, { A("--blocks N", NUMBER),
 	    OPT("--body-size BYTES", NUMBER), OPT("--code FILE@HEIGHT", WORD),
 	    OPT("--seed SEED", WORD), A("--out DIR", DIR) },
@@ -78,6 +80,10 @@ static const struct parse_cmd cmds[] = {
 	{ "debug fault plot write", REQ, NONE, "fail the next sector write (idem)" },
 	{ "debug fault block", REQ, { A("commit|slow-delete", WORD) },
 	    "arm a block store fault (idem)" },
+	{ "debug fault plotter wrong-piece", REQ, NONE,
+	    "the next remote sector served has every piece wrong (idem)" },
+	{ "debug fault cluster lie", REQ, NONE,
+	    "answer peers' block requests with flipped bytes (idem)" },
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))

@@ -395,7 +395,8 @@ def run_tests(module_globals):
         try:
             fn(tmp)
             print(f"ok   {name} ({time.monotonic() - started:.1f}s)", flush=True)
-            shutil.rmtree(tmp, ignore_errors=True)
+            if not os.environ.get("FARMD_KEEP_TMP"):    # keep it to read its logs
+                shutil.rmtree(tmp, ignore_errors=True)
         except Exception:  # noqa: BLE001
             failed += 1
             print(f"FAIL {name} ({time.monotonic() - started:.1f}s)", flush=True)
@@ -423,3 +424,72 @@ def farmd(tmp, config=None, start=True, name="farmd", **kw):
     if start:
         f.start(**kw)
     return f
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class NatsServer:
+    """A nats-server of our own on 127.0.0.1 (Debian's nats-server 2.9),
+    on a free port that stays the same across stop() and start(), so a
+    farmd pointed at url reconnects to the restarted server.  max_payload
+    (bytes) goes through a config file: 2.9 has no command-line flag for it.
+    run_tests() kills it after the test whatever happens."""
+
+    def __init__(self, tmp, max_payload=None, name="nats", port=None, extra=""):
+        self.tmp = tmp
+        self.port = port if port is not None else free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.log_path = os.path.join(tmp, name + ".log")
+        self.conf = os.path.join(tmp, name + ".conf")
+        with open(self.conf, "w") as f:
+            f.write(f"listen: 127.0.0.1:{self.port}\n")
+            if max_payload is not None:
+                f.write(f"max_payload: {int(max_payload)}\n")
+            f.write(extra)      # more nats-server config, e.g. authorization { ... }
+            if os.environ.get("FARMD_NATS_DEBUG"):
+                f.write("debug: true\n")   # connects, closes and their reasons in nats.log
+        self.proc = None
+        self.logf = None
+        _live.append(self)
+
+    def start(self, timeout=10.0):
+        import socket
+        self.logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(["nats-server", "-c", self.conf], stdout=self.logf,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+        def listening():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"nats-server exited {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.5).close()
+                return True
+            except OSError:
+                return False
+        wait_for(listening, timeout, what="nats-server listening")
+        return self
+
+    def stop(self):
+        """kill -9: the server goes away without a goodbye, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if self.logf is not None and not self.logf.closed:
+            self.logf.close()
+
+    cleanup = stop
+
+    def config_line(self):
+        """The [cluster] nats line of a farmd config."""
+        return f"nats = {self.url}\n"
+
+
+def nats_server(tmp, **kw):
+    """A started NatsServer that run_tests() stops whatever the test does."""
+    return NatsServer(tmp, **kw).start()

@@ -676,7 +676,7 @@ def test_bad_config_refused(tmp):
         ("unknown-section.ini", b"[workers]\nencode = 2\n\n[nosuch]\nx = 1\n", 4, "nosuch"),
         ("bad-value.ini", b"[daemon]\nlog_level = info\n[workers]\njob_timeout = soon\n", 4,
          "job_timeout"),
-        ("out-of-range.ini", b"[workers]\nencode = 0\n", 2, "encode"),
+        ("out-of-range.ini", b"[workers]\nencode = 257\n", 2, "encode"),
     ]
     for name, text, line, word in cases:
         path, err = refused_config(tmp, name, text)

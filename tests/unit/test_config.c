@@ -540,15 +540,15 @@ START_TEST(test_err_values)
 	expect_err_at("[history]\npieces_per_segment = 131072\n", 2,
 	    "[history] pieces_per_segment: '131072' out of range (a power of two 1..65536)");
 
-	expect_err_at("[workers]\nencode = 0\n", 2, "[workers] encode: '0' out of range (1..256)");
-	expect_err_at("[workers]\nencode = 257\n", 2, "[workers] encode: '257' out of range (1..256)");
+	/* encode = 0: a farmer that plots only through remote plotters. */
+	expect_err_at("[workers]\nencode = 257\n", 2, "[workers] encode: '257' out of range (0..256)");
 	expect_err_at("[workers]\ncompile = 257\n", 2, "[workers] compile: '257' out of range (0..256)");
 	expect_err_at("[workers]\nexecute = -1\n", 2, "[workers] execute: bad number '-1'");
 	expect_err_at("[workers]\nexecute = 2x\n", 2, "[workers] execute: bad number '2x'");
 	expect_err_at("[workers]\nrestart_intensity = 0\n", 2,
 	    "[workers] restart_intensity: '0' out of range (1..1000000)");
 	expect_err_at("[workers]\nencode = 99999999999999999999999\n", 2,
-	    "[workers] encode: '99999999999999999999999' out of range (1..256)");
+	    "[workers] encode: '99999999999999999999999' out of range (0..256)");
 	expect_err_at("[plotting]\nmax_sectors_per_farm = 0\n", 2,
 	    "[plotting] max_sectors_per_farm: '0' out of range (1..65536)");
 	expect_err_at("[daemon]\nadmin_clients_per_uid = 0\n", 2,
