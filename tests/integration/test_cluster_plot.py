@@ -1,4 +1,4 @@
-"""Remote plotting over NATS (issue 15, acceptance 3; DESIGN §15).
+"""Remote plotting over NATS (issue 15, acceptance 3 and 4's plotting part; DESIGN §15).
 
 One nats-server of the test's own on 127.0.0.1 and four farmd nodes:
 B farms (16 sectors) with `[workers] encode = 0` and `remote_plotting =
@@ -199,6 +199,57 @@ def test_remote_plotting_through_plotters(tmp):
         assert rc == 0, (rc, f.log()[-2000:])
     print(f"  killed mid-sector on C: {sorted(killed)}; wrong pieces from E: {sorted(lied)}; "
           f"bytes received per sector: {st['bytes_received'] / st['plotted']:.0f}")
+
+
+def test_server_lost_while_plotting_remotely(tmp):
+    """Acceptance 4's plotting part: B (1 local encode worker, remote_plotting
+    = prefer) plots through plotter C when nats-server is killed with -9, a
+    sector in flight on C.  B says `reconnecting`, plots the rest of its farm
+    locally (the sector lost with C is retried here), and every sector equals
+    the independent encoding.  With the server back B reconnects within 10 s
+    and plots through C again: a second farm's sectors come from C."""
+    nats = nats_server(tmp)
+    hist = History(tmp, 48, seed="cluster-lost")
+    b = node(tmp, "B", nats, encode=1, remote="prefer")
+    hist.ingest_to(b, 3)
+    c = node(tmp, "C", nats, encode=1, plotter=True)
+    wait_for(lambda: (peer(b, "C") or {}).get("free_encode", 0) >= 1 and
+             c.ctl_json("cluster", "status")["plotter"]["free"] >= 1, 30,
+             what="C a free plotter, as B sees it")
+    farm_dir = os.path.join(tmp, "farm")
+    farm = add_farm(b, farm_dir, 8)
+    wait_for(lambda: remote(b)["plotted"] >= 1, 60, what="a sector of B plotted by C")
+    arm(c, "encode", "slow")    # C's next sector takes 2 s more: in flight at the kill
+    wait_for(lambda: in_flight_on(b, "C"), 30, interval=0.02, what="a sector in flight on C")
+    plotted_remotely = remote(b)["plotted"]
+    nats.stop()
+    wait_for(lambda: b.ctl_json("cluster", "status")["state"] == "reconnecting", 10,
+             what="B reconnecting")
+    secs = wait_plot_idle(b, 120)
+    assert b.ctl_json("cluster", "status")["state"] == "reconnecting"
+    assert len(secs) == 8 and verify_all(b, secs) == 8
+    check_against_encoding(hist, bytes.fromhex(farm["public_key_hash"]), farm_dir, secs)
+    assert remote(b)["plotted"] == plotted_remotely, "a sector arrived over a dead server"
+    assert re.search(r"sector 0/\d+: remote plotting on C failed", b.log()), \
+        "the sector in flight on C was not given up"
+    assert metric(b, 'farmd_cluster_state{state="reconnecting"}') == 1
+
+    nats.start()
+    wait_for(lambda: b.ctl_json("cluster", "status")["state"] == "connected", 10,
+             interval=0.1, what="B reconnected within 10 s")
+    wait_for(lambda: peer(b, "C") and not peer(b, "C")["bad"] and
+             c.ctl_json("cluster", "status")["state"] == "connected", 30,
+             what="C back and announced")
+    farm2_dir = os.path.join(tmp, "farm2")
+    farm2 = add_farm(b, farm2_dir, 4)
+    wait_for(lambda: remote(b)["plotted"] > plotted_remotely, 60,
+             what="remote plotting through C again")
+    secs2 = [x for x in wait_plot_idle(b, 120) if x["farm"] == farm2["id"]]
+    assert len(secs2) == 4 and verify_all(b, secs2) == 4
+    check_against_encoding(hist, bytes.fromhex(farm2["public_key_hash"]), farm2_dir, secs2)
+    for f in (b, c):
+        rc = f.stop()
+        assert rc == 0, (rc, f.log()[-2000:])
 
 
 if __name__ == "__main__":
