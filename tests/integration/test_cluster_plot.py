@@ -1,4 +1,5 @@
-"""Remote plotting over NATS (issue 15, acceptance 3 and 4's plotting part; DESIGN §15).
+"""Remote plotting over NATS (issue 15, acceptance 3 and 4's plotting part,
+and the overflow mode; DESIGN §15).
 
 One nats-server of the test's own on 127.0.0.1 and four farmd nodes:
 B farms (16 sectors) with `[workers] encode = 0` and `remote_plotting =
@@ -247,6 +248,35 @@ def test_server_lost_while_plotting_remotely(tmp):
     secs2 = [x for x in wait_plot_idle(b, 120) if x["farm"] == farm2["id"]]
     assert len(secs2) == 4 and verify_all(b, secs2) == 4
     check_against_encoding(hist, bytes.fromhex(farm2["public_key_hash"]), farm2_dir, secs2)
+    for f in (b, c):
+        rc = f.stop()
+        assert rc == 0, (rc, f.log()[-2000:])
+
+
+def test_overflow_mode(tmp):
+    """remote_plotting = overflow: B's one local encode worker takes a sector
+    first, and a sector that would wait for it goes to plotter C; both kinds
+    are written and committed the same way and equal the independent
+    encoding."""
+    nats = nats_server(tmp)
+    hist = History(tmp, 48, seed="cluster-overflow")
+    b = node(tmp, "B", nats, encode=1, remote="overflow")
+    hist.ingest_to(b, 3)
+    c = node(tmp, "C", nats, encode=1, plotter=True)
+    wait_for(lambda: (peer(b, "C") or {}).get("free_encode", 0) >= 1 and
+             c.ctl_json("cluster", "status")["plotter"]["free"] >= 1, 30,
+             what="C a free plotter, as B sees it")
+    assert remote(b)["mode"] == "overflow"
+    farm_dir = os.path.join(tmp, "farm")
+    farm = add_farm(b, farm_dir, 8)
+    secs = wait_plot_idle(b, 120)
+    assert len(secs) == 8 and verify_all(b, secs) == 8
+    check_against_encoding(hist, bytes.fromhex(farm["public_key_hash"]), farm_dir, secs)
+    st = remote(b)
+    assert 1 <= st["plotted"] < 8, f"overflow plotted {st['plotted']} of 8 sectors remotely"
+    assert st["failed"] == 0 and st["in_flight"] == [], st
+    assert metric(b, 'farmd_cluster_remote_sectors_total{result="plotted"}') == st["plotted"]
+    print(f"  overflow: {st['plotted']} of 8 sectors plotted on C, the rest locally")
     for f in (b, c):
         rc = f.stop()
         assert rc == 0, (rc, f.log()[-2000:])
