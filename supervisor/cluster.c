@@ -218,6 +218,8 @@ dispatch_msg(struct cluster *c, int64_t sid, natsMsg *nm)
 	}
 }
 
+static void sub_attach(struct cluster *c, struct cluster_sub *s);
+
 static void
 set_state(struct cluster *c, enum cluster_state st)
 {
@@ -235,6 +237,12 @@ set_state(struct cluster *c, enum cluster_state st)
 		log_warn("cluster: lost the NATS server; reconnecting (farmd goes on alone)");
 	}
 	c->state = st;
+	/* A subscription cnats refused while the server was away (sub_attach
+	 * left it without a handle) is made now, not only after a redial:
+	 * cnats resends only the ones it holds. */
+	for (struct cluster_sub *s = c->subs; st == CLUSTER_CONNECTED && s != NULL; s = s->next)
+		if (s->ns == NULL)
+			sub_attach(c, s);
 	for (int i = 0; st == CLUSTER_CONNECTED && i < c->nparts; i++)
 		if (c->parts[i]->connected != NULL)
 			c->parts[i]->connected(c);
