@@ -12,7 +12,10 @@
  * thousands), and the queue costs one eventfd write per burst (the fd is
  * bumped only when the queue was empty).  Global message delivery with
  * one thread keeps cnats at a fixed two threads however many
- * subscriptions exist.
+ * subscriptions exist.  Publishes are flushed by the loop itself
+ * (natsOptions_SetSendAsap: the write event is armed at once) rather than
+ * by cnats' flusher thread, which waits 1 ms after a publish and is one
+ * more thread that each reconnect stops and starts again.
  *
  * Replies.  One wildcard subscription "<inbox>.*" carries every answer,
  * chunk and ack addressed to this node; the last token is a route id
@@ -38,6 +41,15 @@
 #define CLUSTER_CONNECT_TIMEOUT_MS 2000
 #define CLUSTER_MALFORMED_LOG_MS 10000
 #define CLUSTER_REDIAL_MS 2000          /* after cnats gave a connection up (auth refused) */
+/* Liveness: cnats PINGs the server every CLUSTER_PING_MS and counts the
+ * connection stale (and reconnects) when more than CLUSTER_PINGS_OUT go
+ * unanswered, about 20 s.  cnats' default (2 min, 2 out) left a connection
+ * that carried nothing in one direction "connected" for over 4 min: a run
+ * of test_cluster_plot saw a node connected after an outage that never
+ * received its peers' announcements again.  A PING that cannot be written
+ * or a PONG that is never read ends such a connection either way. */
+#define CLUSTER_PING_MS 5000
+#define CLUSTER_PINGS_OUT 3
 
 enum qkind { QI_MSG, QI_CONNECTED, QI_DISCONNECTED, QI_CLOSED };
 
@@ -205,6 +217,7 @@ dispatch_msg(struct cluster *c, int64_t sid, natsMsg *nm)
 	struct cluster_msg m = {
 		natsMsg_GetSubject(nm), natsMsg_GetReply(nm),
 		(const uint8_t *)natsMsg_GetData(nm), (size_t)natsMsg_GetDataLength(nm),
+		natsMsg_IsNoResponders(nm),
 	};
 
 	if (m.reply != NULL && m.reply[0] == '\0')
@@ -620,6 +633,12 @@ creq_answer(void *arg, const struct cluster_msg *m)
 	cluster_reply_cb cb = q->cb;
 	void *cbarg = q->arg;
 
+	if (m->no_responders) {
+		q->c->st.failures++;
+		creq_end(q);
+		cb(cbarg, CLUSTER_TIMEOUT, NULL, 0, "no node listens on that subject");
+		return;
+	}
 	q->c->st.answers++;
 	creq_end(q);
 	cb(cbarg, CLUSTER_OK, m->data, m->len, NULL);
@@ -734,6 +753,9 @@ cluster_options(struct cluster *c, struct err *e)
 	    (s = natsOptions_SetMaxReconnect(c->opts, -1)) != NATS_OK ||
 	    (s = natsOptions_SetReconnectWait(c->opts, CLUSTER_RECONNECT_WAIT_MS)) != NATS_OK ||
 	    (s = natsOptions_SetReconnectBufSize(c->opts, 0)) != NATS_OK ||
+	    (s = natsOptions_SetPingInterval(c->opts, CLUSTER_PING_MS)) != NATS_OK ||
+	    (s = natsOptions_SetMaxPingsOut(c->opts, CLUSTER_PINGS_OUT)) != NATS_OK ||
+	    (s = natsOptions_SetSendAsap(c->opts, true)) != NATS_OK ||
 	    (s = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_nats_connected, c)) != NATS_OK ||
 	    (s = natsOptions_SetDisconnectedCB(c->opts, on_nats_disconnected, c)) != NATS_OK ||
 	    (s = natsOptions_SetReconnectedCB(c->opts, on_nats_connected, c)) != NATS_OK ||

@@ -73,12 +73,15 @@ enum cluster_status {
 };
 
 /* A received message, valid only during the callback. reply is NULL when
- * the sender wants no answer. */
+ * the sender wants no answer.  no_responders marks the server's status
+ * answer to one of our requests when no node subscribes to its subject
+ * (it has no data): the request can fail now instead of at its timeout. */
 struct cluster_msg {
 	const char *subject;
 	const char *reply;
 	const uint8_t *data;
 	size_t len;
+	bool no_responders;
 };
 typedef void (*cluster_msg_cb)(void *arg, const struct cluster_msg *m);
 

@@ -214,9 +214,14 @@ recv_msg(void *arg, const struct cluster_msg *m)
 	struct srecv *r = arg;
 	struct cluster *c = r->c;
 	struct frame_alloc fa;
-	Farmd__StreamChunk *k = (Farmd__StreamChunk *)cluster_unpack(c,
-	    &farmd__stream_chunk__descriptor, m, c->max_payload + CLUSTER_CHUNK_OVERHEAD, &fa);
+	Farmd__StreamChunk *k;
 
+	if (m->no_responders) {         /* no peer at all subscribes to the subject */
+		recv_end(r, CLUSTER_TIMEOUT, "no peer listens");
+		return;
+	}
+	k = (Farmd__StreamChunk *)cluster_unpack(c, &farmd__stream_chunk__descriptor, m,
+	    c->max_payload + CLUSTER_CHUNK_OVERHEAD, &fa);
 	if (k == NULL)
 		return;
 	if (strlen(k->node) >= CLUSTER_NODE_MAX) {
@@ -368,10 +373,15 @@ send_ack(void *arg, const struct cluster_msg *m)
 {
 	struct ssend *s = arg;
 	struct frame_alloc fa;
-	Farmd__StreamAck *a = (Farmd__StreamAck *)cluster_unpack(s->c,
-	    &farmd__stream_ack__descriptor, m, CLUSTER_CTRL_MAX, &fa);
+	Farmd__StreamAck *a;
 	char why[256];
 
+	if (m->no_responders) {         /* the receiver's inbox is gone */
+		send_end(s, CLUSTER_TIMEOUT, "the receiver is gone");
+		return;
+	}
+	a = (Farmd__StreamAck *)cluster_unpack(s->c, &farmd__stream_ack__descriptor, m,
+	    CLUSTER_CTRL_MAX, &fa);
 	if (a == NULL)
 		return;
 	if (a->error[0] != '\0') {

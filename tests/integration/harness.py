@@ -454,6 +454,8 @@ class NatsServer:
             f.write(extra)      # more nats-server config, e.g. authorization { ... }
             if os.environ.get("FARMD_NATS_DEBUG"):
                 f.write("debug: true\n")   # connects, closes and their reasons in nats.log
+            if os.environ.get("FARMD_NATS_DEBUG") == "trace":
+                f.write("trace: true\n")   # and every protocol line (SUB, PUB, MSG)
         self.proc = None
         self.logf = None
         _live.append(self)

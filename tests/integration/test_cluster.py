@@ -278,6 +278,39 @@ def test_server_restart(tmp):
     assert a.stop() == 0 and b.stop() == 0
 
 
+def test_server_hung(tmp):
+    """A server that stops answering without closing anything (SIGSTOP: TCP
+    stays up, nothing is read or written) is found dead by cnats' PINGs
+    within about 20 s: B says `reconnecting` and goes on alone.  When the
+    server runs again B reconnects by itself and gap repair resumes: B gets
+    the blocks A ingested during the hang."""
+    n = 40
+    srv = nats_server(tmp)
+    path = chain(tmp, n, 4 * KIB)
+
+    def files(lo, hi):
+        return [os.path.join(path, f"{h:06d}.blk") for h in range(lo, hi + 1)]
+    a = node(tmp, srv, "nodea")
+    a.ctl("history", "ingest", *files(1, n // 2), timeout=120)
+    b = node(tmp, srv, "nodeb")
+    wait_archived(b, n // 2)
+    srv.proc.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        wait_for(lambda: cluster(b)["state"] == "reconnecting", 60, interval=0.5,
+                 what="B finding the hung server dead")
+        print(f"    hung server found dead after {time.monotonic() - began:.1f}s")
+        a.ctl("history", "ingest", *files(n // 2 + 1, n), timeout=120)
+        assert archived(b) == n // 2
+    finally:
+        srv.proc.send_signal(signal.SIGCONT)
+    wait_for(lambda: cluster(b)["state"] == "connected", 30, interval=0.1, what="B reconnected")
+    wait_archived(b, n, timeout=60)
+    assert segments(a) == segments(b)
+    assert cluster(b)["counters"]["reconnects"] >= 1
+    assert a.stop() == 0 and b.stop() == 0
+
+
 # ---- 5. a block larger than max_payload -----------------------------------------
 
 def test_block_larger_than_max_payload(tmp):

@@ -222,10 +222,11 @@ def test_server_lost_while_plotting_remotely(tmp):
     = prefer) plots through plotter C when nats-server is killed with -9, a
     sector in flight on C.  B says `reconnecting`, plots the rest of its farm
     locally (the sector lost with C is retried here), and every sector equals
-    the independent encoding.  With the server back B reconnects within 10 s.
-    (Remote plotting resuming after the outage is not asserted here: one
-    run in nine saw C receive nothing after its reconnect; see the note of
-    stop 23.)"""
+    the independent encoding.  With the server back B reconnects within 10 s
+    and plots through C again: a second farm's sectors come from C.  (One run
+    in nine once saw a node reconnected after the outage whose peers heard
+    nothing more from it: the PING liveness check of cluster.c now ends such
+    a connection; test_cluster.py's test_server_hung drives that check.)"""
     nats = nats_server(tmp)
     hist = History(tmp, 48, seed="cluster-lost")
     b = node(tmp, "B", nats, encode=1, remote="prefer")
@@ -252,6 +253,15 @@ def test_server_lost_while_plotting_remotely(tmp):
     nats.start()
     wait_for(lambda: b.ctl_json("cluster", "status")["state"] == "connected", 10,
              interval=0.1, what="B reconnected within 10 s")
+    wait_for(lambda: peer(b, "C") and not peer(b, "C")["bad"] and
+             c.ctl_json("cluster", "status")["state"] == "connected", 30,
+             what="C back and announced")
+    farm2_dir = os.path.join(tmp, "farm2")
+    farm2 = add_farm(b, farm2_dir, 4)
+    wait_for(lambda: remote(b)["plotted"] > plotted_remotely, 60,
+             what="remote plotting through C again")
+    secs2 = [x for x in wait_plot_idle(b, 120) if x["farm"] == farm2["id"]]
+    assert_encoded(b, hist, farm2, farm2_dir, secs2, 4)
     stop_all(b, c)
 
 
@@ -303,6 +313,28 @@ def test_plotter_made_during_outage(tmp):
     assert_encoded(b, hist, farm, farm_dir, secs, 4)
     assert remote(b)["plotted"] == 4
     stop_all(b, c)
+
+
+def test_no_plotter_listening(tmp):
+    """With no plotter subscribed anywhere, the server answers B's plotter.free
+    asks with "no responders": B plots every sector locally, counts each ask
+    as a failure, and never counts the server's status answer as a
+    malformed message."""
+    nats = nats_server(tmp)
+    hist = History(tmp, 48, seed="cluster-nobody")
+    b = node(tmp, "B", nats, encode=1, remote="prefer")
+    hist.ingest_to(b, 3)
+    farm_dir = os.path.join(tmp, "farm")
+    farm = add_farm(b, farm_dir, 4)
+    secs = wait_plot_idle(b, 120)
+    assert_encoded(b, hist, farm, farm_dir, secs, 4)
+    st = b.ctl_json("cluster", "status")
+    assert remote(b)["plotted"] == 0
+    assert b.log().count("no free plotter answered; plotting it locally") >= 4
+    assert st["counters"]["failures"] >= 4, st["counters"]
+    assert st["counters"]["malformed"] == 0, st["counters"]
+    assert metric(b, "farmd_cluster_malformed_total") == 0
+    stop_all(b)
 
 
 if __name__ == "__main__":
