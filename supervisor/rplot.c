@@ -6,7 +6,10 @@
  *    a bounded allocator after its size was checked, must carry our
  *    version and attempt id, and a chunk must start exactly where the
  *    previous one ended and be exactly chunk_bytes long (the sector's
- *    last one: its rest).  Anything else fails the attempt.
+ *    last one: its rest).  Anything else fails the attempt, and a chunk
+ *    that breaks these rules also marks the plotter bad for an hour, as a
+ *    failed spot check does: a plotter that answers every offer first
+ *    and then sends nonsense would otherwise take every sector forever.
  *  - A chunk is acknowledged only once its bytes are in the sjob's
  *    buffer, so the plotter never runs more than one chunk ahead of the
  *    farmer's disk (at most one chunk is held here while a batch is
@@ -159,6 +162,27 @@ rj_fail(struct rplot_job *j, const char *fmt, ...)
 	vsnprintf(j->error, sizeof(j->error), fmt, ap);
 	va_end(ap);
 	fsm_enter(&j->m, j, RJ_FAILED);
+}
+
+/* A plotter broke the chunk protocol: it is marked bad and the attempt
+ * fails with the reason. */
+static void rj_violation(struct rplot_job *j, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void
+rj_violation(struct rplot_job *j, const char *fmt, ...)
+{
+	char why[ERR_MSG_MAX];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	j->r->st.chunks_refused++;
+	cluster_peer_mark_bad(rj_cluster(j), j->node, RPLOT_BAD_MS);
+	log_warn("plotter %s: %s; the plotter is marked bad for %u s", j->node, why,
+	    RPLOT_BAD_MS / 1000);
+	rj_fail(j, "plotter %s: %s", j->node, why);
 }
 
 /* Answers a chunk: error NULL acknowledges the bytes up to pos, else it
@@ -329,7 +353,8 @@ rj_offer_cb(void *arg, enum cluster_status st, const uint8_t *data, size_t len,
 
 	(void)error;
 	j->req = 0;
-	/* No answer, or the server's empty "no responders" status. */
+	/* No answer in time, or none at all (the server's "no responders":
+	 * cluster_request reports it as a timeout), or an empty one. */
 	if (st != CLUSTER_OK || len == 0) {
 		rj_no_plotter(j);
 		return;
@@ -562,12 +587,11 @@ rj_consume(struct rplot_job *j, const uint8_t *data, size_t len, const char *rep
 		rj_callback(j, RPLOT_FILLED, NULL);
 }
 
-/* Holds a chunk no fill wants yet; its ack waits for the next fill. */
+/* Holds a chunk no fill wants yet (none is held); its ack waits for the
+ * next fill.  -1: out of memory. */
 static int
 rj_hold(struct rplot_job *j, const uint8_t *data, size_t len, const char *reply)
 {
-	if (j->held != NULL)
-		return -1;              /* it did not wait for the ack */
 	if ((j->held = malloc(len)) == NULL)
 		return -1;
 	memcpy(j->held, data, len);
@@ -582,25 +606,25 @@ rj_data(struct rplot_job *j, const Farmd__SectorChunk *c, const char *reply)
 	uint64_t want = j->pos + (j->held != NULL ? j->held_len : 0);
 
 	if (reply == NULL || strlen(reply) >= CLUSTER_SUBJECT_MAX) {
-		rj_fail(j, "plotter %s sent a chunk without a usable reply subject", j->node);
+		rj_violation(j, "a chunk without a usable reply subject");
 		return;
 	}
 	if (j->held == NULL)            /* where a refusal is answered */
 		snprintf(j->held_reply, sizeof(j->held_reply), "%s", reply);
 	if (c->pos != want || c->data.len != rj_chunk_len(j, want) || c->data.len == 0) {
-		j->r->st.chunks_refused++;
-		rj_fail(j, "plotter %s sent %zu bytes at byte %" PRIu64 " of the sector; expected %"
-		    PRIu64 " bytes at byte %" PRIu64, j->node, c->data.len, c->pos,
-		    rj_chunk_len(j, want), want);
+		rj_violation(j, "sent %zu bytes at byte %" PRIu64 " of the sector; expected %"
+		    PRIu64 " bytes at byte %" PRIu64, c->data.len, c->pos, rj_chunk_len(j, want),
+		    want);
 		return;
 	}
 	if (j->cb != NULL && j->held == NULL && j->pos < j->fill_end) {
 		j->held_reply[0] = '\0';
 		rj_consume(j, c->data.data, c->data.len, reply);
 	}
+	else if (j->held != NULL)
+		rj_violation(j, "a chunk before the previous one was acknowledged");
 	else if (rj_hold(j, c->data.data, c->data.len, reply) < 0)
-		rj_fail(j, "plotter %s sent a chunk before the previous one was acknowledged",
-		    j->node);
+		rj_fail(j, "out of memory holding a chunk of plotter %s", j->node);
 }
 
 static void
@@ -614,7 +638,8 @@ rj_msg_cb(void *arg, const struct cluster_msg *m)
 		return;
 	if (m->len > (size_t)j->chunk_bytes + 4096) {
 		cluster_note_malformed(rj_cluster(j), m->subject, "chunk larger than chunk_bytes");
-		rj_fail(j, "plotter %s sent a %zu-byte message", j->node, m->len);
+		rj_violation(j, "a %zu-byte message, chunks are %" PRIu32 " bytes", m->len,
+		    j->chunk_bytes);
 		return;
 	}
 	frame_alloc_init(&fa, 2 * m->len + 4096);

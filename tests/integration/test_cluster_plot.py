@@ -21,7 +21,9 @@ import os
 import re
 import shutil
 import signal
+import socket
 import sys
+import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -30,6 +32,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "vectors"))
 import gen_vectors as v1  # noqa: E402
 import random  # noqa: E402
 
+from adminwire import fields  # noqa: E402
 from harness import farmd, metric, nats_server, run_tests, wait_for  # noqa: E402
 from test_cluster import RawNats, pb_field  # noqa: E402
 from test_plotting import (PIECE_SIZE, PIECES_IN_SECTOR, PPS, RECENT_FRACTION,  # noqa: E402
@@ -334,6 +337,105 @@ def test_no_plotter_listening(tmp):
     assert st["counters"]["failures"] >= 4, st["counters"]
     assert st["counters"]["malformed"] == 0, st["counters"]
     assert metric(b, "farmd_cluster_malformed_total") == 0
+    stop_all(b)
+
+
+class HostilePlotter(threading.Thread):
+    """A plotter named EVIL on the raw NATS protocol: it answers every
+    plotter.free ask, accepts every sector job, and answers each with one
+    chunk that breaks the protocol: job k's chunk is bad(k) = (pos, length)."""
+
+    def __init__(self, port, bad):
+        super().__init__(daemon=True)
+        self.s = socket.create_connection(("127.0.0.1", port), 5)
+        assert self.s.recv(65536).startswith(b"INFO")
+        self.s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\n'
+                       b"SUB farmd.v1.plotter.free farmd.plotter 1\r\n"
+                       b"SUB farmd.v1.plotter.EVIL.sector 2\r\n")
+        self.bad = bad
+        self.asks = 0
+        self.jobs = []
+        self.stopping = False
+
+    def pub(self, subject, data, reply=None):
+        head = f"PUB {subject} {reply + ' ' if reply else ''}{len(data)}\r\n".encode()
+        self.s.sendall(head + data + b"\r\n")
+
+    def on_msg(self, sid, reply, data):
+        if sid == b"1":
+            self.asks += 1
+            self.pub(reply, pb_field(1, 1) + pb_field(2, b"EVIL") +
+                     pb_field(3, b"farmd.v1.plotter.EVIL.sector") + pb_field(4, 1))
+        elif sid == b"2":
+            job = fields(data)
+            self.jobs.append(job)
+            self.pub(reply, pb_field(1, 1))                  # SectorAccept
+            pos, n = self.bad(len(self.jobs))
+            self.pub(job[3].decode(), pb_field(1, 1) + pb_field(2, job[2]) + pb_field(4, pos) +
+                     pb_field(5, bytes(n)) + pb_field(7, b"EVIL"), reply="EVIL.acks")
+
+    def run(self):
+        buf = b""
+        self.s.settimeout(0.5)
+        while not self.stopping:
+            try:
+                got = self.s.recv(1 << 20)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            if not got:
+                return
+            buf += got
+            while True:
+                head, sep, rest = buf.partition(b"\r\n")
+                if not sep:
+                    break
+                parts = head.split()
+                if parts and parts[0] == b"MSG":
+                    n = int(parts[-1])
+                    if len(rest) < n + 2:
+                        break
+                    self.on_msg(parts[2], parts[3].decode() if len(parts) == 5 else None,
+                                rest[:n])
+                    buf = rest[n + 2:]
+                else:
+                    if parts and parts[0] == b"PING":
+                        self.s.sendall(b"PONG\r\n")
+                    buf = rest
+
+    def stop(self):
+        self.stopping = True
+        self.join(5)
+        self.s.close()
+
+
+def test_hostile_plotter_chunks(tmp):
+    """A plotter that answers first and then sends a chunk at the wrong
+    position, or of the wrong length, fails the attempt and is marked bad: B
+    skips its later offers and plots every sector locally, each equal to the
+    independent encoding; nothing of the plotter's reaches plot.bin."""
+    nats = nats_server(tmp)
+    hist = History(tmp, 48, seed="cluster-hostile")
+    b = node(tmp, "B", nats, encode=1, remote="prefer")
+    hist.ingest_to(b, 3)
+    evil = HostilePlotter(nats.port, lambda k: (4096, 65536) if k % 2 else (0, 100))
+    evil.start()
+    try:
+        farm_dir = os.path.join(tmp, "farm")
+        farm = add_farm(b, farm_dir, 4)
+        secs = wait_plot_idle(b, 120)
+        assert_encoded(b, hist, farm, farm_dir, secs, 4)
+    finally:
+        evil.stop()
+    r = remote(b)
+    assert r["plotted"] == 0 and r["chunks_refused"] >= 1, r
+    # max_sectors_per_farm = 2: at most two jobs went to EVIL before the
+    # first refusal marked it bad; its later answers were skipped.
+    assert 1 <= len(evil.jobs) <= 2 and evil.asks > len(evil.jobs), (len(evil.jobs), evil.asks)
+    log = b.log()
+    assert re.search(r"plotter EVIL: sent \d+ bytes at byte \d+ of the sector; expected \d+ "
+                     r"bytes at byte 0; the plotter is marked bad for 3600 s", log), log[-3000:]
     stop_all(b)
 
 
