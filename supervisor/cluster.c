@@ -17,6 +17,20 @@
  * by cnats' flusher thread, which waits 1 ms after a publish and is one
  * more thread that each reconnect stops and starts again.
  *
+ * Reconnects.  cnats' reconnect thread finds a server that is back, but
+ * with an event loop cnats keeps the connection's protocol parser across
+ * reconnects (its own read thread makes a new one per socket; the
+ * event-loop read path never does).  A server that died in the middle of
+ * a message to us leaves that parser inside the message, and the new
+ * socket's bytes are then taken for the rest of it: up to max_payload of
+ * everything the server sends (announcements, answers, PONGs) is lost,
+ * and the node hears nothing until the PINGs find the connection stale.
+ * So a reconnect is taken as word that the server is back and nothing
+ * more: the connection is replaced at once by a fresh one (redial_cb),
+ * which starts with a fresh parser.  Every queued item carries its
+ * connection; those of a connection already replaced are dropped (a
+ * message of the old one must not reach a sid the new one reuses).
+ *
  * Replies.  One wildcard subscription "<inbox>.*" carries every answer,
  * chunk and ack addressed to this node; the last token is a route id
  * (cluster_route_add), looked up on the loop.  An id no longer routed
@@ -43,20 +57,20 @@
 #define CLUSTER_REDIAL_MS 2000          /* after cnats gave a connection up (auth refused) */
 /* Liveness: cnats PINGs the server every CLUSTER_PING_MS and counts the
  * connection stale (and reconnects) when more than CLUSTER_PINGS_OUT go
- * unanswered, about 20 s.  cnats' default (2 min, 2 out) left a connection
- * that carried nothing in one direction "connected" for over 4 min: a run
- * of test_cluster_plot saw a node connected after an outage that never
- * received its peers' announcements again.  A PING that cannot be written
- * or a PONG that is never read ends such a connection either way. */
+ * unanswered, about 20 s.  cnats' default (2 min, 2 out) leaves a hung
+ * server, or a path that carries nothing in one direction, "connected"
+ * for 4 min or more.  A PING that cannot be written or a PONG that is
+ * never read ends such a connection either way. */
 #define CLUSTER_PING_MS 5000
 #define CLUSTER_PINGS_OUT 3
 
-enum qkind { QI_MSG, QI_CONNECTED, QI_DISCONNECTED, QI_CLOSED };
+enum qkind { QI_MSG, QI_CONNECTED, QI_RECONNECTED, QI_DISCONNECTED, QI_CLOSED };
 
 struct cluster_qitem {
 	enum qkind kind;
 	int64_t sid;                    /* QI_MSG: the cnats subscription id */
 	natsMsg *msg;
+	natsConnection *nc;             /* whose (compared, never dereferenced) */
 	struct cluster_qitem *next;
 };
 
@@ -105,7 +119,7 @@ cluster_next_id(struct cluster *c)
 /* ---- hand-off from cnats' threads ------------------------------------ */
 
 static void
-q_push(struct cluster *c, enum qkind kind, int64_t sid, natsMsg *msg)
+q_push(struct cluster *c, enum qkind kind, int64_t sid, natsMsg *msg, natsConnection *nc)
 {
 	struct cluster_qitem *it = calloc(1, sizeof(*it));
 	uint64_t one = 1;
@@ -119,6 +133,7 @@ q_push(struct cluster *c, enum qkind kind, int64_t sid, natsMsg *msg)
 	it->kind = kind;
 	it->sid = sid;
 	it->msg = msg;
+	it->nc = nc;
 	pthread_mutex_lock(&c->q_mu);
 	wake = c->q_head == NULL;
 	if (c->q_tail != NULL)
@@ -135,50 +150,33 @@ static void
 on_nats_msg(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
 	(void)nc;
-	q_push(closure, QI_MSG, natsSubscription_GetID(sub), msg);
+	q_push(closure, QI_MSG, natsSubscription_GetID(sub), msg, nc);
 }
 
+/* A new connection's first connect (retried in the background). */
 static void
 on_nats_connected(natsConnection *nc, void *closure)
 {
-	(void)nc;
-	q_push(closure, QI_CONNECTED, 0, NULL);
+	q_push(closure, QI_CONNECTED, 0, NULL, nc);
+}
+
+/* cnats reconnected a connection that was lost: replaced (file comment). */
+static void
+on_nats_reconnected(natsConnection *nc, void *closure)
+{
+	q_push(closure, QI_RECONNECTED, 0, NULL, nc);
 }
 
 static void
 on_nats_disconnected(natsConnection *nc, void *closure)
 {
-	(void)nc;
-	q_push(closure, QI_DISCONNECTED, 0, NULL);
+	q_push(closure, QI_DISCONNECTED, 0, NULL, nc);
 }
 
 static void
 on_nats_closed(natsConnection *nc, void *closure)
 {
-	(void)nc;
-	q_push(closure, QI_CLOSED, 0, NULL);
-}
-
-/* Drops the queued messages (not the connection events). */
-static void
-q_drop_msgs(struct cluster *c)
-{
-	struct cluster_qitem **pp, *it;
-
-	pthread_mutex_lock(&c->q_mu);
-	for (pp = &c->q_head; (it = *pp) != NULL;) {
-		if (it->kind == QI_MSG) {
-			*pp = it->next;
-			natsMsg_Destroy(it->msg);
-			free(it);
-		} else {
-			pp = &it->next;
-		}
-	}
-	c->q_tail = NULL;
-	for (it = c->q_head; it != NULL; it = it->next)
-		c->q_tail = it;
-	pthread_mutex_unlock(&c->q_mu);
+	q_push(closure, QI_CLOSED, 0, NULL, nc);
 }
 
 /* ---- dispatch on the loop -------------------------------------------- */
@@ -316,6 +314,12 @@ q_drain_cb(evutil_socket_t fd, short what, void *arg)
 	pthread_mutex_unlock(&c->q_mu);
 	for (; it != NULL; it = next) {
 		next = it->next;
+		if (it->nc != c->nc) {  /* from a connection already replaced */
+			if (it->msg != NULL)
+				natsMsg_Destroy(it->msg);
+			free(it);
+			continue;
+		}
 		switch (it->kind) {
 		case QI_MSG:
 			if (c->state != CLUSTER_CLOSED)
@@ -324,6 +328,15 @@ q_drain_cb(evutil_socket_t fd, short what, void *arg)
 			break;
 		case QI_CONNECTED:
 			set_state(c, CLUSTER_CONNECTED);
+			break;
+		case QI_RECONNECTED:
+			if (!c->stopping) {
+				struct timeval now = clock_tv(0);
+
+				log_info("cluster: %s is back; replacing the connection",
+				    c->d->cfg.cluster.nats);
+				evtimer_add(c->redial, &now);
+			}
 			break;
 		case QI_DISCONNECTED:
 			set_state(c, CLUSTER_RECONNECTING);
@@ -488,9 +501,9 @@ cluster_subscribe(struct cluster *c, const char *subject, const char *queue,
 	return s;
 }
 
-/* The redial: every subscription moves to a new connection.  Messages
- * queued from the old one are dropped first, so none reaches a sid the new
- * connection reuses. */
+/* The redial: every subscription moves to a new connection.  What is still
+ * queued from the old one is dropped when the queue is drained (its items
+ * name their connection), so no message reaches a sid the new one reuses. */
 static void
 redial_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -503,7 +516,6 @@ redial_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	for (struct cluster_sub *s = c->subs; s != NULL; s = s->next)
 		sub_detach(s);
-	q_drop_msgs(c);
 	natsConnection_Destroy(c->nc);
 	c->nc = NULL;
 	st = natsConnection_Connect(&c->nc, c->opts);
@@ -758,7 +770,7 @@ cluster_options(struct cluster *c, struct err *e)
 	    (s = natsOptions_SetSendAsap(c->opts, true)) != NATS_OK ||
 	    (s = natsOptions_SetRetryOnFailedConnect(c->opts, true, on_nats_connected, c)) != NATS_OK ||
 	    (s = natsOptions_SetDisconnectedCB(c->opts, on_nats_disconnected, c)) != NATS_OK ||
-	    (s = natsOptions_SetReconnectedCB(c->opts, on_nats_connected, c)) != NATS_OK ||
+	    (s = natsOptions_SetReconnectedCB(c->opts, on_nats_reconnected, c)) != NATS_OK ||
 	    (s = natsOptions_SetClosedCB(c->opts, on_nats_closed, c)) != NATS_OK ||
 	    (s = natsOptions_UseGlobalMessageDelivery(c->opts, true)) != NATS_OK ||
 	    (s = natsOptions_SetEventLoop(c->opts, c->d->base, natsLibevent_Attach,

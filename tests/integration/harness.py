@@ -54,6 +54,10 @@ PACE = 3.0 if SANITIZED else 1.0
 # thousands of farmctl calls, where LeakSanitizer's exit scan doubled the
 # CPU a call costs (run_tests turns it off for their farmctl calls only).
 FARMD_ASAN_OPTIONS = os.environ.get("ASAN_OPTIONS")
+# One leak is cnats' own (tests/lsan.supp says which and why).
+if SANITIZED and "LSAN_OPTIONS" not in os.environ:
+    os.environ["LSAN_OPTIONS"] = "suppressions=" + os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "lsan.supp")
 
 # kill -9 loops: the acceptance lists ask for 20 rounds, which the normal
 # pass runs; the sanitizer pass is there for memory errors and runs fewer.

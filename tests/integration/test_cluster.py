@@ -16,12 +16,13 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 from adminwire import field, varint  # noqa: E402
-from harness import FARMCTL, FARMD, SANITIZED, farmd, free_port, metric, nats_server, run_tests, wait_for  # noqa: E402
+from harness import FARMCTL, FARMD, SANITIZED, SLOW, farmd, free_port, metric, nats_server, run_tests, wait_for  # noqa: E402
 
 KIB = 1 << 10
 MIB = 1 << 20
@@ -309,6 +310,113 @@ def test_server_hung(tmp):
     assert segments(a) == segments(b)
     assert cluster(b)["counters"]["reconnects"] >= 1
     assert a.stop() == 0 and b.stop() == 0
+
+
+class CuttingProxy:
+    """A TCP proxy between nodes and nats-server that can end a connection
+    in the middle of a message to its node, as a server that dies while it
+    sends would.  cut(subject): the next MSG on subject towards a node is
+    forwarded only up to half its payload, then both sides are closed; the
+    node's next connection is proxied whole."""
+
+    def __init__(self, upstream_port):
+        self.upstream = upstream_port
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        self.url_line = f"nats = nats://127.0.0.1:{self.port}\n"
+        self.armed = None
+        self.cut_at = None      # (payload bytes, forwarded) once it cut
+        self.cut_done = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self, subject):
+        self.armed = f"MSG {subject} ".encode()
+
+    def _accept(self):
+        while True:
+            try:
+                cl, _ = self.lsock.accept()
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.upstream), 5)
+            threading.Thread(target=self._pump, args=(cl, up, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(up, cl, True), daemon=True).start()
+
+    def _pump(self, src, dst, to_node):
+        held = b""
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if not data:
+                    break
+                if not (to_node and self.armed):
+                    dst.sendall(data)
+                    continue
+                held += data
+                i = held.find(self.armed)
+                end = held.find(b"\r\n", i) if i >= 0 else -1
+                if end < 0:     # keep what may be the start of a split header
+                    keep = len(self.armed) + 64 if i < 0 else len(held) - i
+                    dst.sendall(held[:max(0, len(held) - keep)])
+                    held = held[max(0, len(held) - keep):]
+                    continue
+                size = int(held[i:end].split()[-1])
+                if len(held) < end + 2 + size // 2:
+                    continue
+                dst.sendall(held[:end + 2 + size // 2])
+                self.armed, self.cut_at = None, (size, size // 2)
+                self.cut_done.set()
+                break
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def close(self):
+        self.lsock.close()
+
+
+def test_connection_cut_mid_message(tmp):
+    """A connection that ends in the middle of a message to C (a proxy cuts
+    it halfway through a 512 KiB MSG) does not leave C deaf on the next one:
+    cnats keeps a connection's parser across its reconnects in event-loop
+    mode, so farmd replaces the reconnected connection with a fresh one.
+    After one reconnect C hears A again and archives, by gap repair, what A
+    ingested after the cut; it needs no second reconnect (with the parser
+    left inside the old message, only the PING check ended the deaf
+    connection, about 20 s later)."""
+    n = 30
+    srv = nats_server(tmp)
+    proxy = CuttingProxy(srv.port)
+    path = chain(tmp, n, 4 * KIB)
+    files = [os.path.join(path, f"{h:06d}.blk") for h in range(1, n + 1)]
+    a = node(tmp, srv, "nodea")
+    d = os.path.join(tmp, "nodec")
+    os.makedirs(d)
+    c = farmd(d, config=f"[workers]\nencode = 1\n[cluster]\n{proxy.url_line}node = nodec\n",
+              name="nodec")
+    wait_peer(c, "nodea")
+    wait_peer(a, "nodec")
+    raw = RawNats(srv.port)
+    proxy.cut("farmd.v1.node.announce")
+    raw.pub("farmd.v1.node.announce", bytes(512 * KIB))
+    raw.flush()
+    assert proxy.cut_done.wait(10 * SLOW), "the proxy saw no message to cut"
+    wait_for(lambda: cluster(c)["counters"]["reconnects"] >= 1 and
+             cluster(c)["state"] == "connected", 30, interval=0.1, what="C reconnected")
+    a.ctl("history", "ingest", *files, timeout=120)
+    wait_archived(c, n, timeout=60)
+    assert segments(a) == segments(c)
+    assert cluster(c)["counters"]["reconnects"] == 1, cluster(c)["counters"]
+    assert "replacing the connection" in c.log()
+    proxy.close()
+    assert a.stop() == 0 and c.stop() == 0
 
 
 # ---- 5. a block larger than max_payload -----------------------------------------

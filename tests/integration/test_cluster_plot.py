@@ -226,10 +226,10 @@ def test_server_lost_while_plotting_remotely(tmp):
     sector in flight on C.  B says `reconnecting`, plots the rest of its farm
     locally (the sector lost with C is retried here), and every sector equals
     the independent encoding.  With the server back B reconnects within 10 s
-    and plots through C again: a second farm's sectors come from C.  (One run
-    in nine once saw a node reconnected after the outage whose peers heard
-    nothing more from it: the PING liveness check of cluster.c now ends such
-    a connection; test_cluster.py's test_server_hung drives that check.)"""
+    and plots through C again: a second farm's sectors come from C.  (About
+    one run in thirty, C heard nothing after its reconnect: the server had
+    died in the middle of a message to C, and cnats kept the parser inside
+    it; test_cluster.py's test_connection_cut_mid_message drives that case.)"""
     nats = nats_server(tmp)
     hist = History(tmp, 48, seed="cluster-lost")
     b = node(tmp, "B", nats, encode=1, remote="prefer")
