@@ -1,12 +1,24 @@
 #!/usr/bin/env python3
-"""Plotting figures (called by scripts/bench).
+"""Plotting figures (called by scripts/bench and scripts/bench-compare).
 
-For 1 encode worker (best of 3 rounds) and 2: a release farmd with one segment of history
-plots a fresh farm of demo sectors; the rate (MiB/s, sectors/min) is
-compared with W × the bare kernel's single-core rate (DESIGN §13).  With
-2 workers, `status` latency is sampled while plotting runs at full
-speed, and SIGTERM is sent mid-plot to time the exit.
-usage: bench_plot.py BUILD_DIR KERNEL_PIECES_PER_SECOND
+For W = 1 and W = nproc encode workers (each the best of ROUNDS fresh
+runs, every round printed): a release farmd with one segment of history
+plots a fresh farm of SECTORS demo sectors.  Printed per W, each figure
+beside the limit it is measured against in the same run and issue 12's
+acceptance limit:
+  - the rate (MiB/s, sectors/min) and its ratio to W × the bare kernel's
+    single-core rate (DESIGN §13; the kernel is named, and checked against
+    the one farmd's workers report);
+  - the supervisor's CPU (utime + stime of /proc/PID/stat, from just before
+    `farm add` to the last sector plotted) in % of one core per busy
+    worker over the plotting wall time;
+  - minor page faults (/proc/PID/stat field 10, minflt) of the supervisor
+    and of every encode worker over the same span, per plotted sector and
+    in % of the sector's pages (sector bytes / page size).
+Then, in one more run with W = nproc, `status` latency is sampled while
+plotting runs at full speed, and SIGTERM is sent mid-plot to time the exit
+(that run is not a rate round: the sampler takes CPU from the plot).
+usage: bench_plot.py BUILD_DIR KERNEL_PIECES_PER_SECOND [KERNEL_NAME]
 """
 import json
 import os
@@ -23,7 +35,15 @@ from adminwire import Client, StatusSampler  # noqa: E402
 SECTORS = 24
 ROUNDS = 3
 PIECES = 64                      # demo profile
-SECTOR_MIB = PIECES * 65536 / (1 << 20)
+SECTOR_BYTES = PIECES * 65536
+SECTOR_MIB = SECTOR_BYTES / (1 << 20)
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+# Issue 12's acceptance (2 workers: on a 2-core machine).
+LIMIT_RATIO = {1: 0.92}
+LIMIT_RATIO_MANY = 0.85
+LIMIT_CPU_PCT = 8.0
+LIMIT_FAULTS_PCT = 5.0
 
 
 def ctl(build, sock, *args):
@@ -41,7 +61,59 @@ def wait(pred, timeout=120, step=0.02):
     raise SystemExit("bench_plot: timed out")
 
 
-def run(build, workers, kernel, measure_status):
+def proc_stat(pid):
+    """(minflt, utime + stime in seconds) of a process, None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # After the comm field: st[0] is field 3 (state), so field k is st[k - 3].
+    return int(st[10 - 3]), (int(st[14 - 3]) + int(st[15 - 3])) / CLK_TCK
+
+
+class Faults:
+    """Minor faults of the encode workers over the plotting span.  A worker
+    present at the start counts from its first reading; one that appears
+    later (a replacement) counts from 0, its start-up included; one that is
+    gone at the end counts up to its last reading (the poll loop reads
+    every worker 10 times a second, so little is lost).  Both are noted."""
+
+    def __init__(self):
+        self.first, self.last, self.kernels = {}, {}, set()
+        self.start_pids = self.end_pids = None
+
+    def sample(self, workers, initial=False):
+        pids = set()
+        for w in workers:
+            if w["kind"] != "encode":
+                continue
+            pids.add(w["pid"])
+            if w.get("kernel"):
+                self.kernels.add(w["kernel"])
+            st = proc_stat(w["pid"])
+            if st is None:
+                continue
+            self.first.setdefault(w["pid"], st[0] if initial else 0)
+            self.last[w["pid"]] = st[0]
+        # A worker gone since keeps its last reading in self.last.
+        return pids
+
+    def total(self):
+        return sum(self.last[p] - self.first[p] for p in self.last)
+
+    def note(self):
+        new = set(self.last) - self.start_pids
+        gone = self.start_pids - self.end_pids
+        if not new and not gone:
+            return "the same %d worker%s from start to end" % (
+                len(self.start_pids), "s" if len(self.start_pids) != 1 else "")
+        return ("workers replaced: %d at the start, %d gone by the end (counted to their "
+                "last reading), %d new (counted from 0)" % (len(self.start_pids), len(gone),
+                                                            len(new)))
+
+
+def run(build, workers, measure_status):
     tmp = tempfile.mkdtemp(prefix="bench-plot-")
     with open(os.path.join(tmp, "farmd.ini"), "w") as f:
         f.write("[workers]\nencode = %d\ncompile = 0\nexecute = 0\n" % workers)
@@ -50,6 +122,17 @@ def run(build, workers, kernel, measure_status):
     log = open(os.path.join(tmp, "log"), "w")
     proc = subprocess.Popen([os.path.join(build, "farmd"), "--state-dir", os.path.join(tmp, "s"),
                              "--config", os.path.join(tmp, "farmd.ini")], stderr=log)
+    try:
+        return plot(build, workers, measure_status, tmp, sock, proc)
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait()
+        log.close()
+        subprocess.run(["rm", "-rf", tmp])
+
+
+def plot(build, workers, measure_status, tmp, sock, proc):
     wait(lambda: os.path.exists(sock) and subprocess.run(
         [os.path.join(build, "farmctl"), "-s", sock, "status"], capture_output=True).returncode == 0)
     subprocess.run([os.path.join(build, "farmctl"), "chain", "generate", "--blocks", "70",
@@ -58,28 +141,38 @@ def run(build, workers, kernel, measure_status):
     subprocess.run([os.path.join(build, "farmctl"), "-s", sock, "history", "ingest",
                     os.path.join(tmp, "chain")], check=True, capture_output=True)
     wait(lambda: ctl(build, sock, "history", "status")["history_size"] >= 1)
+    # Every worker up before the span starts: its start-up is not plotting.
+    wait(lambda: sum(1 for w in ctl(build, sock, "workers")
+                     if w["kind"] == "encode" and w["state"] == "idle") == workers)
 
     sampler = StatusSampler(sock)
+    # One connection, 10 polls a second: the bench must not eat the cores
+    # it measures.
+    c = Client(sock)
+    faults = Faults()
+    faults.start_pids = faults.sample(ctl(build, sock, "workers"), initial=True)
+    sup0 = proc_stat(proc.pid)
     t0 = time.monotonic()
     ctl(build, sock, "farm", "add", os.path.join(tmp, "farm"), "--sectors", str(SECTORS))
     if measure_status:
         sampler.start()
-    # One connection, 10 polls a second: the bench must not eat the cores
-    # it measures.
-    c = Client(sock)
-    wait(lambda: json.loads(c.request(["farm", "list"])[4])[0]["plotted"] == SECTORS,
-         timeout=600, step=0.1)
+
+    def done():
+        plotted = json.loads(c.request(["farm", "list"])[4])[0]["plotted"] == SECTORS
+        if not plotted:
+            faults.sample(json.loads(c.request(["workers"])[4]))
+        return plotted
+    wait(done, timeout=600, step=0.1)
     dt = time.monotonic() - t0
+    sup1 = proc_stat(proc.pid)
+    faults.end_pids = faults.sample(ctl(build, sock, "workers"))
     if measure_status:
         sampler.stop()
-    with open("/proc/%d/stat" % proc.pid) as f:
-        st = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(st[11]) + int(st[12])) / os.sysconf("SC_CLK_TCK")
-    if not measure_status:
-        print("  round: %.1f MiB/s (%.2f s)" % (SECTORS * SECTOR_MIB / dt, dt))
-    else:
-        report(workers, kernel, dt, cpu)
+    r = {"dt": dt, "cpu": sup1[1] - sup0[1], "sup_faults": sup1[0] - sup0[0],
+         "worker_faults": faults.total(), "note": faults.note(), "kernels": faults.kernels}
     if measure_status:
+        print("  status-sampled run, %d encode workers: %.1f MiB/s (%.2f s; not a rate round)"
+              % (workers, SECTORS * SECTOR_MIB / dt, dt))
         print("status while plotting: " + sampler.summary())
         # SIGTERM mid-plot.
         ctl(build, sock, "farm", "add", os.path.join(tmp, "farm2"), "--sectors", str(SECTORS))
@@ -90,30 +183,55 @@ def run(build, workers, kernel, measure_status):
         rc = proc.wait()
         print("SIGTERM mid-plot to exit: %.0f ms (exit %d)" % ((time.monotonic() - t) * 1e3, rc))
     else:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait()
-    log.close()
-    subprocess.run(["rm", "-rf", tmp])
-    return dt, cpu
+        print("  round, %d encode worker%s: %.1f MiB/s (%.2f s)"
+              % (workers, "s" if workers > 1 else "", SECTORS * SECTOR_MIB / dt, dt))
+    return r
 
 
-def report(workers, kernel, dt, cpu):
+def report(workers, kernel, kname, r):
+    dt = r["dt"]
     pieces_s = SECTORS * PIECES / dt
+    limit = LIMIT_RATIO.get(workers, LIMIT_RATIO_MANY)
+    reported = ",".join(sorted(r["kernels"])) or "unknown"
+    named = kname or reported
+    mismatch = "" if not kname or r["kernels"] == {kname} else \
+        " [MISMATCH: farmd's workers report kernel %s]" % reported
     print("plotting, %d encode worker%s: %.1f MiB/s, %.1f sectors/min (%d sectors of %.0f MiB in "
-          "%.2f s); bare kernel %d × %.0f pieces/s → ratio %.2f"
+          "%.2f s); bare kernel (%s) %d × %.0f pieces/s → ratio %.2f (issue 12 limit >= %.2f%s)%s"
           % (workers, "s" if workers > 1 else "", SECTORS * SECTOR_MIB / dt, SECTORS / dt * 60,
-             SECTORS, SECTOR_MIB, dt, workers, kernel, pieces_s / (workers * kernel)))
-    print("  supervisor CPU meanwhile: %.2f s (%.0f%% of one core)" % (cpu, cpu / dt * 100))
+             SECTORS, SECTOR_MIB, dt, named, workers, kernel, pieces_s / (workers * kernel),
+             limit, "" if workers == 1 else ", 2 workers on 2 cores", mismatch))
+    print("  supervisor CPU: %.2f s in %.2f s = %.1f%% of one core per busy worker (%.0f%% of "
+          "one core in all; issue 12 limit <= %.0f%%)"
+          % (r["cpu"], dt, r["cpu"] / dt / workers * 100, r["cpu"] / dt * 100, LIMIT_CPU_PCT))
+    per = (r["sup_faults"] + r["worker_faults"]) / SECTORS
+    pages = SECTOR_BYTES // PAGE
+    print("  page faults per plotted sector: %.0f (supervisor %.0f, workers %.0f) = %.1f%% of the "
+          "sector's %d pages (issue 12 limit <= %.0f%%); %s"
+          % (per, r["sup_faults"] / SECTORS, r["worker_faults"] / SECTORS, per / pages * 100,
+             pages, LIMIT_FAULTS_PCT, r["note"]))
+
+
+def nproc():
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
 
 
 def main():
+    if len(sys.argv) not in (3, 4):
+        raise SystemExit("usage: bench_plot.py BUILD_DIR KERNEL_PIECES_PER_SECOND [KERNEL_NAME]")
     build, kernel = sys.argv[1], float(sys.argv[2])
+    kname = sys.argv[3] if len(sys.argv) > 3 else None
     # 24 demo sectors take about a second with a SIMD kernel: one slow
-    # fsync or a page-cache hiccup moves a single round by a third, so the
-    # 1-worker figure is the best of ROUNDS fresh runs (each printed).
-    best = min((run(build, 1, kernel, False) for _ in range(ROUNDS)), key=lambda r: r[0])
-    report(1, kernel, *best)
-    run(build, 2, kernel, True)
+    # fsync or a page-cache hiccup moves a single round by a third, so each
+    # figure is the best of ROUNDS fresh runs (each printed).
+    many = nproc()
+    for w in sorted({1, many}):
+        best = min((run(build, w, False) for _ in range(ROUNDS)), key=lambda r: r["dt"])
+        report(w, kernel, kname, best)
+    run(build, many, True)
 
 
 if __name__ == "__main__":
