@@ -31,6 +31,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "integration"))
 from adminwire import Client, StatusSampler  # noqa: E402
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pagefaults import proc_stat  # noqa: E402
 
 SECTORS = 24
 ROUNDS = 3
@@ -38,7 +40,6 @@ PIECES = 64                      # demo profile
 SECTOR_BYTES = PIECES * 65536
 SECTOR_MIB = SECTOR_BYTES / (1 << 20)
 PAGE = os.sysconf("SC_PAGE_SIZE")
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 # Issue 12's acceptance (2 workers: on a 2-core machine).
 LIMIT_RATIO = {1: 0.92}
 LIMIT_RATIO_MANY = 0.85
@@ -59,17 +60,6 @@ def wait(pred, timeout=120, step=0.02):
             return
         time.sleep(step)
     raise SystemExit("bench_plot: timed out")
-
-
-def proc_stat(pid):
-    """(minflt, utime + stime in seconds) of a process, None once it is gone."""
-    try:
-        with open("/proc/%d/stat" % pid) as f:
-            st = f.read().rsplit(")", 1)[1].split()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    # After the comm field: st[0] is field 3 (state), so field k is st[k - 3].
-    return int(st[10 - 3]), (int(st[14 - 3]) + int(st[15 - 3])) / CLK_TCK
 
 
 class Faults:

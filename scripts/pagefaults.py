@@ -1,0 +1,43 @@
+#!/usr/bin/env python3
+"""Minor page faults and CPU time of processes, from /proc/PID/stat (used by
+scripts/bench and scripts/bench_plot.py for issue 12's figures).
+
+usage: pagefaults.py PID...    prints "PID MINFLT CPU_SECONDS" per process
+                               that exists, then "total MINFLT CPU_SECONDS"
+
+minflt is field 10 of /proc/PID/stat, counted over all the process's
+threads since its fork (a worker's start-up included); CPU is utime +
+stime (fields 14 and 15), in clock ticks (10 ms here) turned to seconds.
+"""
+import os
+import sys
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_stat(pid):
+    """(minflt, utime + stime in seconds) of a process, None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            st = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # After the comm field: st[0] is field 3 (state), so field k is st[k - 3].
+    return int(st[10 - 3]), (int(st[14 - 3]) + int(st[15 - 3])) / CLK_TCK
+
+
+def main():
+    if len(sys.argv) < 2:
+        raise SystemExit("usage: pagefaults.py PID...")
+    flt = cpu = 0
+    for a in sys.argv[1:]:
+        st = proc_stat(int(a))
+        if st is None:
+            continue
+        print("%s %d %.2f" % (a, st[0], st[1]))
+        flt, cpu = flt + st[0], cpu + st[1]
+    print("total %d %.2f" % (flt, cpu))
+
+
+if __name__ == "__main__":
+    main()
