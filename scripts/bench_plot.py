@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "integration"))
 from adminwire import Client, StatusSampler  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pagefaults import proc_stat  # noqa: E402
+from pagefaults import CLK_TCK, proc_stat  # noqa: E402
 
 SECTORS = 24
 ROUNDS = 3
@@ -71,6 +71,7 @@ class Faults:
 
     def __init__(self):
         self.first, self.last, self.kernels = {}, {}, set()
+        self.cpu_first, self.cpu_last = {}, {}
         self.start_pids = self.end_pids = None
 
     def sample(self, workers, initial=False):
@@ -86,11 +87,16 @@ class Faults:
                 continue
             self.first.setdefault(w["pid"], st[0] if initial else 0)
             self.last[w["pid"]] = st[0]
+            self.cpu_first.setdefault(w["pid"], st[1] if initial else 0)
+            self.cpu_last[w["pid"]] = st[1]
         # A worker gone since keeps its last reading in self.last.
         return pids
 
     def total(self):
         return sum(self.last[p] - self.first[p] for p in self.last)
+
+    def cpu(self):
+        return sum(self.cpu_last[p] - self.cpu_first[p] for p in self.cpu_last)
 
     def note(self):
         new = set(self.last) - self.start_pids
@@ -101,6 +107,14 @@ class Faults:
         return ("workers replaced: %d at the start, %d gone by the end (counted to their "
                 "last reading), %d new (counted from 0)" % (len(self.start_pids), len(gone),
                                                             len(new)))
+
+
+def machine_busy():
+    """CPU seconds all processes have used since boot (/proc/stat: every
+    state but idle and iowait; guest time is already in user)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
 
 
 def run(build, workers, measure_status):
@@ -142,6 +156,7 @@ def plot(build, workers, measure_status, tmp, sock, proc):
     faults = Faults()
     faults.start_pids = faults.sample(ctl(build, sock, "workers"), initial=True)
     sup0 = proc_stat(proc.pid)
+    busy0 = machine_busy()
     t0 = time.monotonic()
     ctl(build, sock, "farm", "add", os.path.join(tmp, "farm"), "--sectors", str(SECTORS))
     if measure_status:
@@ -156,10 +171,12 @@ def plot(build, workers, measure_status, tmp, sock, proc):
     dt = time.monotonic() - t0
     sup1 = proc_stat(proc.pid)
     faults.end_pids = faults.sample(ctl(build, sock, "workers"))
+    busy1 = machine_busy()
     if measure_status:
         sampler.stop()
     r = {"dt": dt, "cpu": sup1[1] - sup0[1], "sup_faults": sup1[0] - sup0[0],
-         "worker_faults": faults.total(), "note": faults.note(), "kernels": faults.kernels}
+         "worker_faults": faults.total(), "note": faults.note(), "kernels": faults.kernels,
+         "others": (busy1 - busy0 - (sup1[1] - sup0[1]) - faults.cpu()) / dt * 100}
     if measure_status:
         print("  status-sampled run, %d encode workers: %.1f MiB/s (%.2f s; not a rate round)"
               % (workers, SECTORS * SECTOR_MIB / dt, dt))
@@ -173,8 +190,9 @@ def plot(build, workers, measure_status, tmp, sock, proc):
         rc = proc.wait()
         print("SIGTERM mid-plot to exit: %.0f ms (exit %d)" % ((time.monotonic() - t) * 1e3, rc))
     else:
-        print("  round, %d encode worker%s: %.1f MiB/s (%.2f s)"
-              % (workers, "s" if workers > 1 else "", SECTORS * SECTOR_MIB / dt, dt))
+        print("  round, %d encode worker%s: %.1f MiB/s (%.2f s; other processes meanwhile, this "
+              "script's included: %.0f%% of one core)"
+              % (workers, "s" if workers > 1 else "", SECTORS * SECTOR_MIB / dt, dt, r["others"]))
     return r
 
 
@@ -200,6 +218,7 @@ def report(workers, kernel, kname, r):
           "sector's %d pages (issue 12 limit <= %.0f%%); %s"
           % (per, r["sup_faults"] / SECTORS, r["worker_faults"] / SECTORS, per / pages * 100,
              pages, LIMIT_FAULTS_PCT, r["note"]))
+    print("  other processes meanwhile (this script's included): %.0f%% of one core" % r["others"])
 
 
 def nproc():
