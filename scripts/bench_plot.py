@@ -32,7 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "tests", "integration"))
 from adminwire import Client, StatusSampler  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pagefaults import CLK_TCK, proc_stat  # noqa: E402
+from pagefaults import machine_busy, proc_stat  # noqa: E402
 
 SECTORS = 24
 ROUNDS = 3
@@ -107,14 +107,6 @@ class Faults:
         return ("workers replaced: %d at the start, %d gone by the end (counted to their "
                 "last reading), %d new (counted from 0)" % (len(self.start_pids), len(gone),
                                                             len(new)))
-
-
-def machine_busy():
-    """CPU seconds all processes have used since boot (/proc/stat: every
-    state but idle and iowait; guest time is already in user)."""
-    with open("/proc/stat") as f:
-        v = [int(x) for x in f.readline().split()[1:]]
-    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
 
 
 def run(build, workers, measure_status):

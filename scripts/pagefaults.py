@@ -3,7 +3,10 @@
 scripts/bench and scripts/bench_plot.py for issue 12's figures).
 
 usage: pagefaults.py PID...    prints "PID MINFLT CPU_SECONDS" per process
-                               that exists, then "total MINFLT CPU_SECONDS"
+                               that exists, "total MINFLT CPU_SECONDS", and
+                               "machine MONOTONIC BUSY_SECONDS": the clock
+                               (CLOCK_MONOTONIC, as farmd's) and the CPU time
+                               all processes have used since boot (/proc/stat)
 
 minflt is field 10 of /proc/PID/stat, counted over all the process's
 threads since its fork (a worker's start-up included); CPU is utime +
@@ -11,6 +14,7 @@ stime (fields 14 and 15), in clock ticks (10 ms here) turned to seconds.
 """
 import os
 import sys
+import time
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -26,6 +30,14 @@ def proc_stat(pid):
     return int(st[10 - 3]), (int(st[14 - 3]) + int(st[15 - 3])) / CLK_TCK
 
 
+def machine_busy():
+    """CPU seconds all processes have used since boot (/proc/stat: every
+    state but idle and iowait; guest time is already in user)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / CLK_TCK
+
+
 def main():
     if len(sys.argv) < 2:
         raise SystemExit("usage: pagefaults.py PID...")
@@ -37,6 +49,7 @@ def main():
         print("%s %d %.2f" % (a, st[0], st[1]))
         flt, cpu = flt + st[0], cpu + st[1]
     print("total %d %.2f" % (flt, cpu))
+    print("machine %.6f %.2f" % (time.monotonic(), machine_busy()))
 
 
 if __name__ == "__main__":
