@@ -236,10 +236,13 @@ def test_server_lost_while_plotting_remotely(tmp):
     hist.ingest_to(b, 3)
     c = node(tmp, "C", nats, encode=1, plotter=True)
     wait_free_plotter(b, c, "C")
+    # C's first sector takes 2 s more: in flight at the kill.  (Armed before
+    # the farm exists: B's other sectors go to its own worker at once, since
+    # a busy C is not subscribed and the server says so, so on a loaded
+    # machine B could finish the farm before C took a second one.)
+    arm(c, "encode", "slow")
     farm_dir = os.path.join(tmp, "farm")
     farm = add_farm(b, farm_dir, 8)
-    wait_for(lambda: remote(b)["plotted"] >= 1, 60, what="a sector of B plotted by C")
-    arm(c, "encode", "slow")    # C's next sector takes 2 s more: in flight at the kill
     wait_for(lambda: in_flight_on(b, "C"), 30, interval=0.02, what="a sector in flight on C")
     plotted_remotely = remote(b)["plotted"]
     nats.stop()
