@@ -38,10 +38,20 @@ frame_rd_commit(struct frame_rd *rd, size_t n, struct err *e)
 		if (rd->body_len > rd->max)
 			return err_set(e, "frame of %zu bytes exceeds the maximum of %zu",
 			    rd->body_len, rd->max);
-		/* +1 so a zero-length frame still has a buffer to hand over. */
-		rd->body = malloc(rd->body_len + 1);
-		if (rd->body == NULL)
-			return err_set(e, "frame of %zu bytes: out of memory", rd->body_len);
+		/* +1 so a zero-length frame still has a buffer to hand over.
+		 * The buffer of the last frame is reused when it is large
+		 * enough and not one of the rare huge ones. */
+		if (rd->body_len + 1 > rd->body_cap ||
+		    (rd->body_cap > FRAME_RD_KEEP && rd->body_len < FRAME_RD_KEEP)) {
+			size_t cap = rd->body_len + 1 < 4096 ? 4096 : rd->body_len + 1;
+
+			free(rd->body);
+			rd->body_cap = 0;
+			if ((rd->body = malloc(cap)) == NULL)
+				return err_set(e, "frame of %zu bytes: out of memory",
+				    rd->body_len);
+			rd->body_cap = cap;
+		}
 		rd->body_got = 0;
 	} else {
 		rd->body_got += n;
@@ -63,9 +73,26 @@ frame_rd_take(struct frame_rd *rd, size_t *len, int *fds, int *nfds)
 			close(rd->fds[i]);
 	}
 	rd->body = NULL;
+	rd->body_cap = 0;
 	rd->body_len = rd->body_got = rd->hdr_got = 0;
 	rd->nfds = 0;
 	return body;
+}
+
+const uint8_t *
+frame_rd_body(struct frame_rd *rd, size_t *len, int *fds, int *nfds)
+{
+	*len = rd->body_len;
+	if (fds != NULL) {
+		memcpy(fds, rd->fds, sizeof(int) * rd->nfds);
+		*nfds = rd->nfds;
+	} else {
+		for (int i = 0; i < rd->nfds; i++)
+			close(rd->fds[i]);
+	}
+	rd->body_len = rd->body_got = rd->hdr_got = 0;
+	rd->nfds = 0;
+	return rd->body;
 }
 
 void
@@ -181,6 +208,28 @@ frame_pack(const ProtobufCMessage *m, size_t *len)
 	protobuf_c_message_pack(m, buf + FRAME_HDR_LEN);
 	*len = FRAME_HDR_LEN + n;
 	return buf;
+}
+
+int
+frame_pack_into(const ProtobufCMessage *m, uint8_t **buf, size_t *cap, size_t *len)
+{
+	size_t n = protobuf_c_message_get_packed_size(m);
+
+	if (n > UINT32_MAX)
+		return -1;
+	if (FRAME_HDR_LEN + n > *cap) {
+		size_t want = FRAME_HDR_LEN + n < 4096 ? 4096 : FRAME_HDR_LEN + n;
+		uint8_t *nb = realloc(*buf, want);
+
+		if (nb == NULL)
+			return -1;
+		*buf = nb;
+		*cap = want;
+	}
+	be32_put(*buf, (uint32_t)n);
+	protobuf_c_message_pack(m, *buf + FRAME_HDR_LEN);
+	*len = FRAME_HDR_LEN + n;
+	return 0;
 }
 
 int

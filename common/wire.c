@@ -16,6 +16,8 @@ static const char *const fault_names[WIRE_FAULT_COUNT] = {
 	[WIRE_FAULT_OVERSIZE] = "oversize",
 	[WIRE_FAULT_GARBAGE] = "garbage",
 	[WIRE_FAULT_SLOW] = "slow",
+	[WIRE_FAULT_BADOFFSET] = "badoffset",
+	[WIRE_FAULT_SCRIBBLE] = "scribble",
 };
 
 const char *const wire_sandbox_layers[WIRE_SANDBOX_LAYERS] = {

@@ -30,6 +30,9 @@ enum wire_fault {
 	WIRE_FAULT_OVERSIZE,  /* answer with a frame header past the maximum */
 	WIRE_FAULT_GARBAGE,   /* answer with bytes that do not unpack */
 	WIRE_FAULT_SLOW,      /* sleep WIRE_FAULT_SLOW_MS, then run the job as usual */
+	WIRE_FAULT_BADOFFSET, /* answer a buffer job with a range outside the buffer */
+	WIRE_FAULT_SCRIBBLE,  /* answer, then write garbage over the answer in the
+	                       * buffer for WIRE_FAULT_SLOW_MS or until the next frame */
 	WIRE_FAULT_COUNT
 };
 

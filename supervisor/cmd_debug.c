@@ -159,11 +159,19 @@ cmd_debug_encode(struct control_req *req, int argc, char **argv)
 }
 
 /* debug echo SIZE COUNT: COUNT sequential echo jobs of SIZE bytes through
- * one encode worker; reports IPC throughput and round-trip latency. */
+ * one encode worker; reports IPC throughput and round-trip latency.  From
+ * ECHO_BUF_MIN bytes (and up to [workers] encode_buffer) the payload goes
+ * the way plotting's pieces go, through the worker's shared buffer, where
+ * the worker inverts every byte; below that, in frames.  Every answer's
+ * bytes are checked. */
+#define ECHO_BUF_MIN 65536
+
 struct echo_run {
 	struct control_req *req;
 	uint8_t *payload;
 	size_t size;
+	int shared;                     /* through the shared buffer */
+	uint8_t expect;                 /* every byte of the next answer */
 	unsigned count, done;
 	uint64_t start_us, last_us;
 	uint64_t *rtt_us;
@@ -192,15 +200,25 @@ cmd_echo_done(uint64_t id, const Farmd__JobResult *res, const char *error, void 
 {
 	struct echo_run *run = arg;
 	uint64_t now = clock_mono_us();
+	const uint8_t *got = NULL;
 
 	(void)id;
-	if (error != NULL || res->body_case != FARMD__JOB_RESULT__BODY_ECHO ||
-	    res->echo->data.len != run->size) {
+	if (error == NULL && run->shared)
+		got = run->payload;     /* the pool copied the answer here */
+	else if (error == NULL && res->body_case == FARMD__JOB_RESULT__BODY_ECHO &&
+	    res->echo->data.len == run->size)
+		got = res->echo->data.data;
+	if (got == NULL || (run->size > 0 && (got[0] != run->expect ||
+	    memcmp(got, got + 1, run->size - 1) != 0))) {
 		control_reply_err(run->req, "echo job %u: %s", run->done,
 		    error ? error : "wrong answer");
 		cmd_echo_free(run);
 		return;
 	}
+	/* In the shared buffer the payload comes back inverted and is sent
+	 * again as it came: the next answer is the original. */
+	if (run->shared)
+		run->expect ^= 0xff;
 	run->rtt_us[run->done++] = now - run->last_us;
 	if (run->done < run->count) {
 		cmd_echo_next(run);
@@ -212,12 +230,13 @@ cmd_echo_done(uint64_t id, const Farmd__JobResult *res, const char *error, void 
 		char text[256];
 
 		qsort(run->rtt_us, run->count, sizeof(uint64_t), cmp_u64);
-		snprintf(text, sizeof(text), "%u round trips of %zu bytes: %.1f MB/s "
+		snprintf(text, sizeof(text), "%u round trips of %zu bytes%s: %.1f MB/s "
 		    "(both directions), rtt median %llu us, p99 %llu us\n", run->count,
-		    run->size, mbps, (unsigned long long)run->rtt_us[run->count / 2],
+		    run->size, run->shared ? " (shared buffer)" : "", mbps, (unsigned long long)run->rtt_us[run->count / 2],
 		    (unsigned long long)run->rtt_us[run->count * 99 / 100]);
-		control_reply(run->req, json_pack("{s:I, s:i, s:f, s:I, s:I}",
+		control_reply(run->req, json_pack("{s:I, s:i, s:b, s:f, s:I, s:I}",
 		    "size", (json_int_t)run->size, "count", (int)run->count,
+		    "shared_buffer", run->shared,
 		    "mb_per_s", mbps, "rtt_median_us", (json_int_t)run->rtt_us[run->count / 2],
 		    "rtt_p99_us", (json_int_t)run->rtt_us[run->count * 99 / 100]), text);
 	}
@@ -232,13 +251,20 @@ cmd_echo_next(struct echo_run *run)
 	Farmd__EchoJob ej = FARMD__ECHO_JOB__INIT;
 	struct err e;
 
+	uint64_t id;
+
 	ej.data.data = run->payload;
 	ej.data.len = run->size;
 	job.body_case = FARMD__JOB__BODY_ECHO;
 	job.echo = &ej;
 	run->last_us = clock_mono_us();
-	if (pool_submit(run->req->d->pool, WIRE_KIND_ENCODE, &job, &opts, cmd_echo_done,
-	    run, &e) == 0) {
+	if (run->shared)
+		id = pool_submit_echo_buf(run->req->d->pool, run->payload, run->size, &opts,
+		    cmd_echo_done, run, &e);
+	else
+		id = pool_submit(run->req->d->pool, WIRE_KIND_ENCODE, &job, &opts,
+		    cmd_echo_done, run, &e);
+	if (id == 0) {
 		control_reply_err(run->req, "%s", e.msg);
 		cmd_echo_free(run);
 	}
@@ -267,6 +293,8 @@ cmd_debug_echo(struct control_req *req, int argc, char **argv)
 	memset(run->payload, 0xa5, size);
 	run->req = req;
 	run->size = size;
+	run->shared = size >= ECHO_BUF_MIN && size <= pool_buffer_size(req->d->pool);
+	run->expect = run->shared ? 0x5a : 0xa5;
 	run->count = (unsigned)count;
 	run->start_us = clock_mono_us();
 	cmd_echo_next(run);
@@ -332,7 +360,7 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	if (wire_kind_parse(argv[0], &kind) < 0 || wire_fault_parse(argv[1], &fault) < 0 ||
 	    fault == WIRE_FAULT_NONE) {
 		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
-		    "hang|crash|syscall|oversize|garbage|slow; or plot write; or block "
+		    "hang|crash|syscall|oversize|garbage|slow|badoffset|scribble; or plot write; or block "
 		    "commit|slow-delete; or cluster lie; or plotter wrong-piece");
 		return;
 	}

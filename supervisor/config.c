@@ -41,6 +41,10 @@
  * [workers]   worker_binary =              (the farmd-worker to run; empty: beside
  *                                           farmd, then the installed libexecdir;
  *                                           an absolute path to an executable file)
+ *             encode_buffer = 16M          (the memfd each encode worker shares
+ *                                           with farmd for its job's pieces, mapped
+ *                                           once for the worker's life; 64K..1G; an
+ *                                           encode job holds at most this many bytes)
  *
  * An empty admin_socket means <state dir>/farmd.sock (the caller resolves it);
  * empty admin_group / monitor_group mean no group; an empty metrics_listen
@@ -152,6 +156,7 @@ static const struct key keys[] = {
 	{ "workers", "compile", K_COUNT, FIELD(workers.compile), 0, 256, 0 },
 	{ "workers", "execute", K_COUNT, FIELD(workers.execute), 0, 256, 0 },
 	{ "workers", "worker_binary", K_PROGRAM, FIELD(workers.worker_binary), 0, 0, 0 },
+	{ "workers", "encode_buffer", K_SIZE, FIELD(workers.encode_buffer), 64 * KIB, GIB, 0 },
 	{ "workers", "job_timeout", K_DURATION, FIELD(workers.job_timeout_ms),
 	  1, DURATION_MAX, F_RELOAD },
 	{ "workers", "restart_backoff_max", K_DURATION, FIELD(workers.restart_backoff_max_ms),
@@ -236,6 +241,7 @@ config_defaults(struct config *c)
 		ncpu = 256;
 	c->workers.encode = (uint32_t)ncpu;
 	c->workers.compile = 1;
+	c->workers.encode_buffer = 16 * MIB;
 	c->workers.execute = 1;
 	c->workers.job_timeout_ms = 60 * MS_S;
 	c->workers.restart_backoff_max_ms = 30 * MS_S;

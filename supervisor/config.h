@@ -38,6 +38,7 @@ struct config {
 		uint32_t compile;
 		uint32_t execute;
 		char worker_binary[PATH_MAX];   /* "" = search (main.c) */
+		uint64_t encode_buffer;         /* added key, default 16M: wbuf.h */
 		uint64_t job_timeout_ms;
 		uint64_t restart_backoff_max_ms;
 		uint32_t restart_intensity;

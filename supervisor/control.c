@@ -239,7 +239,7 @@ control_request(struct control_client *cl, const Farmd__AdminRequest *r,
 }
 
 static int
-control_msg_cb(struct peer *p, uint8_t *body, size_t len, int *fds, int nfds,
+control_msg_cb(struct peer *p, const uint8_t *body, size_t len, int *fds, int nfds,
     void *arg, struct err *e)
 {
 	struct control_client *cl = arg;
@@ -250,7 +250,6 @@ control_msg_cb(struct peer *p, uint8_t *body, size_t len, int *fds, int nfds,
 	(void)p;
 	msg = (Farmd__AdminMsg *)frame_unpack(&farmd__admin_msg__descriptor, body, len,
 	    &fa, e);
-	free(body);
 	if (msg == NULL) {
 		for (int i = 0; i < nfds; i++)
 			close(fds[i]);

@@ -1,7 +1,8 @@
 /*
  * peer.c: framed connections on the loop.
  *
- * Reads go straight into each frame's own buffer (frame_rd); writes are a
+ * Reads go straight into the peer's frame buffer (frame_rd), which is kept
+ * from one frame to the next and lent to on_msg; writes are a
  * FIFO of packed frames drained with writev/sendmsg when the socket is
  * writable.  At most PEER_BURST frames are handled per wakeup so that one
  * chatty peer cannot starve the others.
@@ -141,7 +142,7 @@ peer_read_cb(evutil_socket_t fd, short what, void *arg)
 			event_del(p->rev);
 			return;
 		}
-		uint8_t *body;
+		const uint8_t *body;
 		size_t len;
 		int fds[FRAME_MAX_FDS], nfds, eof, rc;
 
@@ -155,7 +156,7 @@ peer_read_cb(evutil_socket_t fd, short what, void *arg)
 				peer_close(p, PEER_CLOSED, "connection closed");
 			return;
 		}
-		body = frame_rd_take(&p->rd, &len, fds, &nfds);
+		body = frame_rd_body(&p->rd, &len, fds, &nfds);
 		if (p->on_msg(p, body, len, fds, nfds, p->arg, &e) < 0) {
 			peer_close(p, PEER_FAILED, e.msg);
 			return;

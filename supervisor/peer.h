@@ -3,7 +3,8 @@
  * loop.  Used for worker socketpairs and admin clients alike.
  *
  * Ownership: the owner creates and frees a peer.  Callbacks run from the
- * loop; on_msg takes ownership of the body and the descriptors.  When
+ * loop; on_msg is lent the body for the call (the peer reuses its buffer
+ * for the next frame) and takes ownership of the descriptors.  When
  * on_msg returns -1, or the connection fails or closes, on_close is called
  * exactly once with the reason, the peer stops reading and writing, and
  * the owner is expected to peer_free() it (from on_close or later).
@@ -30,7 +31,7 @@ enum peer_close {
 	PEER_ENDED,     /* the owner ended it (peer_end) */
 };
 
-typedef int (*peer_msg_cb)(struct peer *p, uint8_t *body, size_t len, int *fds,
+typedef int (*peer_msg_cb)(struct peer *p, const uint8_t *body, size_t len, int *fds,
     int nfds, void *arg, struct err *e);
 typedef void (*peer_close_cb)(struct peer *p, enum peer_close how, const char *reason,
     void *arg);

@@ -8,7 +8,11 @@
  *   always our own child, never a recycled one;
  * - a failed attempt is settled in one place, pool_job_attempt_failed(),
  *   from pool_reap(): the exit status is the most precise reason, unless
- *   we killed the worker ourselves (timeout, protocol error) and said why.
+ *   we killed the worker ourselves (timeout, protocol error) and said why;
+ * - an encode worker has its shared buffer (wbuf.h) from its spawn to its
+ *   reaping; a buffer job's input is copied into it at dispatch and its
+ *   answer out of it (once, checked) before the callback, so the caller's
+ *   buffer holds the input until an attempt succeeds.
  */
 #include "pool.h"
 
@@ -31,6 +35,7 @@
 #include "fsm.h"
 #include "log.h"
 #include "peer.h"
+#include "wbuf.h"
 #include "wire.h"
 
 #define RESTART_RING 256
@@ -54,6 +59,9 @@ struct worker {
 	char reason[200];               /* why we ended it, if we did */
 	int layers[WIRE_SANDBOX_LAYERS]; /* -1 unknown, 0/1 from hello */
 	char kernel[16];                /* encode: scrypt kernel from hello */
+	struct wbuf wb;                 /* encode: the shared buffer */
+	uint8_t *out;                   /* a buffer job's frame, reused */
+	size_t out_cap;
 };
 
 struct pool_job {
@@ -61,8 +69,10 @@ struct pool_job {
 	TAILQ_ENTRY(pool_job) all;      /* pool->jobs */
 	struct pool_kind *pk;
 	uint64_t id;
-	uint8_t *frame;
+	uint8_t *frame;                 /* NULL for a buffer job: packed at dispatch */
 	size_t len;
+	int lent;                       /* a buffer job: lend says what */
+	struct wbuf_job lend;
 	struct pool_job_opts opts;
 	int attempts;
 	int cancelled;
@@ -237,6 +247,43 @@ pool_job_attempt_failed(struct pool_job *job, const char *reason)
 	evtimer_add(job->retry_ev, &tv);
 }
 
+static struct pool_job *
+pool_job_new(struct pool *p, enum wire_kind kind, const struct pool_job_opts *opts,
+    pool_done_cb cb, void *arg, struct err *e)
+{
+	struct pool_job *j;
+
+	if (p->stopping) {
+		err_set(e, "farmd is shutting down");
+		return NULL;
+	}
+	if (p->kinds[kind].size == 0) {
+		err_set(e, "no %s workers are configured ([workers] %s = 0)",
+		    wire_kind_name(kind), wire_kind_name(kind));
+		return NULL;
+	}
+	if ((j = calloc(1, sizeof(*j))) == NULL) {
+		err_set(e, "out of memory");
+		return NULL;
+	}
+	j->pk = &p->kinds[kind];
+	j->id = p->next_id++;
+	j->opts = *opts;
+	j->cb = cb;
+	j->arg = arg;
+	return j;
+}
+
+static uint64_t
+pool_job_queue(struct pool *p, struct pool_job *j)
+{
+	TAILQ_INSERT_TAIL(&p->jobs, j, all);
+	j->listed = 1;
+	TAILQ_INSERT_TAIL(&j->pk->queue, j, entry);
+	pool_dispatch(j->pk);
+	return j->id;
+}
+
 uint64_t
 pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
     const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e)
@@ -244,24 +291,8 @@ pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
 	Farmd__WorkerMsg msg = FARMD__WORKER_MSG__INIT;
 	struct pool_job *j;
 
-	if (p->stopping) {
-		err_set(e, "farmd is shutting down");
+	if ((j = pool_job_new(p, kind, opts, cb, arg, e)) == NULL)
 		return 0;
-	}
-	if (p->kinds[kind].size == 0) {
-		err_set(e, "no %s workers are configured ([workers] %s = 0)",
-		    wire_kind_name(kind), wire_kind_name(kind));
-		return 0;
-	}
-	if ((j = calloc(1, sizeof(*j))) == NULL) {
-		err_set(e, "out of memory");
-		return 0;
-	}
-	j->pk = &p->kinds[kind];
-	j->id = p->next_id++;
-	j->opts = *opts;
-	j->cb = cb;
-	j->arg = arg;
 	job->id = j->id;
 	msg.m_case = FARMD__WORKER_MSG__M_JOB;
 	msg.job = job;
@@ -273,11 +304,63 @@ pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
 		free(j);
 		return 0;
 	}
-	TAILQ_INSERT_TAIL(&p->jobs, j, all);
-	j->listed = 1;
-	TAILQ_INSERT_TAIL(&j->pk->queue, j, entry);
-	pool_dispatch(j->pk);
-	return j->id;
+	return pool_job_queue(p, j);
+}
+
+/* A buffer job: lend describes it; it fits any encode worker's buffer. */
+static uint64_t
+pool_submit_lent(struct pool *p, const struct wbuf_job *lend,
+    const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e)
+{
+	struct pool_job *j;
+
+	if (lend->len == 0 || lend->len > p->d->cfg.workers.encode_buffer) {
+		err_set(e, "encode job of %zu bytes: [workers] encode_buffer is %llu", lend->len,
+		    (unsigned long long)p->d->cfg.workers.encode_buffer);
+		return 0;
+	}
+	if ((j = pool_job_new(p, WIRE_KIND_ENCODE, opts, cb, arg, e)) == NULL)
+		return 0;
+	j->lent = 1;
+	j->lend = *lend;
+	return pool_job_queue(p, j);
+}
+
+uint64_t
+pool_submit_encode_buf(struct pool *p, const uint8_t sector_id[HASH_LEN],
+    uint32_t first_offset, const struct encode_params *params, uint8_t *buf,
+    uint32_t piece_len, uint32_t n, int decode, const struct pool_job_opts *opts,
+    pool_done_cb cb, void *arg, struct err *e)
+{
+	struct wbuf_job l = { 0 };
+
+	memcpy(l.sector_id, sector_id, HASH_LEN);
+	l.buf = buf;
+	l.len = (size_t)piece_len * n;
+	l.first_offset = first_offset;
+	l.params = *params;
+	l.piece_len = piece_len;
+	l.count = n;
+	l.decode = decode;
+	return pool_submit_lent(p, &l, opts, cb, arg, e);
+}
+
+uint64_t
+pool_submit_echo_buf(struct pool *p, uint8_t *buf, size_t len,
+    const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e)
+{
+	struct wbuf_job l = { 0 };
+
+	l.echo = 1;
+	l.buf = buf;
+	l.len = len;
+	return pool_submit_lent(p, &l, opts, cb, arg, e);
+}
+
+size_t
+pool_buffer_size(const struct pool *p)
+{
+	return p->d->cfg.workers.encode_buffer;
 }
 
 uint64_t
@@ -463,6 +546,16 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 	if (peer_queued(w->peer) != 0)
 		return err_set(e, "answered job %llu before reading all of it",
 		    (unsigned long long)job->id);
+	if (job->lent && res->error[0] == '\0') {
+		int rc = wbuf_answer(&w->wb, &job->lend, res, !job->cancelled, e);
+
+		/* The copy overwrote the input: this attempt is the last, and
+		 * the caller starts over (an sjob from its pieces). */
+		if (rc == WBUF_CHANGED)
+			job->opts.max_attempts = job->attempts;
+		if (rc != WBUF_OK)
+			return err_wrap(e, "job %llu", (unsigned long long)job->id);
+	}
 	evtimer_del(w->deadline);
 	w->job = NULL;
 	fsm_enter(&w->fsm, w, W_IDLE);
@@ -473,7 +566,7 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 }
 
 static int
-worker_msg_cb(struct peer *peer, uint8_t *body, size_t len, int *fds, int nfds,
+worker_msg_cb(struct peer *peer, const uint8_t *body, size_t len, int *fds, int nfds,
     void *arg, struct err *e)
 {
 	struct worker *w = arg;
@@ -486,7 +579,6 @@ worker_msg_cb(struct peer *peer, uint8_t *body, size_t len, int *fds, int nfds,
 		close(fds[i]);
 	msg = (Farmd__WorkerMsg *)frame_unpack(&farmd__worker_msg__descriptor, body,
 	    len, &fa, e);
-	free(body);
 	if (msg == NULL)
 		return -1;
 	if (nfds > 0)
@@ -560,6 +652,8 @@ worker_free(struct worker *w)
 	peer_free(w->peer);
 	if (w->deadline != NULL)
 		event_free(w->deadline);
+	wbuf_free(&w->wb);
+	free(w->out);
 	free(w);
 }
 
@@ -601,11 +695,31 @@ pool_child(const char *path, const char *kind, int fd, int log_fd, pid_t parent,
 	_exit(127);
 }
 
+/* An encode worker's shared buffer goes first on its socket, before the
+ * peer makes it non-blocking: one small frame into an empty socket. */
+static int
+worker_give_buffer(struct worker *w, int sock, size_t size, struct err *e)
+{
+	Farmd__WorkerMsg msg = FARMD__WORKER_MSG__INIT;
+	Farmd__Buffer b = FARMD__BUFFER__INIT;
+	int fd, rc;
+
+	if (wbuf_create(&w->wb, size, &fd, e) < 0)
+		return -1;
+	b.size = size;
+	msg.m_case = FARMD__WORKER_MSG__M_BUFFER;
+	msg.buffer = &b;
+	rc = frame_send_msg(sock, &msg.base, &fd, 1, e);
+	close(fd);
+	return rc;
+}
+
 static int
 pool_spawn(struct pool_kind *pk, struct err *e)
 {
 	struct pool *p = pk->pool;
 	struct worker *w;
+	struct err be;
 	sigset_t all, old;
 	char max_frame[32], kernel_env[64] = "";
 	const char *kernel = getenv("FARMD_KERNEL");
@@ -661,6 +775,10 @@ pool_spawn(struct pool_kind *pk, struct err *e)
 	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
 		w->layers[i] = -1;
 	w->deadline = evtimer_new(p->d->base, worker_deadline_cb, w);
+	be.msg[0] = '\0';
+	if (pk->kind == WIRE_KIND_ENCODE &&
+	    worker_give_buffer(w, sv[0], p->d->cfg.workers.encode_buffer, &be) < 0)
+		log_err("encode worker %d: %s", (int)pid, be.msg);
 	w->peer = peer_new(p->d->base, sv[0], p->d->cfg.daemon.max_frame,
 	    worker_msg_cb, worker_close_cb, w);
 	TAILQ_INSERT_TAIL(&pk->workers, w, entry);
@@ -668,6 +786,8 @@ pool_spawn(struct pool_kind *pk, struct err *e)
 		if (w->peer == NULL)
 			close(sv[0]);
 		worker_end(w, "cannot watch its socket");
+	} else if (be.msg[0] != '\0') {
+		worker_end(w, "cannot give it its shared buffer");
 	}
 	log_debug("%s worker %d spawned", wire_kind_name(pk->kind), (int)pid);
 	return 0;
@@ -892,7 +1012,20 @@ pool_dispatch(struct pool_kind *pk)
 			peer_send(w->peer, &m.base);
 		}
 #endif
-		peer_send_borrowed(w->peer, job->frame, job->len);
+		if (job->lent) {
+			/* The frame is lent to the peer until answered, and a
+			 * worker has one job at a time: w->out is free again. */
+			size_t len;
+
+			wbuf_put(&w->wb, &job->lend);
+			if (wbuf_job_frame(&job->lend, job->id, &w->out, &w->out_cap, &len) < 0) {
+				worker_end(w, "out of memory packing a job");
+				continue;
+			}
+			peer_send_borrowed(w->peer, w->out, len);
+		} else {
+			peer_send_borrowed(w->peer, job->frame, job->len);
+		}
 		tv = clock_tv(job->opts.timeout_ms);
 		evtimer_add(w->deadline, &tv);
 	}
@@ -1063,16 +1196,6 @@ pool_sandbox_layer(const struct pool *p, int i)
 	return all;
 }
 
-json_t *
-pool_json_sandbox(const struct pool_stats *s)
-{
-	json_t *o = json_object();
-
-	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
-		json_object_set_new(o, wire_sandbox_layers[i], json_boolean(s->sandbox[i]));
-	return o;
-}
-
 static int
 pool_kind_alive(const struct pool_kind *pk)
 {
@@ -1114,24 +1237,6 @@ pool_stats(const struct pool *p, struct pool_stats *s)
 	}
 }
 
-json_t *
-pool_json_pools(const struct pool_stats *s)
-{
-	json_t *a = json_array();
-
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		const struct pool_kind_stats *ks = &s->kinds[k];
-
-		json_array_append_new(a, json_pack("{s:s, s:i, s:i, s:I, s:s, s:i, s:f, s:o}",
-		    "kind", ks->kind, "size", (int)ks->size,
-		    "alive", (int)ks->alive, "restarts", (json_int_t)ks->restarts,
-		    "state", ks->health, "queued", (int)ks->queued,
-		    "last_replace_ms", ks->last_replace_ms,
-		    "kernel", ks->kernel[0] ? json_string(ks->kernel) : json_null()));
-	}
-	return a;
-}
-
 struct pool_worker_info *
 pool_workers(const struct pool *p, size_t *n)
 {
@@ -1160,21 +1265,6 @@ pool_workers(const struct pool *p, size_t *n)
 		}
 	}
 	return out;
-}
-
-json_t *
-pool_json_workers(const struct pool_worker_info *w, size_t n)
-{
-	json_t *a = json_array();
-
-	for (size_t i = 0; i < n; i++) {
-		json_t *job = w[i].has_job ? json_integer((json_int_t)w[i].job) : json_null();
-
-		json_array_append_new(a, json_pack("{s:i, s:s, s:s, s:o, s:o}",
-		    "pid", w[i].pid, "kind", w[i].kind, "state", w[i].state, "job", job,
-		    "kernel", w[i].kernel[0] ? json_string(w[i].kernel) : json_null()));
-	}
-	return a;
 }
 
 #ifdef FAULT_INJECTION

@@ -99,6 +99,22 @@ uint64_t pool_submit_encode(struct pool *p, const uint8_t sector_id[HASH_LEN],
     uint32_t first_offset, const struct encode_params *params,
     const ProtobufCBinaryData *pieces, size_t n, int decode,
     const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e);
+/* The same job with its pieces in the worker's shared buffer (wbuf.h):
+ * buf holds n pieces of piece_len bytes and is lent to the pool until the
+ * callback runs or the job is cancelled.  When the callback sees no error,
+ * buf holds the encoded pieces; after an error it holds either the input
+ * (the attempts failed before an answer was taken) or nothing useful.
+ * At most pool_buffer_size() bytes. */
+uint64_t pool_submit_encode_buf(struct pool *p, const uint8_t sector_id[HASH_LEN],
+    uint32_t first_offset, const struct encode_params *params, uint8_t *buf,
+    uint32_t piece_len, uint32_t n, int decode, const struct pool_job_opts *opts,
+    pool_done_cb cb, void *arg, struct err *e);
+/* An echo through an encode worker's shared buffer: buf (len bytes, lent
+ * as above) comes back with every byte inverted. */
+uint64_t pool_submit_echo_buf(struct pool *p, uint8_t *buf, size_t len,
+    const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e);
+/* [workers] encode_buffer: the most a buffer job may hold. */
+size_t pool_buffer_size(const struct pool *p);
 /* An encode result's pieces if it has n of them, each len bytes; NULL if
  * the worker answered with another shape. */
 const ProtobufCBinaryData *pool_encode_pieces(const Farmd__JobResult *res, size_t n,

@@ -322,20 +322,16 @@ sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, 
 {
 	struct sjob_part *part = arg;
 	struct sjob *j = part->j;
-	uint64_t ps = j->f->g.piece_size;
-	const ProtobufCBinaryData *out;
 
 	(void)job_id;
+	(void)res;
 	part->job_id = 0;
-	if (error != NULL) {
+	/* The pool took the answer out of the worker's buffer into ours,
+	 * checked (wbuf.h): what is hashed and written is j->buf. */
+	if (error != NULL)
 		sjob_fail(j, "encode: %s", error);
-	} else if ((out = pool_encode_pieces(res, part->n, ps)) == NULL) {
-		sjob_fail(j, "encode worker answered with the wrong pieces");
-	} else {
-		for (uint32_t i = 0; i < part->n; i++)
-			memcpy(j->buf + (uint64_t)(part->first + i) * ps, out[i].data, ps);
+	else
 		j->pieces_done += part->n;
-	}
 	sjob_complete(j, SJOB_WRITE);
 }
 
@@ -350,15 +346,14 @@ sjob_encode(void *arg)
 	uint32_t workers = p->d->cfg.workers.encode ? p->d->cfg.workers.encode : 1;
 	uint32_t per = (j->batch_n + workers - 1) / workers;
 	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, p->d->cfg.plotting.retry_delay_ms, 0 };
-	ProtobufCBinaryData pieces[PLOT_JOB_PIECES_MAX];
 
 	sjob_phase_end(j, PH_READ);
 	sjob_event(j, "encoding", 0);
 	if (per > PLOT_JOB_PIECES_MAX)
 		per = PLOT_JOB_PIECES_MAX;
-	/* The request frame: the pieces plus a few hundred bytes of fields. */
-	if (per > (p->d->cfg.daemon.max_frame - 4096) / f->g.piece_size)
-		per = (uint32_t)((p->d->cfg.daemon.max_frame - 4096) / f->g.piece_size);
+	/* A job's pieces fit in an encode worker's shared buffer. */
+	if (per > pool_buffer_size(p->d->pool) / f->g.piece_size)
+		per = (uint32_t)(pool_buffer_size(p->d->pool) / f->g.piece_size);
 	if (per == 0)
 		per = 1;
 	j->nparts = 0;
@@ -370,13 +365,12 @@ sjob_encode(void *arg)
 		part->j = j;
 		part->first = first;
 		part->n = j->batch_n - first < per ? j->batch_n - first : per;
-		for (uint32_t i = 0; i < part->n; i++) {
-			pieces[i].data = j->buf + (uint64_t)(first + i) * f->g.piece_size;
-			pieces[i].len = f->g.piece_size;
-		}
-		part->job_id = pool_submit_encode(p->d->pool, j->sector_id,
-		    j->batch_first + first, &f->g.scrypt, pieces, part->n, 0, &opts,
-		    sjob_encode_cb, part, &e);
+		/* Lent: encoded in place, in the worker's buffer and then
+		 * in ours. */
+		part->job_id = pool_submit_encode_buf(p->d->pool, j->sector_id,
+		    j->batch_first + first, &f->g.scrypt,
+		    j->buf + (uint64_t)first * f->g.piece_size, (uint32_t)f->g.piece_size,
+		    part->n, 0, &opts, sjob_encode_cb, part, &e);
 		if (part->job_id == 0) {
 			sjob_fail(j, "encode: %s", e.msg);
 			break;

@@ -106,19 +106,15 @@ static void
 sread_decode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, void *arg)
 {
 	struct sread *r = arg;
-	const ProtobufCBinaryData *out;
 
 	(void)job_id;
+	(void)res;
 	r->job_id = 0;
+	/* r->buf now holds the decoded piece (lent to the pool). */
 	if (error != NULL) {
 		sread_finish(r, "decode: %s", error);
 		return;
 	}
-	if ((out = pool_encode_pieces(res, 1, r->f->g.piece_size)) == NULL) {
-		sread_finish(r, "decode: the worker answered with the wrong piece");
-		return;
-	}
-	memcpy(r->buf, out[0].data, r->f->g.piece_size);
 	if (io_submit(r->p->d->io, sread_root_work, sread_root_done, r) < 0)
 		sread_finish(r, "cannot queue the piece root check");
 }
@@ -139,7 +135,6 @@ sread_pread_done(void *arg)
 {
 	struct sread *r = arg;
 	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, r->p->d->cfg.plotting.retry_delay_ms, 0 };
-	ProtobufCBinaryData piece = { r->f->g.piece_size, r->buf };
 	struct err e;
 
 	if (r->io_err) {
@@ -150,8 +145,9 @@ sread_pread_done(void *arg)
 		sread_finish(r, "farmd is shutting down");
 		return;
 	}
-	if ((r->job_id = pool_submit_encode(r->p->d->pool, r->sector_id, r->offset,
-	    &r->f->g.scrypt, &piece, 1, 1, &opts, sread_decode_cb, r, &e)) == 0)
+	if ((r->job_id = pool_submit_encode_buf(r->p->d->pool, r->sector_id, r->offset,
+	    &r->f->g.scrypt, r->buf, (uint32_t)r->f->g.piece_size, 1, 1, &opts,
+	    sread_decode_cb, r, &e)) == 0)
 		sread_finish(r, "decode: %s", e.msg);
 }
 

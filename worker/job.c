@@ -8,6 +8,12 @@
  * kernel the job's seeds are derived as one batch (encode_v1_seeds, the
  * same bytes) and each piece is then masked with its seed.
  *
+ * Pieces come in the job's bytes or, for jobs with a count, in the
+ * worker's shared buffer (job_ctx_set_buffer; main.c maps it), where
+ * they are encoded in place (ChaCha20 masking is a stream XOR, safe with
+ * in == out) and the result names the same range.  An echo job in the
+ * buffer inverts every byte there, so each byte is read and written.
+ *
  * Compile and execute jobs (validation code) are lua_job.c's; a job of a
  * kind the worker was not started for is refused with a job error.
  */
@@ -39,6 +45,8 @@ struct job_ctx {
 	size_t pieces_cap;
 	Farmd__EchoJob echo_res;
 	struct lua_job *lua;            /* compile and execute workers */
+	uint8_t *shm;                   /* the shared buffer, NULL until given */
+	size_t shm_size;
 	char errbuf[ERR_MSG_MAX];
 };
 
@@ -87,6 +95,22 @@ job_ctx_free(struct job_ctx *ctx)
 	free(ctx);
 }
 
+void
+job_ctx_set_buffer(struct job_ctx *ctx, uint8_t *buf, size_t size)
+{
+	ctx->shm = buf;
+	ctx->shm_size = size;
+}
+
+/* The job's range [off, off + len) of the shared buffer, or NULL. */
+static uint8_t *
+job_shm(struct job_ctx *ctx, uint64_t off, uint64_t len)
+{
+	if (ctx->shm == NULL || off > ctx->shm_size || len > ctx->shm_size - off)
+		return NULL;
+	return ctx->shm + off;
+}
+
 static int
 job_reserve(struct job_ctx *ctx, size_t bytes, size_t npieces)
 {
@@ -116,29 +140,89 @@ job_fail(struct job_ctx *ctx, Farmd__JobResult *res, const char *msg)
 	res->error = ctx->errbuf;
 }
 
-/* Piece i of j into out.  Portable kernel: encode_v1_piece.  SIMD
- * kernel: the seeds of pieces i..i+JOB_SEEDS-1 are derived as one batch
- * when i reaches them, then the piece is masked with its own. */
+/* Piece i of the job's total into out (in == out is fine).  Portable
+ * kernel: encode_v1_piece.  SIMD kernel: the seeds of pieces
+ * i..i+JOB_SEEDS-1 are derived as one batch when i reaches them, then the
+ * piece is masked with its own. */
 static int
-job_encode_one(struct job_ctx *ctx, const Farmd__EncodeJob *j, size_t i,
-    const struct encode_params *params, uint8_t *out, struct err *e)
+job_encode_one(struct job_ctx *ctx, const Farmd__EncodeJob *j, size_t i, size_t total,
+    const struct encode_params *params, const uint8_t *in, uint8_t *out, size_t len,
+    struct err *e)
 {
 	uint32_t offset = j->first_offset + (uint32_t)i;
 
 	if (ctx->sc == NULL)
 		return encode_v1_piece(ctx->enc, j->sector_id.data, offset, params,
-		    j->pieces[i].data, out, j->pieces[i].len, e);
+		    in, out, len, e);
 	if (i % JOB_SEEDS == 0) {
-		size_t n = j->n_pieces - i < JOB_SEEDS ? j->n_pieces - i : JOB_SEEDS;
+		size_t n = total - i < JOB_SEEDS ? total - i : JOB_SEEDS;
 
 		if (encode_v1_seeds(ctx->sc, j->sector_id.data, offset, n, params,
 		    ctx->seeds[0], e) < 0)
 			return -1;
 	}
-	if (encode_v1_mask(ctx->enc, ctx->seeds[i % JOB_SEEDS], j->pieces[i].data,
-	    out, j->pieces[i].len, e) < 0)
+	if (encode_v1_mask(ctx->enc, ctx->seeds[i % JOB_SEEDS], in, out, len, e) < 0)
 		return err_wrap(e, "piece offset %u", offset);
 	return 0;
+}
+
+/* An encode job in the shared buffer: in place. */
+static int
+job_encode_shm(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult *res)
+{
+	struct encode_params params = { j->scrypt_n, j->scrypt_r, j->scrypt_p };
+	uint64_t len = (uint64_t)j->count * j->piece_len;
+	uint8_t *p = job_shm(ctx, j->buf_offset, len);
+	struct err e;
+
+	if (p == NULL || j->piece_len == 0) {
+		job_fail(ctx, res, "encode job: its pieces are not inside the shared buffer");
+		return 0;
+	}
+	for (uint32_t i = 0; i < j->count; i++) {
+		uint8_t *piece = p + (uint64_t)i * j->piece_len;
+
+		if (job_encode_one(ctx, j, i, j->count, &params, piece, piece, j->piece_len,
+		    &e) < 0) {
+			job_fail(ctx, res, e.msg);
+			OPENSSL_cleanse(ctx->seeds, sizeof(ctx->seeds));
+			return 0;
+		}
+	}
+	OPENSSL_cleanse(ctx->seeds, sizeof(ctx->seeds));
+	farmd__encode_result__init(&ctx->enc_res);
+	ctx->enc_res.buf_offset = j->buf_offset;
+	ctx->enc_res.length = len;
+	res->body_case = FARMD__JOB_RESULT__BODY_ENCODE;
+	res->encode = &ctx->enc_res;
+	return 0;
+}
+
+/* An echo in the shared buffer: every byte inverted in place. */
+static void
+job_echo_shm(struct job_ctx *ctx, const Farmd__EchoJob *j, Farmd__JobResult *res)
+{
+	uint8_t *p = job_shm(ctx, j->buf_offset, j->length);
+	uint64_t n = j->length, i = 0;
+
+	if (p == NULL) {
+		job_fail(ctx, res, "echo job: its payload is not inside the shared buffer");
+		return;
+	}
+	for (; i + 8 <= n; i += 8) {
+		uint64_t v;
+
+		memcpy(&v, p + i, 8);
+		v = ~v;
+		memcpy(p + i, &v, 8);
+	}
+	for (; i < n; i++)
+		p[i] = (uint8_t)~p[i];
+	farmd__echo_job__init(&ctx->echo_res);
+	ctx->echo_res.buf_offset = j->buf_offset;
+	ctx->echo_res.length = j->length;
+	res->body_case = FARMD__JOB_RESULT__BODY_ECHO;
+	res->echo = &ctx->echo_res;
 }
 
 static int
@@ -156,6 +240,8 @@ job_encode(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult *res
 		job_fail(ctx, res, "encode job: sector_id is not 32 bytes");
 		return 0;
 	}
+	if (j->count > 0)
+		return job_encode_shm(ctx, j, res);
 	for (size_t i = 0; i < j->n_pieces; i++)
 		total += j->pieces[i].len;
 	if (job_reserve(ctx, total, j->n_pieces) < 0) {
@@ -165,7 +251,8 @@ job_encode(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult *res
 	for (size_t i = 0; i < j->n_pieces; i++) {
 		uint8_t *out = ctx->buf + off;
 
-		if (job_encode_one(ctx, j, i, &params, out, &e) < 0) {
+		if (job_encode_one(ctx, j, i, j->n_pieces, &params, j->pieces[i].data, out,
+		    j->pieces[i].len, &e) < 0) {
 			job_fail(ctx, res, e.msg);
 			OPENSSL_cleanse(ctx->seeds, sizeof(ctx->seeds));
 			return 0;
@@ -231,6 +318,13 @@ job_run(struct job_ctx *ctx, const Farmd__Job *job, Farmd__JobResult *res,
 	case FARMD__JOB__BODY_EXECUTE:
 		return job_execute(ctx, job->execute, res);
 	case FARMD__JOB__BODY_ECHO:
+		if (job->echo->length > 0) {
+			if (ctx->kind != WIRE_KIND_ENCODE)
+				job_fail(ctx, res, "echo in a shared buffer: not an encode worker");
+			else
+				job_echo_shm(ctx, job->echo, res);
+			return 0;
+		}
 		/* The payload is returned as is: the caller keeps the request
 		 * alive until the result is packed. */
 		farmd__echo_job__init(&ctx->echo_res);

@@ -19,6 +19,9 @@ struct job_ctx;
 struct job_ctx *job_ctx_new(enum wire_kind kind, enum scrypt_kernel kernel,
     struct err *e);
 void job_ctx_free(struct job_ctx *ctx);
+/* An encode worker's shared buffer (mapped by main.c for the worker's
+ * life): jobs with a count, and echoes with a length, work in it. */
+void job_ctx_set_buffer(struct job_ctx *ctx, uint8_t *buf, size_t size);
 
 /* Runs job and fills res (whose buffers are owned by ctx until the next
  * call).  A deterministic failure sets res->error; returns -1 only when

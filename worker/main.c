@@ -11,14 +11,28 @@
  * the CPU cannot run is refused before the hello: the worker exits 1 with
  * a one-line reason on stderr, which farmd logs.  It never opens
  * a file, socket or process once sandboxed; any attempt is fatal by design.
+ *
+ * An encode worker's first message from farmd is its shared buffer (a
+ * sealed memfd, proto Buffer), which it maps MAP_SHARED once for its life
+ * and keeps open; jobs then name ranges of it (job.c).
+ *
+ * No fresh pages per job: frames are read into one kept buffer (frame_rd)
+ * and answers packed into another; glibc is told not to give freed memory
+ * back to the kernel (M_TRIM_THRESHOLD) nor to serve large blocks with
+ * their own mmap (M_MMAP_THRESHOLD), which would be fresh pages each time
+ * a bytes job's buffers are allocated again.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "frame.h"
@@ -36,6 +50,12 @@ struct worker {
 	size_t max_frame;
 	struct job_ctx *job;
 	enum wire_fault fault;          /* armed for the next job (test builds) */
+	struct frame_rd rd;             /* its body buffer is kept */
+	uint8_t *out;                   /* answers are packed here, kept */
+	size_t out_cap;
+	uint8_t *buf;                   /* the shared buffer, NULL until given */
+	size_t buf_size;
+	int buf_fd;
 };
 
 static int
@@ -106,16 +126,95 @@ worker_fault(struct worker *w, struct err *e)
 		return 0;
 	}
 }
+
+/* The range of the shared buffer an answer names, if it names one. */
+static uint64_t *
+worker_answer_range(Farmd__JobResult *res, uint64_t **len)
+{
+	if (res->body_case == FARMD__JOB_RESULT__BODY_ENCODE && res->encode->n_pieces == 0) {
+		*len = &res->encode->length;
+		return &res->encode->buf_offset;
+	}
+	if (res->body_case == FARMD__JOB_RESULT__BODY_ECHO && res->echo->length > 0) {
+		*len = &res->echo->length;
+		return &res->echo->buf_offset;
+	}
+	return NULL;
+}
+
+/* badoffset: the answer names bytes past the end of the buffer. */
+static void
+worker_badoffset(struct worker *w, Farmd__JobResult *res)
+{
+	uint64_t *off, *len;
+
+	if ((off = worker_answer_range(res, &len)) == NULL)
+		return;
+	log_warn("fault injection: answering with a range outside the buffer");
+	*off = w->buf_size - 4096;
+	*len = 8192;
+}
+
+/* scribble: after the answer is sent, garbage over the answer's bytes in
+ * the buffer, pass after pass (a new value each), until the next frame
+ * is there to read or WIRE_FAULT_SLOW_MS have passed. */
+static void
+worker_scribble(struct worker *w, Farmd__JobResult *res)
+{
+	uint64_t *off, *len;
+	struct timespec t0, t;
+	uint8_t v = 0x11;
+
+	if ((off = worker_answer_range(res, &len)) == NULL || w->buf == NULL ||
+	    *off > w->buf_size || *len > w->buf_size - *off)
+		return;
+	log_warn("fault injection: scribbling over the answer in the shared buffer");
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		struct msghdr mh = { 0 };
+		struct iovec iov;
+		char c;
+
+		for (uint64_t i = 0; i < *len; i += 4096)
+			memset(w->buf + *off + i, v, *len - i < 4096 ? *len - i : 4096);
+		v += 0x22;
+		iov.iov_base = &c;
+		iov.iov_len = 1;
+		mh.msg_iov = &iov;
+		mh.msg_iovlen = 1;
+		if (recvmsg(WIRE_WORKER_FD, &mh, MSG_PEEK | MSG_DONTWAIT) != -1 ||
+		    (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+			return;
+		clock_gettime(CLOCK_MONOTONIC, &t);
+		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >=
+		    WIRE_FAULT_SLOW_MS)
+			return;
+	}
+}
 #endif
+
+static int
+worker_send(struct worker *w, const ProtobufCMessage *m, struct err *e)
+{
+	size_t len;
+
+	if (frame_pack_into(m, &w->out, &w->out_cap, &len) < 0)
+		return err_set(e, "cannot pack the answer: out of memory");
+	return frame_send(WIRE_WORKER_FD, w->out, len, NULL, 0, e);
+}
 
 static int
 worker_job(struct worker *w, const Farmd__Job *job, struct err *e)
 {
 	Farmd__WorkerMsg out = FARMD__WORKER_MSG__INIT;
 	Farmd__JobResult res = FARMD__JOB_RESULT__INIT;
-
 #ifdef FAULT_INJECTION
-	if (w->fault != WIRE_FAULT_NONE) {
+	enum wire_fault after = WIRE_FAULT_NONE;
+
+	if (w->fault == WIRE_FAULT_BADOFFSET || w->fault == WIRE_FAULT_SCRIBBLE) {
+		after = w->fault;
+		w->fault = WIRE_FAULT_NONE;
+	} else if (w->fault != WIRE_FAULT_NONE) {
 		int rc = worker_fault(w, e);
 
 		if (rc != 0)
@@ -126,34 +225,74 @@ worker_job(struct worker *w, const Farmd__Job *job, struct err *e)
 		return -1;
 	out.m_case = FARMD__WORKER_MSG__M_RESULT;
 	out.result = &res;
-	return frame_send_msg(WIRE_WORKER_FD, &out.base, NULL, 0, e);
+#ifdef FAULT_INJECTION
+	if (after == WIRE_FAULT_BADOFFSET)
+		worker_badoffset(w, &res);
+	if (worker_send(w, &out.base, e) < 0)
+		return -1;
+	if (after == WIRE_FAULT_SCRIBBLE)
+		worker_scribble(w, &res);
+	return 0;
+#else
+	return worker_send(w, &out.base, e);
+#endif
+}
+
+/* The shared buffer: once, to an encode worker, with its memfd. */
+static int
+worker_buffer(struct worker *w, const Farmd__Buffer *b, int *fds, int *nfds,
+    struct err *e)
+{
+	void *p;
+
+	if (w->kind != WIRE_KIND_ENCODE || w->buf != NULL)
+		return err_set(e, "unexpected shared buffer");
+	if (*nfds != 1 || b->size == 0 || b->size > SIZE_MAX)
+		return err_set(e, "shared buffer: %d descriptors, %llu bytes", *nfds,
+		    (unsigned long long)b->size);
+	p = mmap(NULL, (size_t)b->size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	if (p == MAP_FAILED)
+		return err_sys(e, "shared buffer: mmap of %llu bytes",
+		    (unsigned long long)b->size);
+	/* Kept open: farmd's view of what the worker holds stays exact. */
+	w->buf_fd = fds[0];
+	*nfds = 0;
+	w->buf = p;
+	w->buf_size = (size_t)b->size;
+	job_ctx_set_buffer(w->job, w->buf, w->buf_size);
+	return 0;
 }
 
 /* Returns 0 on orderly EOF, -1 on any error (logged by the caller). */
 static int
 worker_loop(struct worker *w, struct err *e)
 {
+	frame_rd_init(&w->rd, w->max_frame);
 	for (;;) {
 		struct frame_alloc fa;
 		Farmd__WorkerMsg *msg;
-		uint8_t *body;
+		const uint8_t *body;
 		size_t len;
-		int fds[FRAME_MAX_FDS], nfds = 0, rc;
+		int fds[FRAME_MAX_FDS], nfds = 0, rc, eof;
 
-		rc = frame_recv(WIRE_WORKER_FD, w->max_frame, &body, &len, fds, &nfds, e);
-		if (rc == 1)
+		/* The socket blocks: this returns a whole frame, EOF or an error. */
+		rc = frame_rd_recv(&w->rd, WIRE_WORKER_FD, &eof, e);
+		if (rc == FRAME_MORE && eof)
 			return 0;
-		if (rc < 0)
-			return -1;
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
+		if (rc != FRAME_READY)
+			return rc == FRAME_MORE ? err_set(e, "recv: socket is non-blocking") : -1;
+		body = frame_rd_body(&w->rd, &len, fds, &nfds);
 		msg = (Farmd__WorkerMsg *)frame_unpack(&farmd__worker_msg__descriptor,
 		    body, len, &fa, e);
 		if (msg == NULL) {
-			free(body);
+			for (int i = 0; i < nfds; i++)
+				close(fds[i]);
 			return -1;
 		}
 		switch (msg->m_case) {
+		case FARMD__WORKER_MSG__M_BUFFER:
+			rc = worker_buffer(w, msg->buffer, fds, &nfds, e);
+			break;
 		case FARMD__WORKER_MSG__M_JOB:
 			rc = worker_job(w, msg->job, e);
 			break;
@@ -170,7 +309,8 @@ worker_loop(struct worker *w, struct err *e)
 			break;
 		}
 		protobuf_c_message_free_unpacked(&msg->base, &fa.pb);
-		free(body);
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
 		if (rc < 0)
 			return -1;
 	}
@@ -188,7 +328,7 @@ usage(void)
 int
 main(int argc, char **argv)
 {
-	struct worker w = { .max_frame = FRAME_MAX_DEFAULT };
+	struct worker w = { .max_frame = FRAME_MAX_DEFAULT, .buf_fd = -1 };
 	struct sandbox_report rep;
 	struct stat st;
 	struct err e;
@@ -223,6 +363,9 @@ main(int argc, char **argv)
 		log_err("%s worker: %s", kind, e.msg);
 		return 1;
 	}
+	/* Freed memory stays ours for the next job (no fresh pages). */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	/* RLIMIT_FSIZE is 0: when stderr is a regular file (not the journal
 	 * or a pipe) a log line must fail with EFBIG, not kill us. */
 	signal(SIGXFSZ, SIG_IGN);
@@ -230,11 +373,15 @@ main(int argc, char **argv)
 		log_err("%s worker: sandbox: %s", kind, e.msg);
 		return 1;
 	}
-	if (worker_hello(&w, &rep, &e) < 0 || (rc = worker_loop(&w, &e)) < 0) {
+	rc = worker_hello(&w, &rep, &e) < 0 || worker_loop(&w, &e) < 0;
+	if (rc)
 		log_err("%s worker: %s", kind, e.msg);
-		job_ctx_free(w.job);
-		return 1;
-	}
 	job_ctx_free(w.job);
-	return 0;
+	frame_rd_reset(&w.rd);
+	free(w.out);
+	if (w.buf != NULL)
+		munmap(w.buf, w.buf_size);
+	if (w.buf_fd >= 0)
+		close(w.buf_fd);
+	return rc;
 }

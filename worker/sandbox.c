@@ -435,8 +435,8 @@ static const int seccomp_allow_asan[] = {
 };
 #endif
 
-/* Syscalls allowed with conditions, in seccomp_build(): mmap, mprotect,
- * tgkill. */
+/* Syscalls allowed with conditions, in seccomp_build(): mmap (anonymous,
+ * or MAP_SHARED of a given descriptor), mprotect, tgkill. */
 #define SECCOMP_NCOND 3
 
 static int
@@ -479,9 +479,18 @@ seccomp_build(scmp_filter_ctx ctx, const char **what)
 #endif
 
 	/* W^X: no new executable memory (no JIT anywhere in a worker; Lua
-	 * interprets bytecode). */
-	rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1,
-	    SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+	 * interprets bytecode).  mmap: anonymous memory (malloc), or a
+	 * MAP_SHARED mapping of a descriptor the worker was given (it opens
+	 * none: an encode worker's shared buffer, a memfd); never PROT_EXEC,
+	 * and no MAP_PRIVATE file mapping (the way a loader maps code). */
+	rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 2,
+	    SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0),
+	    SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS, MAP_ANONYMOUS));
+	if (rc < 0)
+		return rc;
+	rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 2,
+	    SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0),
+	    SCMP_A3(SCMP_CMP_MASKED_EQ, MAP_ANONYMOUS | MAP_TYPE, MAP_SHARED));
 	if (rc < 0)
 		return rc;
 	rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
@@ -518,7 +527,8 @@ apply_seccomp(struct sandbox_report *rep)
 	/* The detail is written before loading: after it, formatting is
 	 * still allowed (no syscalls) but keep the window small. */
 	set_layer(rep, SANDBOX_SECCOMP, true,
-	    "%zu syscalls allowed (no PROT_EXEC, tgkill to self), "
+	    "%zu syscalls allowed (no PROT_EXEC, file mmap MAP_SHARED only, tgkill "
+	    "to self), "
 	    "any other kills the process%s",
 	    sizeof(seccomp_allow) / sizeof(seccomp_allow[0]) + SECCOMP_NCOND
 #if SANDBOX_ASAN
