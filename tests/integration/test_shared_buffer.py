@@ -1,0 +1,171 @@
+"""Shared buffers between farmd and its encode workers (issue 12).
+
+Each encode worker gets a sealed memfd at spawn; a sector's pieces travel
+in it and the frames carry only offsets.  The worker is untrusted: a worker
+that answers with a range outside its buffer is killed and replaced and the
+work retried, and a worker that keeps writing into its buffer after
+answering cannot change what farmd hashes and writes.  Every sector is
+compared with the independent encoding of format v1 (test_plotting's
+History and tests/vectors/gen_vectors.py).
+
+The faults need a build with -Dfault_injection=true (skipped otherwise).
+
+    FARMD_BUILD=build python3 tests/integration/test_shared_buffer.py [test_name ...]
+"""
+import hashlib
+import os
+import re
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from harness import metric, run_tests, wait_for  # noqa: E402
+from test_plotting import (History, PIECES_IN_SECTOR, PIECE_SIZE, add_farm, cfg,  # noqa: E402
+                           expected_sector, farmd, plot_status, sector_bytes,
+                           wait_plot_idle)
+
+MIB = 1 << 20
+
+
+def arm(f, fault):
+    """`debug fault encode FAULT`; False when the build has no fault injection."""
+    p = f.ctl_raw("debug", "fault", "encode", fault)
+    if p.returncode != 0 and "not compiled" in p.stderr:
+        print("     skipped: not a fault-injection build", flush=True)
+        return False
+    assert p.returncode == 0, (p.returncode, p.stderr)
+    return True
+
+
+def encode_pids(f):
+    return sorted(w["pid"] for w in f.status()["workers"] if w["kind"] == "encode")
+
+
+def check_sectors(hist, farm, d, secs):
+    """Every sector equals format v1 computed here, and its checksum."""
+    pkh = bytes.fromhex(farm["public_key_hash"])
+    for s in secs:
+        want, _ = expected_sector(hist, pkh, s["index"], s["history_size"])
+        got = sector_bytes(d, s["index"])
+        if got != want:
+            bad = [o for o in range(PIECES_IN_SECTOR)
+                   if got[o * PIECE_SIZE:(o + 1) * PIECE_SIZE]
+                   != want[o * PIECE_SIZE:(o + 1) * PIECE_SIZE]]
+            raise AssertionError(f"sector {s['index']} differs from format v1 at piece "
+                                 f"offsets {bad[:10]} ({len(bad)} of {PIECES_IN_SECTOR})")
+        assert s["checksum"] == hashlib.sha256(want).hexdigest(), s
+
+
+def test_bad_offset_worker_replaced(tmp):
+    """An encode worker answers with bytes outside its buffer: a protocol
+    error (logged, counted), the worker is killed and replaced, the job is
+    retried and every sector equals the independent encoding."""
+    hist = History(tmp, 16, seed="shm-badoffset")
+    f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
+    hist.ingest_to(f, 1)
+    before = encode_pids(f)
+    perr0 = metric(f, "farmd_protocol_errors_worker_total")
+    if not arm(f, "badoffset"):
+        return
+    d = os.path.join(tmp, "farm")
+    farm = add_farm(f, d, 2)
+    secs = wait_plot_idle(f, 60)
+    assert [s["state"] for s in secs] == ["plotted"] * 2, secs
+    check_sectors(hist, farm, d, secs)
+    log = f.log()
+    assert re.search(r"encode worker \d+: protocol error: job \d+: answered with bytes "
+                     r"\[\d+, \+\d+\) outside its \d+-byte buffer; killing it", log), log[-3000:]
+    assert metric(f, "farmd_protocol_errors_worker_total") == perr0 + 1
+    assert metric(f, 'farmd_jobs_retried_total{kind="encode"}') >= 1
+    after = wait_for(lambda: (lambda p: p if len(p) == 1 and p != before else None)(
+        encode_pids(f)), 10, what="the encode worker replaced")
+    assert after != before, (before, after)
+
+
+def test_scribbling_worker_cannot_change_sectors(tmp):
+    """An encode worker keeps writing garbage over its answer in the shared
+    buffer after answering: farmd took its copy once (and, if it caught the
+    worker at it, killed it and plotted the sector again), so every sector
+    on disk equals the independent encoding and its checksum."""
+    hist = History(tmp, 16, seed="shm-scribble")
+    f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
+    hist.ingest_to(f, 1)
+    d = os.path.join(tmp, "farm")
+    if not arm(f, "scribble"):
+        return
+    farm = add_farm(f, d, 2)
+    secs = wait_plot_idle(f, 60)
+    assert [s["state"] for s in secs] == ["plotted"] * 2, secs
+    check_sectors(hist, farm, d, secs)
+    log = f.log()
+    assert "fault injection: scribbling over the answer" in log, log[-3000:]
+    caught = "wrote into its buffer while answering" in log
+    print(f"     scribbler {'caught and replaced' if caught else 'wrote after farmd took its copy'}")
+    if caught:
+        assert metric(f, "farmd_protocol_errors_worker_total") >= 1
+    # A second farm with a fresh scribble: still every byte right.
+    assert arm(f, "scribble")
+    d2 = os.path.join(tmp, "farm2")
+    farm2 = add_farm(f, d2, 1)
+    secs2 = [s for s in wait_plot_idle(f, 60) if s["farm"] == farm2["id"]]
+    check_sectors(hist, farm2, d2, secs2)
+    assert f.proc.poll() is None
+
+
+def test_echo_through_shared_buffer(tmp):
+    """`debug echo 1048576` goes through the worker's shared buffer and
+    every answer's bytes are checked; small echoes still go in frames."""
+    f = farmd(tmp, config=cfg(encode=1))
+    r = f.ctl_json("debug", "echo", str(MIB), "50")
+    assert r["size"] == MIB and r["count"] == 50 and r["shared_buffer"] is True, r
+    assert r["mb_per_s"] > 0, r
+    small = f.ctl_json("debug", "echo", "4096", "20")
+    assert small["shared_buffer"] is False and small["count"] == 20, small
+    # An odd size above the threshold, and the largest the buffer holds.
+    odd = f.ctl_json("debug", "echo", str(MIB + 7), "3")
+    assert odd["shared_buffer"] is True, odd
+    full = f.ctl_json("debug", "echo", str(16 * MIB), "2")
+    assert full["shared_buffer"] is True, full
+    assert "shared buffer" in f.ctl("debug", "echo", str(MIB), "2")
+
+
+def test_echo_bad_offset_is_a_protocol_error(tmp):
+    """The checks are the same for echo answers: a range outside the buffer
+    kills the worker; the echo fails (one attempt) and farmd goes on."""
+    f = farmd(tmp, config=cfg(encode=1))
+    if not arm(f, "badoffset"):
+        return
+    p = f.ctl_raw("debug", "echo", str(MIB), "1")
+    assert p.returncode == 1 and "outside its" in p.stderr, (p.returncode, p.stderr)
+    assert metric(f, "farmd_protocol_errors_worker_total") == 1
+    wait_for(lambda: f.status()["pools"][0]["alive"] == 1, 10, what="encode worker replaced")
+    r = f.ctl_json("debug", "echo", str(MIB), "5")
+    assert r["count"] == 5 and r["shared_buffer"] is True, r
+
+
+def test_encode_buffer_config(tmp):
+    """[workers] encode_buffer sizes the memfd; a buffer smaller than a job
+    makes smaller jobs, and the sectors are still right."""
+    hist = History(tmp, 16, seed="shm-small-buffer")
+    f = farmd(tmp, config=cfg(encode=1, workers={"encode_buffer": "192K"}))
+    pid = encode_pids(f)[0]
+    link = os.readlink(f"/proc/{pid}/fd/4")
+    assert link.startswith("/memfd:farmd-encode-buffer"), link
+    with open(f"/proc/{pid}/maps") as fh:
+        maps = [line.split() for line in fh if "memfd:farmd-encode-buffer" in line]
+    assert len(maps) == 1, maps
+    lo, hi = (int(x, 16) for x in maps[0][0].split("-"))
+    assert hi - lo == 192 * 1024 and maps[0][1] == "rw-s", maps
+    hist.ingest_to(f, 1)
+    d = os.path.join(tmp, "farm")
+    farm = add_farm(f, d, 1)
+    secs = wait_plot_idle(f, 60)
+    check_sectors(hist, farm, d, secs)
+    p = f.ctl_raw("debug", "echo", str(MIB), "1")
+    assert p.returncode == 0 and "shared buffer" not in p.stdout, (p.stdout, p.stderr)
+    assert plot_status(f)["idle"]
+
+
+if __name__ == "__main__":
+    run_tests(globals())
