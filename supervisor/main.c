@@ -595,7 +595,7 @@ main(int argc, char **argv)
 	 * freed memory instead of returning it to the kernel and faulting it
 	 * in again, and serve large blocks from the heap rather than a fresh
 	 * mmap each (issue 12: page faults per sector). */
-	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);   /* glibc's largest */
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	if ((rc = farmd_parse_args(&d, argc, argv, &args)) >= 0 ||
 	    (rc = farmd_prepare(&d, &args)) >= 0)

@@ -182,6 +182,7 @@ plot_free(struct plot *p)
 		return;
 	while (!TAILQ_EMPTY(&p->jobs))
 		sjob_free(TAILQ_FIRST(&p->jobs));
+	sjob_spares_free(p);
 	if (p->expiry_ev != NULL)
 		event_free(p->expiry_ev);
 	farm_free_all(p);

@@ -77,6 +77,8 @@ struct plot_event {
 	uint64_t took_ms;
 };
 
+#define PLOT_SPARE_BUFS 4
+
 struct plot {
 	struct farmd *d;
 	/* The scheduler (plot.c sets it): fills every farm's free slots.
@@ -95,6 +97,10 @@ struct plot {
 	int checks;                     /* scrub checks on the I/O pool */
 	struct plot_event events[PLOT_EVENTS];
 	uint64_t nevents;
+	/* Batch buffers of ended sector jobs, kept for the next ones (sjob.c):
+	 * a fresh one each sector would be fresh pages each sector. */
+	struct { uint8_t *buf; size_t len; } spare[PLOT_SPARE_BUFS];
+	int nspare;
 #ifdef FAULT_INJECTION
 	int write_fault;
 #endif

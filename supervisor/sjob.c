@@ -17,7 +17,19 @@
  * The pipeline works in batches of at most PLOT_BATCH_BYTES so memory
  * stays bounded for large sectors (a production sector is 1000 MiB);
  * a demo sector (4 MiB) is one batch.  Each batch is split into encode
- * jobs of a few pieces so W workers keep W cores busy.
+ * jobs of a few pieces (at most [workers] encode_buffer bytes each) so W
+ * workers keep W cores busy; the pool copies a job's pieces into the
+ * worker's shared buffer when it starts and the encoded pieces back into
+ * the batch buffer, once, when it is answered (wbuf.h), and the batch is
+ * hashed and written from there.
+ *
+ * Memory and overlap: a job holds one batch buffer; the pool is shared
+ * by all jobs, so while one sector is written and synced (I/O pool) the
+ * workers encode the next sector's batch ([plotting] max_sectors_per_farm
+ * jobs per farm are in flight).  The bound is max_sectors_per_farm ×
+ * farms × PLOT_BATCH_BYTES for batches, plus PLOT_SPARE_BUFS kept batch
+ * buffers, plus encode workers × encode_buffer of shared memory.  Batch
+ * buffers are reused from one job to the next (no fresh pages per sector).
  */
 #include "sjob.h"
 
@@ -144,6 +156,42 @@ sjob_fail(struct sjob *j, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A batch buffer of len bytes: a kept one of that size if there is one. */
+static uint8_t *
+sjob_buf_get(struct plot *p, size_t len)
+{
+	for (int i = 0; i < p->nspare; i++)
+		if (p->spare[i].len == len) {
+			uint8_t *b = p->spare[i].buf;
+
+			p->spare[i] = p->spare[--p->nspare];
+			return b;
+		}
+	return malloc(len);
+}
+
+static void
+sjob_buf_put(struct plot *p, uint8_t *buf, size_t len)
+{
+	if (buf == NULL)
+		return;
+	if (p->nspare == PLOT_SPARE_BUFS) {
+		/* Keep the newest: the oldest is likeliest of a size no
+		 * longer plotted. */
+		free(p->spare[0].buf);
+		p->spare[0] = p->spare[--p->nspare];
+	}
+	p->spare[p->nspare].buf = buf;
+	p->spare[p->nspare++].len = len;
+}
+
+void
+sjob_spares_free(struct plot *p)
+{
+	while (p->nspare > 0)
+		free(p->spare[--p->nspare].buf);
+}
+
 void
 sjob_free(struct sjob *j)
 {
@@ -158,7 +206,7 @@ sjob_free(struct sjob *j)
 	rplot_job_free(j->rp);
 	EVP_MD_CTX_free(j->sha);
 	free(j->parts);
-	free(j->buf);
+	sjob_buf_put(p, j->buf, (size_t)j->batch_max * j->f->g.piece_size);
 	free(j);
 }
 
@@ -613,7 +661,7 @@ sjob_start(struct plot *p, struct farm *f, uint32_t idx)
 	j->index = idx;
 	fsm_init(&j->m, &sjob_fsm, SJOB_MARK);
 	j->fd = -1;
-	j->buf = malloc(batch * f->g.piece_size);
+	j->buf = sjob_buf_get(p, batch * f->g.piece_size);
 	j->parts = calloc(j->batch_max, sizeof(*j->parts));   /* ≥ 1 piece each */
 	j->sha = EVP_MD_CTX_new();
 	j->timer = evtimer_new(p->d->base, sjob_timer_cb, j);

@@ -89,5 +89,7 @@ int sjob_sector_unchanged(struct plot *p, struct farm *f, uint32_t idx,
  * else will complete; the others free themselves when their disk work
  * returns. */
 void sjob_cancel_all(struct plot *p);
+/* Frees the batch buffers kept for later jobs (plot_free). */
+void sjob_spares_free(struct plot *p);
 
 #endif

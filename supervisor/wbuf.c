@@ -37,7 +37,8 @@ wbuf_create(struct wbuf *b, size_t size, int *fd, struct err *e)
 		close(mfd);
 		return -1;
 	}
-	b->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	/* Populated now, once per worker: no first-touch faults while plotting. */
+	b->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, mfd, 0);
 	if (b->map == MAP_FAILED) {
 		b->map = NULL;
 		err_sys(e, "encode buffer: mmap of %zu bytes", size);

@@ -250,7 +250,8 @@ worker_buffer(struct worker *w, const Farmd__Buffer *b, int *fds, int *nfds,
 	if (*nfds != 1 || b->size == 0 || b->size > SIZE_MAX)
 		return err_set(e, "shared buffer: %d descriptors, %llu bytes", *nfds,
 		    (unsigned long long)b->size);
-	p = mmap(NULL, (size_t)b->size, PROT_READ | PROT_WRITE, MAP_SHARED, fds[0], 0);
+	p = mmap(NULL, (size_t)b->size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+	    fds[0], 0);
 	if (p == MAP_FAILED)
 		return err_sys(e, "shared buffer: mmap of %llu bytes",
 		    (unsigned long long)b->size);
@@ -364,7 +365,7 @@ main(int argc, char **argv)
 		return 1;
 	}
 	/* Freed memory stays ours for the next job (no fresh pages). */
-	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_MMAP_THRESHOLD, 32 << 20);   /* glibc's largest */
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
 	/* RLIMIT_FSIZE is 0: when stderr is a regular file (not the journal
 	 * or a pipe) a log line must fail with EFBIG, not kill us. */
