@@ -53,6 +53,118 @@ START_TEST(test_one_byte_at_a_time)
 }
 END_TEST
 
+/* Feeds frame f (len bytes) into rd in one piece. */
+static int
+feed(struct frame_rd *rd, const uint8_t *f, size_t len)
+{
+	struct err e;
+	size_t off = 0;
+	int rc = FRAME_MORE;
+
+	while (off < len && rc == FRAME_MORE) {
+		uint8_t *p;
+		size_t n;
+
+		frame_rd_space(rd, &p, &n);
+		if (n > len - off)
+			n = len - off;
+		memcpy(p, f + off, n);
+		off += n;
+		rc = frame_rd_commit(rd, n, &e);
+	}
+	return rc;
+}
+
+static uint8_t *
+frame_of(size_t body, uint8_t fill, size_t *len)
+{
+	uint8_t *f = malloc(FRAME_HDR_LEN + body);
+
+	be32_put(f, (uint32_t)body);
+	memset(f + FRAME_HDR_LEN, fill, body);
+	*len = FRAME_HDR_LEN + body;
+	return f;
+}
+
+/* Bodies are read into one kept buffer: frame after frame no new
+ * allocation while they fit, a huge one is given back after. */
+START_TEST(test_body_buffer_reused)
+{
+	struct frame_rd rd;
+	const uint8_t *b1, *b2, *b3;
+	size_t l1, l2, l3, blen;
+	uint8_t *f1 = frame_of(100000, 1, &l1), *f2 = frame_of(5000, 2, &l2),
+	    *f3 = frame_of(FRAME_RD_KEEP + 1, 3, &l3);
+
+	frame_rd_init(&rd, 64u << 20);
+	ck_assert_int_eq(feed(&rd, f1, l1), FRAME_READY);
+	b1 = frame_rd_body(&rd, &blen, NULL, NULL);
+	ck_assert_uint_eq(blen, 100000);
+	ck_assert_int_eq(b1[0], 1);
+	ck_assert_int_eq(b1[99999], 1);
+	ck_assert_int_eq(feed(&rd, f2, l2), FRAME_READY);
+	b2 = frame_rd_body(&rd, &blen, NULL, NULL);
+	ck_assert_ptr_eq(b2, b1);
+	ck_assert_uint_eq(blen, 5000);
+	ck_assert_int_eq(b2[4999], 2);
+	ck_assert_int_eq(feed(&rd, f1, l1), FRAME_READY);
+	ck_assert_ptr_eq(frame_rd_body(&rd, &blen, NULL, NULL), b1);
+	/* Larger than the buffer: grown; larger than FRAME_RD_KEEP: not
+	 * kept once a small frame follows. */
+	ck_assert_int_eq(feed(&rd, f3, l3), FRAME_READY);
+	b3 = frame_rd_body(&rd, &blen, NULL, NULL);
+	ck_assert_uint_eq(blen, FRAME_RD_KEEP + 1);
+	ck_assert_int_eq(b3[FRAME_RD_KEEP], 3);
+	ck_assert_uint_ge(rd.body_cap, FRAME_RD_KEEP + 1);
+	ck_assert_int_eq(feed(&rd, f2, l2), FRAME_READY);
+	(void)frame_rd_body(&rd, &blen, NULL, NULL);
+	ck_assert_uint_lt(rd.body_cap, FRAME_RD_KEEP);
+	/* take() still hands a body over, and the reader starts afresh. */
+	ck_assert_int_eq(feed(&rd, f2, l2), FRAME_READY);
+	{
+		uint8_t *own = frame_rd_take(&rd, &blen, NULL, NULL);
+
+		ck_assert_uint_eq(blen, 5000);
+		ck_assert_uint_eq(rd.body_cap, 0);
+		free(own);
+	}
+	ck_assert_int_eq(feed(&rd, f1, l1), FRAME_READY);
+	ck_assert_int_eq(frame_rd_body(&rd, &blen, NULL, NULL)[0], 1);
+	frame_rd_reset(&rd);
+	free(f1);
+	free(f2);
+	free(f3);
+}
+END_TEST
+
+START_TEST(test_pack_into_kept_buffer)
+{
+	uint8_t *buf = NULL, *was, *f;
+	size_t cap = 0, len, flen;
+
+	f = pack_status(&flen);
+	{
+		Farmd__AdminMsg m = FARMD__ADMIN_MSG__INIT;
+		Farmd__AdminRequest r = FARMD__ADMIN_REQUEST__INIT;
+		char *argv[] = { "status" };
+
+		r.n_argv = 1;
+		r.argv = argv;
+		m.m_case = FARMD__ADMIN_MSG__M_REQUEST;
+		m.request = &r;
+		ck_assert_int_eq(frame_pack_into(&m.base, &buf, &cap, &len), 0);
+		ck_assert_uint_eq(len, flen);
+		ck_assert_mem_eq(buf, f, len);
+		was = buf;
+		ck_assert_int_eq(frame_pack_into(&m.base, &buf, &cap, &len), 0);
+		ck_assert_ptr_eq(buf, was);
+		ck_assert_uint_ge(cap, len);
+	}
+	free(buf);
+	free(f);
+}
+END_TEST
+
 START_TEST(test_oversize_refused_before_allocation)
 {
 	struct frame_rd rd;
@@ -156,6 +268,8 @@ main(void)
 	int failed;
 
 	tcase_add_test(tc, test_one_byte_at_a_time);
+	tcase_add_test(tc, test_body_buffer_reused);
+	tcase_add_test(tc, test_pack_into_kept_buffer);
 	tcase_add_test(tc, test_oversize_refused_before_allocation);
 	tcase_add_test(tc, test_zero_length_frame);
 	tcase_add_test(tc, test_socket_roundtrip_with_descriptor_and_truncation);

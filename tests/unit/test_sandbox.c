@@ -254,8 +254,13 @@ static const char *const forbidden_names[] = {
 	"socketpair", "fork", "pthread_create", "execve", "kill parent",
 	"tgkill parent", "mmap PROT_EXEC", "mprotect PROT_EXEC",
 	"setrlimit raise", "prctl", "unshare", "ptrace", "fstat", "ioctl",
-	"memfd_create", "dup", "chdir", "tkill",
+	"memfd_create", "dup", "chdir", "tkill", "mmap memfd PROT_EXEC",
+	"mmap memfd MAP_PRIVATE", "mmap memfd PROT_READ|PROT_WRITE|PROT_EXEC",
 };
+
+/* A memfd like an encode worker's shared buffer, made before the child
+ * forks (the child inherits it, as a worker receives one). */
+static int forbidden_memfd = -1;
 #define NFORBIDDEN ((int)(sizeof(forbidden_names) / sizeof(forbidden_names[0])))
 
 static void *
@@ -330,6 +335,16 @@ body_forbidden(int in, int out, void *arg)
 	case 20: (void)dup(0); break;
 	case 21: (void)chdir("/"); break;
 	case 22: (void)syscall(SYS_tkill, (pid_t)syscall(SYS_gettid), 0); break;
+	case 23:
+		(void)mmap(NULL, 4096, PROT_READ | PROT_EXEC, MAP_SHARED, forbidden_memfd, 0);
+		break;
+	case 24:
+		(void)mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE, forbidden_memfd, 0);
+		break;
+	case 25:
+		(void)mmap(NULL, 4096, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_SHARED,
+		    forbidden_memfd, 0);
+		break;
 	}
 	_exit(CHILD_SURVIVED);
 }
@@ -675,6 +690,9 @@ START_TEST(test_forbidden)
 	struct child c;
 
 	ck_assert_int_lt(which, NFORBIDDEN);
+	forbidden_memfd = (int)syscall(SYS_memfd_create, "buffer", 0);
+	ck_assert_int_ge(forbidden_memfd, 0);
+	ck_assert_int_eq(ftruncate(forbidden_memfd, 4096), 0);
 	child_start(&c, body_forbidden, &which);
 	{
 		bool sanitizer = strstr(c.rep.detail[SANDBOX_SECCOMP],
