@@ -35,96 +35,9 @@
 #include "fsm.h"
 #include "log.h"
 #include "peer.h"
-#include "wbuf.h"
 #include "wire.h"
 
-#define RESTART_RING 256
-
-/* The worker machine (fsm.h): starting until its hello, then idle and busy
- * by turns, exiting once we ended it (the names are the status "state"). */
-enum worker_state { W_STARTING, W_IDLE, W_BUSY, W_EXITING, W_NSTATES };
-
-struct pool_kind;
-
-struct worker {
-	TAILQ_ENTRY(worker) entry;
-	struct pool_kind *pk;
-	pid_t pid;
-	struct fsm fsm;                 /* enum worker_state */
-	struct peer *peer;
-	struct pool_job *job;
-	struct event *deadline;
-	int log_fd;                     /* read end of its stderr pipe */
-	struct event *log_ev;
-	char reason[200];               /* why we ended it, if we did */
-	int layers[WIRE_SANDBOX_LAYERS]; /* -1 unknown, 0/1 from hello */
-	char kernel[16];                /* encode: scrypt kernel from hello */
-	struct wbuf wb;                 /* encode: the shared buffer */
-	uint8_t *out;                   /* a buffer job's frame, reused */
-	size_t out_cap;
-};
-
-struct pool_job {
-	TAILQ_ENTRY(pool_job) entry;    /* kind queue */
-	TAILQ_ENTRY(pool_job) all;      /* pool->jobs */
-	struct pool_kind *pk;
-	uint64_t id;
-	uint8_t *frame;                 /* NULL for a buffer job: packed at dispatch */
-	size_t len;
-	int lent;                       /* a buffer job: lend says what */
-	struct wbuf_job lend;
-	struct pool_job_opts opts;
-	int attempts;
-	int cancelled;
-	int listed;                     /* on pool->jobs */
-	pool_done_cb cb;
-	void *arg;
-	struct worker *worker;
-	struct event *retry_ev;
-};
-
-TAILQ_HEAD(worker_list, worker);
-TAILQ_HEAD(job_list, pool_job);
-
-struct pool_kind {
-	struct pool *pool;
-	enum wire_kind kind;
-	uint32_t size;
-	struct worker_list workers;
-	struct job_list queue;
-	uint64_t restarts;
-	uint64_t jobs_done, jobs_failed, jobs_retried;
-	uint64_t crashes, timeouts;
-	uint64_t restart_ms[RESTART_RING];
-	unsigned restart_next;
-	int pending;                    /* replacements scheduled */
-	LIST_HEAD(, respawn) respawns;  /* their timers */
-	int degraded;
-	struct event *recover_ev;       /* when degraded: the next time it may end */
-	int hellos;                     /* workers that ever said hello */
-	uint64_t died_us;               /* last unplanned death, until replaced */
-	uint64_t replace_us;            /* death to replacement's hello, last time */
-	enum wire_fault fault;
-	char kernel[16];                /* the last hello's scrypt kernel */
-};
-
-struct pool {
-	struct farmd *d;
-	struct pool_hooks hooks;
-	struct pool_kind kinds[WIRE_KIND_COUNT];
-	uint64_t protocol_errors;
-	struct job_list jobs;
-	uint64_t next_id;
-	int stopping;
-	struct event *kill_ev;
-	int last_layers[WIRE_SANDBOX_LAYERS];
-};
-
-struct respawn {
-	LIST_ENTRY(respawn) entry;
-	struct pool_kind *pk;
-	struct event *ev;
-};
+#include "pool_int.h"
 
 static void pool_dispatch(struct pool_kind *pk);
 static int pool_spawn(struct pool_kind *pk, struct err *e);
@@ -456,11 +369,6 @@ static const struct fsm_def worker_fsm = {
 	.label = worker_label,
 };
 
-static int
-worker_is(const struct worker *w, enum worker_state st)
-{
-	return w->fsm.state == (int)st;
-}
 
 static void
 worker_end(struct worker *w, const char *reason)
@@ -1172,99 +1080,6 @@ pool_degraded(const struct pool *p)
 		if (p->kinds[k].degraded)
 			return 1;
 	return 0;
-}
-
-/* ---- status -------------------------------------------------------- */
-
-static int
-pool_sandbox_layer(const struct pool *p, int i)
-{
-	int all = p->last_layers[i] == 1, any = 0;
-
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		const struct worker *w;
-
-		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
-			if (w->layers[i] < 0)
-				continue;
-			if (!any)
-				all = 1;
-			any = 1;
-			all = all && w->layers[i] == 1;
-		}
-	}
-	return all;
-}
-
-static int
-pool_kind_alive(const struct pool_kind *pk)
-{
-	const struct worker *w;
-	int n = 0;
-
-	TAILQ_FOREACH(w, &pk->workers, entry)
-		n += worker_is(w, W_IDLE) || worker_is(w, W_BUSY);
-	return n;
-}
-
-void
-pool_stats(const struct pool *p, struct pool_stats *s)
-{
-	memset(s, 0, sizeof(*s));
-	s->protocol_errors = p->protocol_errors;
-	for (int i = 0; i < WIRE_SANDBOX_LAYERS; i++)
-		s->sandbox[i] = pool_sandbox_layer(p, i);
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		const struct pool_kind *pk = &p->kinds[k];
-		struct pool_kind_stats *ks = &s->kinds[k];
-		const struct pool_job *j;
-
-		ks->kind = wire_kind_name(pk->kind);
-		ks->size = pk->size;
-		ks->alive = (uint32_t)pool_kind_alive(pk);
-		ks->degraded = pk->degraded;
-		ks->health = pk->degraded ? "degraded" : ks->alive >= pk->size ? "ok" : "starting";
-		TAILQ_FOREACH(j, &pk->queue, entry)
-			ks->queued++;
-		ks->last_replace_ms = (double)pk->replace_us / 1000.0;
-		memcpy(ks->kernel, pk->kernel, sizeof(ks->kernel));
-		ks->restarts = pk->restarts;
-		ks->crashes = pk->crashes;
-		ks->timeouts = pk->timeouts;
-		ks->jobs_done = pk->jobs_done;
-		ks->jobs_failed = pk->jobs_failed;
-		ks->jobs_retried = pk->jobs_retried;
-	}
-}
-
-struct pool_worker_info *
-pool_workers(const struct pool *p, size_t *n)
-{
-	struct pool_worker_info *out;
-	const struct worker *w;
-	size_t i = 0;
-
-	*n = 0;
-	for (int k = 0; k < WIRE_KIND_COUNT; k++)
-		TAILQ_FOREACH(w, &p->kinds[k].workers, entry)
-			(*n)++;
-	if (*n == 0 || (out = calloc(*n, sizeof(*out))) == NULL) {
-		*n = 0;
-		return NULL;
-	}
-	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		TAILQ_FOREACH(w, &p->kinds[k].workers, entry) {
-			struct pool_worker_info *wi = &out[i++];
-
-			wi->pid = (int)w->pid;
-			wi->kind = wire_kind_name(w->pk->kind);
-			wi->state = fsm_state_name(&w->fsm);
-			wi->has_job = w->job != NULL;
-			wi->job = w->job ? w->job->id : 0;
-			memcpy(wi->kernel, w->kernel, sizeof(wi->kernel));
-		}
-	}
-	return out;
 }
 
 #ifdef FAULT_INJECTION

@@ -23,6 +23,14 @@
  * the batch buffer, once, when it is answered (wbuf.h), and the batch is
  * hashed and written from there.
  *
+ * A local batch streams, without a barrier between its steps: the
+ * encode job of a part is submitted as soon as that part's pieces are
+ * read, and encoded parts are written to plot.bin and hashed in piece
+ * order (one write at a time: the checksum is one SHA-256 stream) while
+ * later parts still encode.  What is left after the last part is
+ * encoded is its own write, the fdatasync and the commit.  A remote
+ * attempt's batch (rplot.h) goes READ → WRITE whole, as before.
+ *
  * Memory and overlap: a job holds one batch buffer; the pool is shared
  * by all jobs, so while one sector is written and synced (I/O pool) the
  * workers encode the next sector's batch ([plotting] max_sectors_per_farm
@@ -76,6 +84,8 @@ struct sjob_part {
 	uint32_t first;                 /* piece offset within the batch */
 	uint32_t n;
 	uint64_t job_id;                /* 0 once answered */
+	uint32_t unread;                /* its pieces not read yet */
+	int submitted, encoded;
 };
 
 struct sjob *
@@ -92,6 +102,9 @@ sjob_find(struct plot *p, const struct farm *f, uint32_t idx)
 const char *
 sjob_phase(const struct sjob *j)
 {
+	/* A streaming batch is writing once its last part is encoded. */
+	if (j->m.state == SJOB_ENCODE && j->nparts > 0 && j->parts_encoded == j->nparts)
+		return "writing";
 	return sjob_phases[j->m.state];
 }
 
@@ -275,6 +288,8 @@ struct sjob_piece {
 	uint64_t piece_index;
 };
 
+static void sjob_settle(struct sjob *j);
+
 static void
 sjob_piece_cb(void *arg, uint8_t *data, size_t len, enum block_status st, const char *error)
 {
@@ -291,9 +306,12 @@ sjob_piece_cb(void *arg, uint8_t *data, size_t len, enum block_status st, const 
 		    len, ps);
 	else
 		memcpy(j->buf + (uint64_t)t->slot * ps, data, len);
+	j->parts[t->slot / j->per].unread--;
+	j->reads_out--;
 	free(data);
 	free(t);
-	sjob_complete(j, SJOB_ENCODE);
+	j->pending--;
+	sjob_settle(j);
 }
 
 /* A batch from the remote plotter, or word that this attempt plots
@@ -318,9 +336,43 @@ sjob_remote_cb(void *arg, enum rplot_fill st, const char *error)
 	sjob_complete(j, SJOB_WRITE);
 }
 
+/* Splits the batch into encode jobs: per pieces each (the last may have
+ * fewer), so W workers share it and a job fits a worker's buffer. */
+static void
+sjob_parts(struct sjob *j)
+{
+	struct plot *p = j->p;
+	uint32_t workers = p->d->cfg.workers.encode ? p->d->cfg.workers.encode : 1;
+	uint32_t per = (j->batch_n + workers - 1) / workers;
+
+	if (per > PLOT_JOB_PIECES_MAX)
+		per = PLOT_JOB_PIECES_MAX;
+	if (per > pool_buffer_size(p->d->pool) / j->f->g.piece_size)
+		per = (uint32_t)(pool_buffer_size(p->d->pool) / j->f->g.piece_size);
+	if (per == 0)
+		per = 1;
+	j->per = per;
+	j->nparts = 0;
+	for (uint32_t first = 0; first < j->batch_n; first += per) {
+		struct sjob_part *part = &j->parts[j->nparts++];
+
+		part->j = j;
+		part->first = first;
+		part->n = j->batch_n - first < per ? j->batch_n - first : per;
+		part->job_id = 0;
+		part->unread = part->n;
+		part->submitted = part->encoded = 0;
+	}
+	j->parts_encoded = 0;
+	j->write_next = 0;
+	j->writing = 0;
+}
+
 /* READ: the pieces of the next batch, each verified by the block store
- * (a missing or corrupt one is reported to resync there); or, for a
- * remote attempt, the batch encoded by the plotter (then on to WRITE). */
+ * (a missing or corrupt one is reported to resync there), each part
+ * going on to its encode job as soon as it is complete (sjob_pump); or,
+ * for a remote attempt, the batch encoded by the plotter (then on to
+ * WRITE). */
 static int
 sjob_read(void *arg)
 {
@@ -336,11 +388,15 @@ sjob_read(void *arg)
 	if (j->batch_n > j->batch_max)
 		j->batch_n = j->batch_max;
 	sjob_event(j, "reading", 0);
+	j->nparts = 0;
 	j->pending = 1;                 /* held until every get is issued */
 	if (j->rp != NULL) {
 		rplot_fill(j->rp, j->buf, j->batch_first, j->batch_n, sjob_remote_cb, j);
 		return FSM_ASYNC;
 	}
+	sjob_parts(j);
+	j->reads_issued = 0;
+	j->reads_out = 0;
 	for (uint32_t i = 0; i < j->batch_n && !j->failed; i++) {
 		uint8_t hash[HASH_LEN], root[HASH_LEN];
 		struct sjob_piece *t;
@@ -359,9 +415,13 @@ sjob_read(void *arg)
 		t->slot = i;
 		t->piece_index = pi;
 		j->pending++;
+		j->reads_out++;
 		blockstore_get(p->d->blocks, hash, sjob_piece_cb, t);
 	}
-	sjob_complete(j, SJOB_ENCODE);
+	j->reads_issued = 1;
+	j->pending--;
+	if (j->reads_out == 0)
+		return j->failed && j->pending == 0 ? SJOB_ERROR : SJOB_ENCODE;
 	return FSM_ASYNC;
 }
 
@@ -376,58 +436,148 @@ sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, 
 	part->job_id = 0;
 	/* The pool took the answer out of the worker's buffer into ours,
 	 * checked (wbuf.h): what is hashed and written is j->buf. */
-	if (error != NULL)
+	if (error != NULL) {
 		sjob_fail(j, "encode: %s", error);
-	else
+	} else {
+		part->encoded = 1;
+		j->parts_encoded++;
 		j->pieces_done += part->n;
-	sjob_complete(j, SJOB_WRITE);
+	}
+	j->pending--;
+	sjob_settle(j);
 }
 
-/* ENCODE: split the batch across encode jobs; the pool queues what its
- * workers cannot take yet. */
+static void sjob_part_write_work(void *arg);
+static void sjob_part_write_done(void *arg);
+
+/* Starts what the batch's progress allows: the encode job of every part
+ * whose pieces are all read, and the write of the next encoded part in
+ * order (one at a time).  Each adds to j->pending. */
+static void
+sjob_pump(struct sjob *j)
+{
+	struct plot *p = j->p;
+	struct farm *f = j->f;
+	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, p->d->cfg.plotting.retry_delay_ms, 0 };
+
+	if (j->failed || p->stopping)
+		return;
+	for (uint32_t i = 0; i < j->nparts && !j->failed; i++) {
+		struct sjob_part *part = &j->parts[i];
+		struct err e;
+
+		if (part->submitted || part->unread > 0)
+			continue;
+		if (j->parts_encoded == 0 && i == 0)
+			sjob_event(j, "encoding", 0);
+		part->submitted = 1;
+		/* Lent: encoded in place, in the worker's buffer and then
+		 * in ours. */
+		part->job_id = pool_submit_encode_buf(p->d->pool, j->sector_id,
+		    j->batch_first + part->first, &f->g.scrypt,
+		    j->buf + (uint64_t)part->first * f->g.piece_size, (uint32_t)f->g.piece_size,
+		    part->n, 0, &opts, sjob_encode_cb, part, &e);
+		if (part->job_id == 0)
+			sjob_fail(j, "encode: %s", e.msg);
+		else
+			j->pending++;
+	}
+	if (!j->failed && !j->writing && j->write_next < j->nparts &&
+	    j->parts[j->write_next].encoded) {
+		if (j->write_next == 0)
+			sjob_event(j, "writing", 0);
+#ifdef FAULT_INJECTION
+		j->write_fault = p->write_fault;
+		p->write_fault = 0;
+#endif
+		j->writing = 1;
+		j->pending++;
+		if (io_submit(p->d->io, sjob_part_write_work, sjob_part_write_done, j) < 0) {
+			j->writing = 0;
+			j->pending--;
+			sjob_fail(j, "cannot queue the write");
+		}
+	}
+}
+
+/* After a completion: start what is now possible, and move on once the
+ * batch is read (READ → ENCODE) and once nothing of it is outstanding. */
+static void
+sjob_settle(struct sjob *j)
+{
+	if (j->p->stopping) {
+		if (j->pending == 0)
+			sjob_free(j);
+		return;
+	}
+	sjob_pump(j);
+	if (j->m.state == SJOB_READ) {
+		if (j->reads_issued && j->reads_out == 0)
+			fsm_enter(&j->m, j, SJOB_ENCODE);
+		return;
+	}
+	if (j->m.state == SJOB_ENCODE && j->pending == 0)
+		fsm_enter(&j->m, j, j->failed ? SJOB_ERROR : j->batch_first + j->batch_n <
+		    j->f->g.pieces_in_sector ? SJOB_READ : SJOB_SYNC);
+}
+
+/* ENCODE: every piece of the batch is read (the parts' jobs are under
+ * way or done); the batch ends when its last part is written. */
 static int
 sjob_encode(void *arg)
 {
 	struct sjob *j = arg;
-	struct plot *p = j->p;
-	struct farm *f = j->f;
-	uint32_t workers = p->d->cfg.workers.encode ? p->d->cfg.workers.encode : 1;
-	uint32_t per = (j->batch_n + workers - 1) / workers;
-	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, p->d->cfg.plotting.retry_delay_ms, 0 };
 
 	sjob_phase_end(j, PH_READ);
-	sjob_event(j, "encoding", 0);
-	if (per > PLOT_JOB_PIECES_MAX)
-		per = PLOT_JOB_PIECES_MAX;
-	/* A job's pieces fit in an encode worker's shared buffer. */
-	if (per > pool_buffer_size(p->d->pool) / f->g.piece_size)
-		per = (uint32_t)(pool_buffer_size(p->d->pool) / f->g.piece_size);
-	if (per == 0)
-		per = 1;
-	j->nparts = 0;
-	j->pending = 1;
-	for (uint32_t first = 0; first < j->batch_n && !j->failed; first += per) {
-		struct sjob_part *part = &j->parts[j->nparts];
-		struct err e;
+	sjob_pump(j);
+	if (j->pending > 0)
+		return FSM_ASYNC;
+	if (j->failed)
+		return SJOB_ERROR;
+	return j->batch_first + j->batch_n < j->f->g.pieces_in_sector ? SJOB_READ : SJOB_SYNC;
+}
 
-		part->j = j;
-		part->first = first;
-		part->n = j->batch_n - first < per ? j->batch_n - first : per;
-		/* Lent: encoded in place, in the worker's buffer and then
-		 * in ours. */
-		part->job_id = pool_submit_encode_buf(p->d->pool, j->sector_id,
-		    j->batch_first + first, &f->g.scrypt,
-		    j->buf + (uint64_t)first * f->g.piece_size, (uint32_t)f->g.piece_size,
-		    part->n, 0, &opts, sjob_encode_cb, part, &e);
-		if (part->job_id == 0) {
-			sjob_fail(j, "encode: %s", e.msg);
-			break;
-		}
-		j->nparts++;
-		j->pending++;
+/* I/O pool: one encoded part at its place in plot.bin, and into the
+ * checksum (parts in order: only one is written at a time). */
+static void
+sjob_part_write_work(void *arg)
+{
+	struct sjob *j = arg;
+	const struct sjob_part *part = &j->parts[j->write_next];
+	uint64_t ps = j->f->g.piece_size, len = (uint64_t)part->n * ps;
+	off_t off = (off_t)((uint64_t)j->index * j->f->g.sector_size +
+	    (uint64_t)(j->batch_first + part->first) * ps);
+	const uint8_t *b = j->buf + (uint64_t)part->first * ps;
+
+	j->io_err = 0;
+	if (j->write_fault) {
+		j->io_err = EIO;
+		return;
 	}
-	sjob_complete(j, SJOB_WRITE);
-	return FSM_ASYNC;
+	if (fdio_pwrite_all(j->fd, b, (size_t)len, off) < 0) {
+		j->io_err = errno;
+		return;
+	}
+	if (EVP_DigestUpdate(j->sha, b, (size_t)len) != 1)
+		j->io_err = EINVAL;
+}
+
+static void
+sjob_part_write_done(void *arg)
+{
+	struct sjob *j = arg;
+
+	j->writing = 0;
+	if (j->io_err)
+		sjob_fail(j, "write %s/%s at sector %" PRIu32 ": %s", j->f->dir, FARMDIR_PLOT,
+		    j->index, strerror(j->io_err));
+	else if (++j->write_next == j->nparts) {
+		sjob_phase_end(j, PH_ENCODE);
+		if (j->batch_first + j->batch_n == j->f->g.pieces_in_sector)
+			sjob_event(j, "encoded", j->phase_us[PH_ENCODE]);
+	}
+	j->pending--;
+	sjob_settle(j);
 }
 
 /* Queues the disk work of a step (WRITE, SYNC): its completion moves
@@ -690,8 +840,10 @@ sjob_cancel_all(struct plot *p)
 			}
 		if (j->rp != NULL && rplot_job_cancel(j->rp))
 			j->pending--;
+		/* What is still on the I/O pool frees the job when it
+		 * returns (sjob_settle, sjob_complete). */
 		if (j->m.state == SJOB_WAIT || (j->pending == 0 && (j->m.state == SJOB_ENCODE ||
-		    (j->m.state == SJOB_READ && j->rp != NULL))))
+		    j->m.state == SJOB_READ)))
 			sjob_free(j);
 	}
 }

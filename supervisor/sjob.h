@@ -49,7 +49,12 @@ struct sjob {
 	uint32_t batch_first, batch_n, batch_max;
 	uint8_t *buf;                   /* batch_max × piece_size */
 	struct sjob_part *parts;
-	uint32_t nparts;
+	uint32_t nparts, per;           /* the batch's encode jobs, per pieces each */
+	uint32_t parts_encoded;
+	uint32_t write_next;            /* the next part to write (in order) */
+	int writing;                    /* a part write is on the I/O pool */
+	uint32_t reads_out;             /* piece reads not returned yet */
+	int reads_issued;               /* every read of the batch is issued */
 	uint32_t pending;               /* completions the current step awaits */
 	uint32_t pieces_done;
 	int failed;
