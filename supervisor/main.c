@@ -597,6 +597,10 @@ main(int argc, char **argv)
 	 * mmap each (issue 12: page faults per sector). */
 	mallopt(M_MMAP_THRESHOLD, 32 << 20);   /* glibc's largest */
 	mallopt(M_TRIM_THRESHOLD, 256 << 20);
+	/* One arena: a piece read on any I/O thread and freed on the loop
+	 * goes back where the next read, on whichever thread, finds it;
+	 * an arena per thread would each have to grow to the peak first. */
+	mallopt(M_ARENA_MAX, 1);
 	if ((rc = farmd_parse_args(&d, argc, argv, &args)) >= 0 ||
 	    (rc = farmd_prepare(&d, &args)) >= 0)
 		return rc;

@@ -48,6 +48,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "blockstore.h"
@@ -70,6 +71,8 @@
  * cost most of a full one.  A job's frame also stays within max_frame
  * (sjob_encode). */
 #define PLOT_JOB_PIECES_MAX 16
+/* Batch buffers are aligned for huge pages. */
+#define SJOB_HUGE (2u << 20)
 
 /* The public phase of each state (`plot progress`). */
 static const char *const sjob_phases[SJOB_NSTATES] = {
@@ -169,6 +172,35 @@ sjob_fail(struct sjob *j, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* A new batch buffer, on transparent huge pages where the kernel offers
+ * them (madvise mode): its first touch is then two faults per 4 MiB, not
+ * a thousand. */
+static uint8_t *
+sjob_buf_alloc(size_t len)
+{
+	size_t span = len + SJOB_HUGE;
+	uint8_t *m, *b;
+
+	m = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (m == MAP_FAILED)
+		return NULL;
+	/* Aligned to a huge page: the rest of the span goes back. */
+	b = (uint8_t *)(((uintptr_t)m + SJOB_HUGE - 1) & ~(uintptr_t)(SJOB_HUGE - 1));
+	if (b > m)
+		munmap(m, (size_t)(b - m));
+	if (m + span > b + len)
+		munmap(b + len, (size_t)(m + span - (b + len)));
+	(void)madvise(b, len, MADV_HUGEPAGE);
+	return b;
+}
+
+static void
+sjob_buf_release(uint8_t *b, size_t len)
+{
+	if (b != NULL)
+		munmap(b, len);
+}
+
 /* A batch buffer of len bytes: a kept one of that size if there is one. */
 static uint8_t *
 sjob_buf_get(struct plot *p, size_t len)
@@ -180,7 +212,7 @@ sjob_buf_get(struct plot *p, size_t len)
 			p->spare[i] = p->spare[--p->nspare];
 			return b;
 		}
-	return malloc(len);
+	return sjob_buf_alloc(len);
 }
 
 static void
@@ -191,7 +223,7 @@ sjob_buf_put(struct plot *p, uint8_t *buf, size_t len)
 	if (p->nspare == PLOT_SPARE_BUFS) {
 		/* Keep the newest: the oldest is likeliest of a size no
 		 * longer plotted. */
-		free(p->spare[0].buf);
+		sjob_buf_release(p->spare[0].buf, p->spare[0].len);
 		p->spare[0] = p->spare[--p->nspare];
 	}
 	p->spare[p->nspare].buf = buf;
@@ -201,8 +233,10 @@ sjob_buf_put(struct plot *p, uint8_t *buf, size_t len)
 void
 sjob_spares_free(struct plot *p)
 {
-	while (p->nspare > 0)
-		free(p->spare[--p->nspare].buf);
+	while (p->nspare > 0) {
+		p->nspare--;
+		sjob_buf_release(p->spare[p->nspare].buf, p->spare[p->nspare].len);
+	}
 }
 
 void
