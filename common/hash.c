@@ -71,3 +71,34 @@ hex_decode(const char *in, uint8_t *out, size_t len)
 	}
 	return 0;
 }
+
+static inline uint64_t
+rotl64(uint64_t x, int r)
+{
+	return x << r | x >> (64 - r);
+}
+
+uint64_t
+hash_fast64(const uint8_t *p, size_t n)
+{
+	/* Four independent multiply-xor lanes over 64-bit words (the
+	 * multiplications overlap), folded; then the tail bytes. */
+	uint64_t h[4] = { 0x243f6a8885a308d3ULL, 0x13198a2e03707344ULL,
+		0xa4093822299f31d0ULL, 0x082efa98ec4e6c89ULL };
+	const uint64_t k = 0x9e3779b97f4a7c15ULL;
+	uint64_t r;
+	size_t i = 0;
+
+	for (; i + 32 <= n; i += 32)
+		for (int l = 0; l < 4; l++) {
+			uint64_t w;
+
+			memcpy(&w, p + i + 8 * l, 8);
+			h[l] = (h[l] ^ w) * k;
+			h[l] ^= h[l] >> 29;
+		}
+	r = h[0] ^ rotl64(h[1], 17) ^ rotl64(h[2], 31) ^ rotl64(h[3], 47) ^ (uint64_t)n;
+	for (; i < n; i++)
+		r = (r ^ p[i]) * k;
+	return r ^ r >> 32;
+}

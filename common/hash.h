@@ -20,6 +20,10 @@ void hash_sha256v(uint8_t out[HASH_LEN], int nparts, ...);
 void hex_encode(const uint8_t *in, size_t len, char *out);
 /* Decodes exactly 2*len hex characters; returns -1 on a bad character or length. */
 int hex_decode(const char *in, uint8_t *out, size_t len);
+/* A fast 64-bit checksum, not cryptographic: a shared buffer's answer
+ * carries it, so a change made after the answer was sent is seen
+ * (wbuf.h). */
+uint64_t hash_fast64(const uint8_t *p, size_t n);
 
 static inline void
 be32_put(uint8_t *p, uint32_t v)

@@ -18,11 +18,14 @@
  *    after that (SHA-256 of the sector, the write to plot.bin) reads only
  *    that copy: the bytes written are the bytes hashed, whatever the
  *    worker does to its mapping afterwards;
- *  - after the copy the mapping is compared with it: a difference means
- *    the worker wrote into the answer while (or after) it answered, which
- *    is a protocol error (the worker is killed and replaced, the job
- *    fails and its sector is retried from the start, since the copy
- *    overwrote the input);
+ *  - the answer carries a checksum of its bytes (hash_fast64) that the
+ *    worker computed before sending it; the copy must match it, so any
+ *    write into the answer after that point and before the copy ended is
+ *    seen, whatever the timing: a protocol error (the worker is killed
+ *    and replaced, the job fails and its sector is retried from the
+ *    start, since the copy overwrote the input).  The checksum is not
+ *    cryptographic: a worker that forges one is a worker that lies about
+ *    its answer, which no check here can see (below);
  *  - consecutive jobs of one worker alternate between the two halves of
  *    its buffer when a job fits in one, so a worker still writing over
  *    its last answer does not touch the next job's input.
@@ -81,7 +84,7 @@ enum { WBUF_OK = 0, WBUF_BAD = -1, WBUF_CHANGED = -2 };
 /* Takes the worker's answer res to job j: checks that it is j's kind of
  * result and that its range is j's, inside b (else WBUF_BAD, e set,
  * nothing read, j->buf unchanged); then, when copy is set, copies it into
- * j->buf once and checks that the mapping still holds those bytes (else
+ * j->buf once and checks the copy against the answer's checksum (else
  * WBUF_CHANGED: j->buf no longer holds the input). */
 int wbuf_answer(const struct wbuf *b, const struct wbuf_job *j,
     const Farmd__JobResult *res, int copy, struct err *e);

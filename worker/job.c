@@ -193,6 +193,7 @@ job_encode_shm(struct job_ctx *ctx, const Farmd__EncodeJob *j, Farmd__JobResult 
 	farmd__encode_result__init(&ctx->enc_res);
 	ctx->enc_res.buf_offset = j->buf_offset;
 	ctx->enc_res.length = len;
+	ctx->enc_res.checksum = hash_fast64(p, len);
 	res->body_case = FARMD__JOB_RESULT__BODY_ENCODE;
 	res->encode = &ctx->enc_res;
 	return 0;
@@ -221,6 +222,7 @@ job_echo_shm(struct job_ctx *ctx, const Farmd__EchoJob *j, Farmd__JobResult *res
 	farmd__echo_job__init(&ctx->echo_res);
 	ctx->echo_res.buf_offset = j->buf_offset;
 	ctx->echo_res.length = j->length;
+	ctx->echo_res.checksum = hash_fast64(p, n);
 	res->body_case = FARMD__JOB_RESULT__BODY_ECHO;
 	res->echo = &ctx->echo_res;
 }

@@ -91,7 +91,7 @@ END_TEST
 
 static void
 result(Farmd__JobResult *res, Farmd__EncodeResult *er, Farmd__EchoJob *echo, int is_echo,
-    uint64_t off, uint64_t len)
+    uint64_t off, uint64_t len, uint64_t sum)
 {
 	farmd__job_result__init(res);
 	farmd__encode_result__init(er);
@@ -99,11 +99,13 @@ result(Farmd__JobResult *res, Farmd__EncodeResult *er, Farmd__EchoJob *echo, int
 	if (is_echo) {
 		echo->buf_offset = off;
 		echo->length = len;
+		echo->checksum = sum;
 		res->body_case = FARMD__JOB_RESULT__BODY_ECHO;
 		res->echo = echo;
 	} else {
 		er->buf_offset = off;
 		er->length = len;
+		er->checksum = sum;
 		res->body_case = FARMD__JOB_RESULT__BODY_ENCODE;
 		res->encode = er;
 	}
@@ -136,19 +138,19 @@ START_TEST(test_answer_checked_before_read)
 		{ 0, sizeof(in) + 1 },
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		result(&res, &er, &echo, 0, bad[i][0], bad[i][1]);
+		result(&res, &er, &echo, 0, bad[i][0], bad[i][1], 0);
 		ck_assert_int_eq(wbuf_answer(&b, &j, &res, 1, &e), WBUF_BAD);
 		ck_assert_mem_eq(in, keep, sizeof(in));
 	}
 	ck_assert_ptr_nonnull(strstr(e.msg, "job's are"));
-	result(&res, &er, &echo, 0, SIZE, 1);
+	result(&res, &er, &echo, 0, SIZE, 1, 0);
 	ck_assert_int_eq(wbuf_answer(&b, &j, &res, 1, &e), WBUF_BAD);
 	ck_assert_ptr_nonnull(strstr(e.msg, "outside its 1048576-byte buffer"));
-	result(&res, &er, &echo, 1, j.off, sizeof(in));
+	result(&res, &er, &echo, 1, j.off, sizeof(in), 0);
 	ck_assert_int_eq(wbuf_answer(&b, &j, &res, 1, &e), WBUF_BAD);
 	ck_assert_mem_eq(in, keep, sizeof(in));
 	/* Pieces as bytes in a buffer job's answer: refused too. */
-	result(&res, &er, &echo, 0, j.off, sizeof(in));
+	result(&res, &er, &echo, 0, j.off, sizeof(in), hash_fast64(b.map + j.off, sizeof(in)));
 	er.n_pieces = 1;
 	ck_assert_int_eq(wbuf_answer(&b, &j, &res, 1, &e), WBUF_BAD);
 	er.n_pieces = 0;
@@ -160,12 +162,16 @@ START_TEST(test_answer_checked_before_read)
 	ck_assert_int_eq(wbuf_answer(&b, &j, &res, 1, &e), WBUF_OK);
 	for (size_t i = 0; i < sizeof(in); i++)
 		ck_assert_int_eq(in[i], 0x77);
+	/* One byte changed after the answer was sent (its checksum): seen. */
+	b.map[j.off + 5000] ^= 1;
+	ck_assert_int_eq(wbuf_answer(&b, &j, &res, 1, &e), WBUF_CHANGED);
+	ck_assert_str_eq(e.msg, "wrote into its buffer while answering");
 	wbuf_free(&b);
 }
 END_TEST
 
 /* A writer that never stops (a hostile worker after its answer): the copy
- * is compared with the mapping, and a change is reported. */
+ * does not match the answer's checksum, and that is reported. */
 START_TEST(test_scribble_while_answering_is_caught)
 {
 	struct wbuf b;
@@ -183,6 +189,8 @@ START_TEST(test_scribble_while_answering_is_caught)
 	memset(in, 0, SIZE / 2);
 	job(&j, in, SIZE / 2, 0);
 	wbuf_put(&b, &j);
+	/* The answer as sent: what the mapping holds before the writer starts. */
+	result(&res, &er, &echo, 0, j.off, SIZE / 2, hash_fast64(b.map + j.off, SIZE / 2));
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
@@ -191,7 +199,6 @@ START_TEST(test_scribble_while_answering_is_caught)
 		for (uint8_t v = 1;; v++)
 			memset(p, v, SIZE / 2);
 	}
-	result(&res, &er, &echo, 0, j.off, SIZE / 2);
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	do {
 		rc = wbuf_answer(&b, &j, &res, 1, &e);
@@ -204,6 +211,31 @@ START_TEST(test_scribble_while_answering_is_caught)
 	close(fd);
 	wbuf_free(&b);
 	free(in);
+}
+END_TEST
+
+START_TEST(test_checksum)
+{
+	uint8_t a[4096], c[4096];
+
+	for (size_t i = 0; i < sizeof(a); i++)
+		a[i] = (uint8_t)(i * 7 + 3);
+	memcpy(c, a, sizeof(a));
+	ck_assert_uint_eq(hash_fast64(a, sizeof(a)), hash_fast64(c, sizeof(c)));
+	/* Every single-bit change, in a word and in the tail, and a swap of
+	 * two words, changes it. */
+	for (size_t i = 0; i < sizeof(a); i += 37) {
+		c[i] ^= 0x10;
+		ck_assert_uint_ne(hash_fast64(a, sizeof(a)), hash_fast64(c, sizeof(c)));
+		c[i] ^= 0x10;
+	}
+	c[4093] ^= 1;
+	ck_assert_uint_ne(hash_fast64(a, 4095), hash_fast64(c, 4095));
+	c[4093] ^= 1;
+	memcpy(c, a + 8, 8);
+	memcpy(c + 8, a, 8);
+	ck_assert_uint_ne(hash_fast64(a, sizeof(a)), hash_fast64(c, sizeof(c)));
+	ck_assert_uint_ne(hash_fast64(a, 100), hash_fast64(a, 101));
 }
 END_TEST
 
@@ -263,6 +295,7 @@ main(void)
 	tcase_add_test(tc, test_answer_checked_before_read);
 	tcase_add_test(tc, test_scribble_while_answering_is_caught);
 	tcase_add_test(tc, test_job_frame);
+	tcase_add_test(tc, test_checksum);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
