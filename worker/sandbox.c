@@ -527,8 +527,7 @@ apply_seccomp(struct sandbox_report *rep)
 	/* The detail is written before loading: after it, formatting is
 	 * still allowed (no syscalls) but keep the window small. */
 	set_layer(rep, SANDBOX_SECCOMP, true,
-	    "%zu syscalls allowed (no PROT_EXEC, file mmap MAP_SHARED only, tgkill "
-	    "to self), "
+	    "%zu syscalls allowed (no PROT_EXEC, tgkill to self), "
 	    "any other kills the process%s",
 	    sizeof(seccomp_allow) / sizeof(seccomp_allow[0]) + SECCOMP_NCOND
 #if SANDBOX_ASAN
