@@ -145,6 +145,7 @@ static const char *const db_stmt_sql[DB_NSTMT] = {
 	    "due_ms = ?2",
 	[DB_SECTOR_QUEUE_FIRST] = "SELECT idx FROM sectors WHERE farm = ? AND state = ? "
 	    "ORDER BY expires_at, idx LIMIT ?",
+	[DB_SEGMENT_PIECE] = "SELECT hash, root FROM segment_pieces WHERE segment = ? AND k = ?",
 };
 
 static int

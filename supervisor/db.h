@@ -52,6 +52,7 @@ enum db_stmt_id {
 	DB_RESYNC_QUEUE_DONE,           /* delete an item not moved meanwhile */
 	DB_RESYNC_QUEUE_MOVE,           /* move an item not moved meanwhile */
 	DB_SECTOR_QUEUE_FIRST,          /* the plotting queue (sector.c) */
+	DB_SEGMENT_PIECE,               /* a piece's hash and root (sector.c, per piece plotted) */
 	DB_NSTMT
 };
 

@@ -160,13 +160,11 @@ sector_piece(struct plot *p, const struct farm *f, const uint8_t sector_id[HASH_
 {
 	uint64_t pi = encode_v1_piece_index(sector_id, offset, history_size,
 	    f->g.pieces_per_segment, f->g.recent_segments, f->g.recent_history_fraction);
-	sqlite3_stmt *st = db_prepare(p->d->db, "SELECT hash, root FROM segment_pieces WHERE "
-	    "segment = ? AND k = ?", e);
+	/* Prepared once (db.c): this runs for every piece plotted. */
+	sqlite3_stmt *st = db_stmt(p->d->db, DB_SEGMENT_PIECE);
 	int ok;
 
 	*index = pi;
-	if (st == NULL)
-		return -1;
 	sqlite3_bind_int64(st, 1, (int64_t)(pi / f->g.pieces_per_segment));
 	sqlite3_bind_int64(st, 2, (int64_t)(pi % f->g.pieces_per_segment));
 	ok = sqlite3_step(st) == SQLITE_ROW && sqlite3_column_bytes(st, 0) == HASH_LEN &&
@@ -175,7 +173,7 @@ sector_piece(struct plot *p, const struct farm *f, const uint8_t sector_id[HASH_
 		memcpy(hash, sqlite3_column_blob(st, 0), HASH_LEN);
 		memcpy(root, sqlite3_column_blob(st, 1), HASH_LEN);
 	}
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	return ok ? 0 : err_set(e, "piece %" PRIu64 " is not in segment_pieces", pi);
 }
 
