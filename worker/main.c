@@ -13,8 +13,8 @@
  * a file, socket or process once sandboxed; any attempt is fatal by design.
  *
  * An encode worker's first message from farmd is its shared buffer (a
- * sealed memfd, proto Buffer), which it maps MAP_SHARED once for its life
- * and keeps open; jobs then name ranges of it (job.c).
+ * sealed memfd, proto Buffer), which it maps MAP_SHARED once for its life,
+ * before its hello, and keeps open; jobs then name ranges of it (job.c).
  *
  * No fresh pages per job: frames are read into one kept buffer (frame_rd)
  * and answers packed into another; glibc is told not to give freed memory
@@ -268,57 +268,67 @@ worker_buffer(struct worker *w, const Farmd__Buffer *b, int *fds, int *nfds,
 	return 0;
 }
 
+/* Reads and handles one message from farmd (the socket blocks): 1 on
+ * orderly EOF, 0 when handled, -1 on any error (logged by the caller). */
+static int
+worker_step(struct worker *w, struct err *e)
+{
+	struct frame_alloc fa;
+	Farmd__WorkerMsg *msg;
+	const uint8_t *body;
+	size_t len;
+	int fds[FRAME_MAX_FDS], nfds = 0, rc, eof;
+
+	/* The socket blocks: this returns a whole frame, EOF or an error. */
+	rc = frame_rd_recv(&w->rd, WIRE_WORKER_FD, &eof, e);
+	if (rc == FRAME_MORE && eof)
+		return 1;
+	if (rc != FRAME_READY)
+		return rc == FRAME_MORE ? err_set(e, "recv: socket is non-blocking") : -1;
+	body = frame_rd_body(&w->rd, &len, fds, &nfds);
+	msg = (Farmd__WorkerMsg *)frame_unpack(&farmd__worker_msg__descriptor,
+	    body, len, &fa, e);
+	if (msg == NULL) {
+		for (int i = 0; i < nfds; i++)
+			close(fds[i]);
+		return -1;
+	}
+	switch (msg->m_case) {
+	case FARMD__WORKER_MSG__M_BUFFER:
+		rc = worker_buffer(w, msg->buffer, fds, &nfds, e);
+		break;
+	case FARMD__WORKER_MSG__M_JOB:
+		rc = worker_job(w, msg->job, e);
+		break;
+	case FARMD__WORKER_MSG__M_FAULT:
+#ifdef FAULT_INJECTION
+		w->fault = (enum wire_fault)msg->fault->fault;
+		rc = 0;
+#else
+		rc = err_set(e, "fault injection is not compiled in");
+#endif
+		break;
+	default:
+		rc = err_set(e, "unexpected message %d from supervisor", (int)msg->m_case);
+		break;
+	}
+	protobuf_c_message_free_unpacked(&msg->base, &fa.pb);
+	for (int i = 0; i < nfds; i++)
+		close(fds[i]);
+	if (rc < 0)
+		return -1;
+	return 0;
+}
+
 /* Returns 0 on orderly EOF, -1 on any error (logged by the caller). */
 static int
 worker_loop(struct worker *w, struct err *e)
 {
-	frame_rd_init(&w->rd, w->max_frame);
-	for (;;) {
-		struct frame_alloc fa;
-		Farmd__WorkerMsg *msg;
-		const uint8_t *body;
-		size_t len;
-		int fds[FRAME_MAX_FDS], nfds = 0, rc, eof;
+	int rc;
 
-		/* The socket blocks: this returns a whole frame, EOF or an error. */
-		rc = frame_rd_recv(&w->rd, WIRE_WORKER_FD, &eof, e);
-		if (rc == FRAME_MORE && eof)
-			return 0;
-		if (rc != FRAME_READY)
-			return rc == FRAME_MORE ? err_set(e, "recv: socket is non-blocking") : -1;
-		body = frame_rd_body(&w->rd, &len, fds, &nfds);
-		msg = (Farmd__WorkerMsg *)frame_unpack(&farmd__worker_msg__descriptor,
-		    body, len, &fa, e);
-		if (msg == NULL) {
-			for (int i = 0; i < nfds; i++)
-				close(fds[i]);
-			return -1;
-		}
-		switch (msg->m_case) {
-		case FARMD__WORKER_MSG__M_BUFFER:
-			rc = worker_buffer(w, msg->buffer, fds, &nfds, e);
-			break;
-		case FARMD__WORKER_MSG__M_JOB:
-			rc = worker_job(w, msg->job, e);
-			break;
-		case FARMD__WORKER_MSG__M_FAULT:
-#ifdef FAULT_INJECTION
-			w->fault = (enum wire_fault)msg->fault->fault;
-			rc = 0;
-#else
-			rc = err_set(e, "fault injection is not compiled in");
-#endif
-			break;
-		default:
-			rc = err_set(e, "unexpected message %d from supervisor", (int)msg->m_case);
-			break;
-		}
-		protobuf_c_message_free_unpacked(&msg->base, &fa.pb);
-		for (int i = 0; i < nfds; i++)
-			close(fds[i]);
-		if (rc < 0)
-			return -1;
-	}
+	while ((rc = worker_step(w, e)) == 0)
+		;
+	return rc > 0 ? 0 : -1;
 }
 
 static void
@@ -377,6 +387,20 @@ main(int argc, char **argv)
 	if (sandbox_apply(&rep, &e) < 0) {
 		log_err("%s worker: sandbox: %s", kind, e.msg);
 		return 1;
+	}
+	/* An encode worker maps its shared buffer, farmd's first message,
+	 * before its hello: a worker farmd counts as started has it. */
+	frame_rd_init(&w.rd, w.max_frame);
+	if (w.kind == WIRE_KIND_ENCODE) {
+		rc = worker_step(&w, &e);
+		if (rc > 0 || (rc == 0 && w.buf == NULL)) {
+			log_err("%s worker: farmd's first message was not the shared buffer", kind);
+			return 1;
+		}
+		if (rc < 0) {
+			log_err("%s worker: %s", kind, e.msg);
+			return 1;
+		}
 	}
 	rc = worker_hello(&w, &rep, &e) < 0 || worker_loop(&w, &e) < 0;
 	if (rc)
