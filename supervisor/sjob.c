@@ -571,17 +571,15 @@ sjob_encode(void *arg)
 	return j->batch_first + j->batch_n < j->f->g.pieces_in_sector ? SJOB_READ : SJOB_SYNC;
 }
 
-/* I/O pool: one encoded part at its place in plot.bin, and into the
- * checksum (parts in order: only one is written at a time). */
+/* I/O pool: n pieces of the batch from piece first on, at their place in
+ * plot.bin, and into the checksum (in order: one write at a time). */
 static void
-sjob_part_write_work(void *arg)
+sjob_write_range(struct sjob *j, uint32_t first, uint32_t n)
 {
-	struct sjob *j = arg;
-	const struct sjob_part *part = &j->parts[j->write_next];
-	uint64_t ps = j->f->g.piece_size, len = (uint64_t)part->n * ps;
+	uint64_t ps = j->f->g.piece_size, len = (uint64_t)n * ps;
 	off_t off = (off_t)((uint64_t)j->index * j->f->g.sector_size +
-	    (uint64_t)(j->batch_first + part->first) * ps);
-	const uint8_t *b = j->buf + (uint64_t)part->first * ps;
+	    (uint64_t)(j->batch_first + first) * ps);
+	const uint8_t *b = j->buf + (uint64_t)first * ps;
 
 	j->io_err = 0;
 	if (j->write_fault) {
@@ -594,6 +592,16 @@ sjob_part_write_work(void *arg)
 	}
 	if (EVP_DigestUpdate(j->sha, b, (size_t)len) != 1)
 		j->io_err = EINVAL;
+}
+
+/* I/O pool: the next encoded part (parts in order). */
+static void
+sjob_part_write_work(void *arg)
+{
+	struct sjob *j = arg;
+	const struct sjob_part *part = &j->parts[j->write_next];
+
+	sjob_write_range(j, part->first, part->n);
 }
 
 static void
@@ -628,27 +636,13 @@ sjob_io(struct sjob *j, void (*work)(void *), void (*done)(void *), const char *
 	return FSM_ASYNC;
 }
 
-/* I/O pool: the batch at its place in plot.bin, and into the checksum. */
+/* I/O pool: the whole batch (a remote attempt's). */
 static void
 sjob_write_work(void *arg)
 {
 	struct sjob *j = arg;
-	uint64_t len = (uint64_t)j->batch_n * j->f->g.piece_size;
-	off_t off = (off_t)((uint64_t)j->index * j->f->g.sector_size +
-	    (uint64_t)j->batch_first * j->f->g.piece_size);
-	const uint8_t *b = j->buf;
 
-	j->io_err = 0;
-	if (j->write_fault) {
-		j->io_err = EIO;
-		return;
-	}
-	if (fdio_pwrite_all(j->fd, b, (size_t)len, off) < 0) {
-		j->io_err = errno;
-		return;
-	}
-	if (EVP_DigestUpdate(j->sha, j->buf, (size_t)j->batch_n * j->f->g.piece_size) != 1)
-		j->io_err = EINVAL;
+	sjob_write_range(j, 0, j->batch_n);
 }
 
 static void

@@ -21,21 +21,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from harness import metric, run_tests, wait_for  # noqa: E402
-from test_plotting import (History, PIECES_IN_SECTOR, PIECE_SIZE, add_farm, cfg,  # noqa: E402
-                           expected_sector, farmd, plot_status, sector_bytes,
-                           wait_plot_idle)
+from test_plotting import (History, PIECES_IN_SECTOR, PIECE_SIZE, add_farm,  # noqa: E402
+                           arm_fault, cfg, expected_sector, farmd, plot_status,
+                           sector_bytes, wait_plot_idle)
 
 MIB = 1 << 20
-
-
-def arm(f, fault):
-    """`debug fault encode FAULT`; False when the build has no fault injection."""
-    p = f.ctl_raw("debug", "fault", "encode", fault)
-    if p.returncode != 0 and "not compiled" in p.stderr:
-        print("     skipped: not a fault-injection build", flush=True)
-        return False
-    assert p.returncode == 0, (p.returncode, p.stderr)
-    return True
 
 
 def encode_pids(f):
@@ -66,7 +56,7 @@ def test_bad_offset_worker_replaced(tmp):
     hist.ingest_to(f, 1)
     before = encode_pids(f)
     perr0 = metric(f, "farmd_protocol_errors_worker_total")
-    if not arm(f, "badoffset"):
+    if not arm_fault(f, "encode", "badoffset"):
         return
     d = os.path.join(tmp, "farm")
     farm = add_farm(f, d, 2)
@@ -92,7 +82,7 @@ def test_scribbling_worker_cannot_change_sectors(tmp):
     f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
     hist.ingest_to(f, 1)
     d = os.path.join(tmp, "farm")
-    if not arm(f, "scribble"):
+    if not arm_fault(f, "encode", "scribble"):
         return
     farm = add_farm(f, d, 2)
     secs = wait_plot_idle(f, 60)
@@ -110,7 +100,7 @@ def test_scribbling_worker_cannot_change_sectors(tmp):
     if caught:
         assert metric(f, "farmd_protocol_errors_worker_total") >= 1
     # A second farm with a fresh scribble: still every byte right.
-    assert arm(f, "scribble")
+    assert arm_fault(f, "encode", "scribble")
     d2 = os.path.join(tmp, "farm2")
     farm2 = add_farm(f, d2, 1)
     secs2 = [s for s in wait_plot_idle(f, 60) if s["farm"] == farm2["id"]]
@@ -139,7 +129,7 @@ def test_echo_bad_offset_is_a_protocol_error(tmp):
     """The checks are the same for echo answers: a range outside the buffer
     kills the worker; the echo fails (one attempt) and farmd goes on."""
     f = farmd(tmp, config=cfg(encode=1))
-    if not arm(f, "badoffset"):
+    if not arm_fault(f, "encode", "badoffset"):
         return
     p = f.ctl_raw("debug", "echo", str(MIB), "1")
     assert p.returncode == 1 and "outside its" in p.stderr, (p.returncode, p.stderr)
