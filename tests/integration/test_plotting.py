@@ -285,6 +285,18 @@ def sector_bytes(d, index):
     return data
 
 
+def assert_sector_is(d, index, want):
+    """plot.bin's sector index holds want; if not, says at which piece
+    offsets it differs."""
+    got = sector_bytes(d, index)
+    if got != want:
+        bad = [off for off in range(PIECES_IN_SECTOR)
+               if got[off * PIECE_SIZE:(off + 1) * PIECE_SIZE]
+               != want[off * PIECE_SIZE:(off + 1) * PIECE_SIZE]]
+        raise AssertionError(f"sector {index} differs from format v1 at piece offsets "
+                             f"{bad[:10]} ({len(bad)} of {PIECES_IN_SECTOR})")
+
+
 def flip_byte(d, offset):
     """Flip one byte of plot.bin, on disk."""
     with open(plot_bin(d), "r+b") as fh:
@@ -404,13 +416,7 @@ def test_known_answer_sector(tmp):
     for s in secs:
         want, used = expected_sector(hist, pkh, s["index"], 3)
         branches |= used
-        got = sector_bytes(d, s["index"])
-        if got != want:
-            bad = [off for off in range(PIECES_IN_SECTOR)
-                   if got[off * PIECE_SIZE:(off + 1) * PIECE_SIZE]
-                   != want[off * PIECE_SIZE:(off + 1) * PIECE_SIZE]]
-            raise AssertionError(f"sector {s['index']} differs from format v1 at piece offsets "
-                                 f"{bad[:10]} ({len(bad)} of {PIECES_IN_SECTOR})")
+        assert_sector_is(d, s["index"], want)
         assert s["checksum"] == hexsha(want), s
     assert {"uniform", "recent"} <= branches, branches
 

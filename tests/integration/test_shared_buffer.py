@@ -21,9 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 from harness import metric, run_tests, wait_for  # noqa: E402
-from test_plotting import (History, PIECES_IN_SECTOR, PIECE_SIZE, add_farm,  # noqa: E402
-                           arm_fault, cfg, expected_sector, farmd, plot_status,
-                           sector_bytes, wait_plot_idle)
+from test_plotting import (History, add_farm, arm_fault, assert_sector_is, cfg,  # noqa: E402
+                           expected_sector, farmd, plot_status, wait_plot_idle)
 
 MIB = 1 << 20
 
@@ -37,13 +36,7 @@ def check_sectors(hist, farm, d, secs):
     pkh = bytes.fromhex(farm["public_key_hash"])
     for s in secs:
         want, _ = expected_sector(hist, pkh, s["index"], s["history_size"])
-        got = sector_bytes(d, s["index"])
-        if got != want:
-            bad = [o for o in range(PIECES_IN_SECTOR)
-                   if got[o * PIECE_SIZE:(o + 1) * PIECE_SIZE]
-                   != want[o * PIECE_SIZE:(o + 1) * PIECE_SIZE]]
-            raise AssertionError(f"sector {s['index']} differs from format v1 at piece "
-                                 f"offsets {bad[:10]} ({len(bad)} of {PIECES_IN_SECTOR})")
+        assert_sector_is(d, s["index"], want)
         assert s["checksum"] == hashlib.sha256(want).hexdigest(), s
 
 
