@@ -168,23 +168,14 @@ parse_size(const char *s, unsigned long long max, unsigned long long *out)
 	return errno == 0 && end != s && *end == '\0' && s[0] != '-' && *out <= max ? 0 : -1;
 }
 
-int
-main(int argc, char **argv)
+/* The socketpair, with sockbuf bytes of buffer each way (0: the
+ * kernel's default); returns the send buffer the kernel granted. */
+static int
+make_pair(unsigned long long sockbuf, int sv[2])
 {
-	unsigned long long size, count, sockbuf = 4 << 20;
-	uint64_t *rtt, t0, t1, pf0, pf1, cf;
-	int sv[2], status, granted;
+	int granted;
 	socklen_t len = sizeof(granted);
-	uint8_t *b, ready;
-	pid_t pid;
 
-	if (argc < 3 || argc > 4 || parse_size(argv[1], 1ull << 30, &size) < 0 || size == 0 ||
-	    parse_size(argv[2], 100000000, &count) < 0 || count == 0 ||
-	    (argc == 4 && parse_size(argv[3], 1 << 30, &sockbuf) < 0)) {
-		fprintf(stderr, "usage: bench_socketpair SIZE COUNT [SOCKBUF]  (SIZE 1..2^30 "
-		    "bytes, COUNT 1..10^8, SOCKBUF bytes, 0: the kernel's default)\n");
-		return 2;
-	}
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
 		die_sys("socketpair");
 	for (int i = 0; sockbuf > 0 && i < 2; i++) {
@@ -196,6 +187,47 @@ main(int argc, char **argv)
 	}
 	if (getsockopt(sv[0], SOL_SOCKET, SO_SNDBUF, &granted, &len) < 0)
 		die_sys("getsockopt SO_SNDBUF");
+	return granted;
+}
+
+/* The timed loop: count round trips of size bytes, each one's time in
+ * rtt[]; returns the loop's time in ns. */
+static uint64_t
+ping_pong(int fd, uint8_t *b, size_t size, unsigned long long count, uint64_t *rtt)
+{
+	uint64_t t0 = now_ns();
+
+	for (unsigned long long i = 0; i < count; i++) {
+		uint64_t s = now_ns();
+
+		write_full(fd, b, size);
+		if (!read_full(fd, b, size)) {
+			fprintf(stderr, "bench_socketpair: parent: the child closed the socketpair "
+			    "at round trip %llu\n", i);
+			exit(1);
+		}
+		rtt[i] = now_ns() - s;
+	}
+	return now_ns() - t0;
+}
+
+int
+main(int argc, char **argv)
+{
+	unsigned long long size, count, sockbuf = 4 << 20;
+	uint64_t *rtt, ns, pf0, pf1, cf;
+	int sv[2], status, granted;
+	uint8_t *b, ready;
+	pid_t pid;
+
+	if (argc < 3 || argc > 4 || parse_size(argv[1], 1ull << 30, &size) < 0 || size == 0 ||
+	    parse_size(argv[2], 100000000, &count) < 0 || count == 0 ||
+	    (argc == 4 && parse_size(argv[3], 1 << 30, &sockbuf) < 0)) {
+		fprintf(stderr, "usage: bench_socketpair SIZE COUNT [SOCKBUF]  (SIZE 1..2^30 "
+		    "bytes, COUNT 1..10^8, SOCKBUF bytes, 0: the kernel's default)\n");
+		return 2;
+	}
+	granted = make_pair(sockbuf, sv);
 	if ((pid = fork()) < 0)
 		die_sys("fork");
 	if (pid == 0) {
@@ -216,19 +248,7 @@ main(int argc, char **argv)
 	}
 
 	pf0 = minflt();
-	t0 = now_ns();
-	for (unsigned long long i = 0; i < count; i++) {
-		uint64_t s = now_ns();
-
-		write_full(sv[0], b, (size_t)size);
-		if (!read_full(sv[0], b, (size_t)size)) {
-			fprintf(stderr, "bench_socketpair: parent: the child closed the socketpair "
-			    "at round trip %llu\n", i);
-			return 1;
-		}
-		rtt[i] = now_ns() - s;
-	}
-	t1 = now_ns();
+	ns = ping_pong(sv[0], b, (size_t)size, count, rtt);
 	pf1 = minflt();
 
 	if (shutdown(sv[0], SHUT_WR) < 0)
@@ -246,7 +266,7 @@ main(int argc, char **argv)
 	}
 	qsort(rtt, (size_t)count, sizeof(*rtt), cmp_u64);
 	printf("socketpair_%llu_mb_per_s %.1f MB/s\n", size,
-	    2.0 * (double)size * (double)count / ((double)(t1 - t0) / 1e9) / 1e6);
+	    2.0 * (double)size * (double)count / ((double)ns / 1e9) / 1e6);
 	printf("socketpair_%llu_rtt_median_us %.1f us\n", size, (double)rtt[count / 2] / 1e3);
 	printf("socketpair_%llu_rtt_p99_us %.1f us\n", size, (double)rtt[count * 99 / 100] / 1e3);
 	printf("socketpair_%llu_sndbuf %d bytes\n", size, granted);

@@ -31,8 +31,9 @@ def encode_pids(f):
     return sorted(w["pid"] for w in f.status()["workers"] if w["kind"] == "encode")
 
 
-def check_sectors(hist, farm, d, secs):
-    """Every sector equals format v1 computed here, and its checksum."""
+def check_sectors(hist, farm, d, secs, n):
+    """n sectors, each equal to format v1 computed here, and its checksum."""
+    assert len(secs) == n, (len(secs), n, secs)
     pkh = bytes.fromhex(farm["public_key_hash"])
     for s in secs:
         want, _ = expected_sector(hist, pkh, s["index"], s["history_size"])
@@ -55,7 +56,7 @@ def test_bad_offset_worker_replaced(tmp):
     farm = add_farm(f, d, 2)
     secs = wait_plot_idle(f, 60)
     assert [s["state"] for s in secs] == ["plotted"] * 2, secs
-    check_sectors(hist, farm, d, secs)
+    check_sectors(hist, farm, d, secs, 2)
     log = f.log()
     assert re.search(r"encode worker \d+: protocol error: job \d+: answered with bytes "
                      r"\[\d+, \+\d+\) outside its \d+-byte buffer; killing it", log), log[-3000:]
@@ -80,7 +81,7 @@ def test_scribbling_worker_cannot_change_sectors(tmp):
     farm = add_farm(f, d, 2)
     secs = wait_plot_idle(f, 60)
     assert [s["state"] for s in secs] == ["plotted"] * 2, secs
-    check_sectors(hist, farm, d, secs)
+    check_sectors(hist, farm, d, secs, 2)
     log = f.log()
     # Caught at it (killed before it could say so), or it scribbled
     # after farmd had its copy and said how long.
@@ -97,7 +98,7 @@ def test_scribbling_worker_cannot_change_sectors(tmp):
     d2 = os.path.join(tmp, "farm2")
     farm2 = add_farm(f, d2, 1)
     secs2 = [s for s in wait_plot_idle(f, 60) if s["farm"] == farm2["id"]]
-    check_sectors(hist, farm2, d2, secs2)
+    check_sectors(hist, farm2, d2, secs2, 1)
     assert f.proc.poll() is None
 
 
@@ -107,7 +108,6 @@ def test_echo_through_shared_buffer(tmp):
     f = farmd(tmp, config=cfg(encode=1))
     r = f.ctl_json("debug", "echo", str(MIB), "50")
     assert r["size"] == MIB and r["count"] == 50 and r["shared_buffer"] is True, r
-    assert r["mb_per_s"] > 0, r
     small = f.ctl_json("debug", "echo", "4096", "20")
     assert small["shared_buffer"] is False and small["count"] == 20, small
     # An odd size above the threshold, and the largest the buffer holds.
@@ -149,7 +149,7 @@ def test_encode_buffer_config(tmp):
     d = os.path.join(tmp, "farm")
     farm = add_farm(f, d, 1)
     secs = wait_plot_idle(f, 60)
-    check_sectors(hist, farm, d, secs)
+    check_sectors(hist, farm, d, secs, 1)
     p = f.ctl_raw("debug", "echo", str(MIB), "1")
     assert p.returncode == 0 and "shared buffer" not in p.stdout, (p.stdout, p.stderr)
     assert plot_status(f)["idle"]

@@ -11,17 +11,27 @@
 #include "frame.h"
 #include "hash.h"
 
+static char *status_argv[] = { "status" };
+
+/* The admin request "status" in m (r is its body). */
+static void
+status_msg(Farmd__AdminMsg *m, Farmd__AdminRequest *r)
+{
+	farmd__admin_msg__init(m);
+	farmd__admin_request__init(r);
+	r->n_argv = 1;
+	r->argv = status_argv;
+	m->m_case = FARMD__ADMIN_MSG__M_REQUEST;
+	m->request = r;
+}
+
 static uint8_t *
 pack_status(size_t *len)
 {
-	Farmd__AdminMsg m = FARMD__ADMIN_MSG__INIT;
-	Farmd__AdminRequest r = FARMD__ADMIN_REQUEST__INIT;
-	char *argv[] = { "status" };
+	Farmd__AdminMsg m;
+	Farmd__AdminRequest r;
 
-	r.n_argv = 1;
-	r.argv = argv;
-	m.m_case = FARMD__ADMIN_MSG__M_REQUEST;
-	m.request = &r;
+	status_msg(&m, &r);
 	return frame_pack(&m.base, len);
 }
 
@@ -139,27 +149,20 @@ END_TEST
 
 START_TEST(test_pack_into_kept_buffer)
 {
+	Farmd__AdminMsg m;
+	Farmd__AdminRequest r;
 	uint8_t *buf = NULL, *was, *f;
 	size_t cap = 0, len, flen;
 
 	f = pack_status(&flen);
-	{
-		Farmd__AdminMsg m = FARMD__ADMIN_MSG__INIT;
-		Farmd__AdminRequest r = FARMD__ADMIN_REQUEST__INIT;
-		char *argv[] = { "status" };
-
-		r.n_argv = 1;
-		r.argv = argv;
-		m.m_case = FARMD__ADMIN_MSG__M_REQUEST;
-		m.request = &r;
-		ck_assert_int_eq(frame_pack_into(&m.base, &buf, &cap, &len), 0);
-		ck_assert_uint_eq(len, flen);
-		ck_assert_mem_eq(buf, f, len);
-		was = buf;
-		ck_assert_int_eq(frame_pack_into(&m.base, &buf, &cap, &len), 0);
-		ck_assert_ptr_eq(buf, was);
-		ck_assert_uint_ge(cap, len);
-	}
+	status_msg(&m, &r);
+	ck_assert_int_eq(frame_pack_into(&m.base, &buf, &cap, &len), 0);
+	ck_assert_uint_eq(len, flen);
+	ck_assert_mem_eq(buf, f, len);
+	was = buf;
+	ck_assert_int_eq(frame_pack_into(&m.base, &buf, &cap, &len), 0);
+	ck_assert_ptr_eq(buf, was);
+	ck_assert_uint_ge(cap, len);
 	free(buf);
 	free(f);
 }
