@@ -388,9 +388,15 @@ def test_kill_storm(tmp):
     assert not failures, failures[:3]
     assert len(answers) >= 3, answers
     assert "degraded" in states, f"encode pool never showed degraded: {states}"
-    st = wait_for(lambda: pools_full(f), 5.0, what="pools back to full size after the storm")
-    enc = next(p for p in st["pools"] if p["kind"] == "encode")
-    assert enc["restarts"] >= kills, (enc, kills)
+    # Every kill is reaped and restarted; a worker killed right after its
+    # hello still counts as alive until farmd sees it die, so both are
+    # waited for in one snapshot.
+
+    def settled():
+        st = pools_full(f)
+        enc = st and next(p for p in st["pools"] if p["kind"] == "encode")
+        return enc if enc and enc["restarts"] >= kills else None
+    wait_for(settled, 5.0, what="pools back to full size, every kill restarted")
     kids = children_of(f.proc.pid)
     zombies = [k for k in kids if proc_state(k) == "Z"]
     assert not zombies, f"zombie children of farmd: {zombies}"
