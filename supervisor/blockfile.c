@@ -273,6 +273,37 @@ blockfile_check(struct blockfile_read *r, const uint8_t *data, size_t len)
 	}
 }
 
+/* The bytes of a file read into raw (r->dst itself when the file is
+ * stored as is), decompressed if need be, into r->data and checked. */
+static void
+blockfile_decode(struct blockfile_read *r, uint8_t *raw, size_t len)
+{
+	size_t n;
+
+	if (!r->compressed) {
+		r->data = raw;
+		blockfile_check(r, raw, len);
+		return;
+	}
+	/* Decompress into exactly the recorded size: a frame claiming more
+	 * is corrupt, never an allocation. */
+	r->data = r->dst != NULL ? r->dst : malloc(r->size + 1);
+	if (r->data == NULL) {
+		r->st = BLOCK_IOERR;
+		snprintf(r->err, sizeof(r->err), "out of memory");
+		free(raw);
+		return;
+	}
+	n = ZSTD_decompress(r->data, r->size, raw, len);
+	free(raw);
+	if (ZSTD_isError(n)) {
+		r->st = BLOCK_CORRUPT;
+		snprintf(r->err, sizeof(r->err), "zstd: %s", ZSTD_getErrorName(n));
+	} else {
+		blockfile_check(r, r->data, n);
+	}
+}
+
 void
 blockfile_read(struct blockfile_read *r)
 {
@@ -287,44 +318,40 @@ blockfile_read(struct blockfile_read *r)
 		snprintf(r->err, sizeof(r->err), "%s: %s", r->path, strerror(errno));
 		return;
 	}
-	if (fstat(fd, &st) < 0 || (raw = malloc((size_t)st.st_size + 1)) == NULL) {
+	if (fstat(fd, &st) < 0) {
 		r->st = BLOCK_IOERR;
-		snprintf(r->err, sizeof(r->err), "%s: cannot read", r->path);
+		snprintf(r->err, sizeof(r->err), "%s: fstat: %s", r->path, strerror(errno));
 		close(fd);
 		return;
 	}
-	if ((got = fdio_pread_all(fd, raw, (size_t)st.st_size, 0)) != (ssize_t)st.st_size) {
-		r->st = BLOCK_IOERR;
-		snprintf(r->err, sizeof(r->err), "%s: read: %s", r->path,
-		    got >= 0 ? "unexpected end of file" : strerror(errno));
+	if (r->dst != NULL && !r->compressed && (uint64_t)st.st_size != r->size) {
+		/* The caller's room is exactly the recorded size. */
+		r->st = BLOCK_CORRUPT;
+		snprintf(r->err, sizeof(r->err), "the file holds %lld bytes, the block is %" PRIu64,
+		    (long long)st.st_size, r->size);
 		close(fd);
-		free(raw);
-		return;
-	}
-	close(fd);
-	r->read = (uint64_t)st.st_size;
-	if (r->compressed) {
-		/* Decompress into exactly the recorded size: a frame claiming
-		 * more is corrupt, never an allocation. */
-		size_t n;
-
-		if ((r->data = malloc(r->size + 1)) == NULL) {
+	} else {
+		if (r->dst != NULL && !r->compressed)
+			raw = r->dst;
+		else if ((raw = malloc((size_t)st.st_size + 1)) == NULL) {
 			r->st = BLOCK_IOERR;
-			snprintf(r->err, sizeof(r->err), "out of memory");
-			free(raw);
+			snprintf(r->err, sizeof(r->err), "%s: out of memory for %lld bytes",
+			    r->path, (long long)st.st_size);
+			close(fd);
 			return;
 		}
-		n = ZSTD_decompress(r->data, r->size, raw, (size_t)st.st_size);
-		free(raw);
-		if (ZSTD_isError(n)) {
-			r->st = BLOCK_CORRUPT;
-			snprintf(r->err, sizeof(r->err), "zstd: %s", ZSTD_getErrorName(n));
-		} else {
-			blockfile_check(r, r->data, n);
+		got = fdio_pread_all(fd, raw, (size_t)st.st_size, 0);
+		close(fd);
+		if (got != (ssize_t)st.st_size) {
+			r->st = BLOCK_IOERR;
+			snprintf(r->err, sizeof(r->err), "%s: read: %s", r->path,
+			    got >= 0 ? "unexpected end of file" : strerror(errno));
+			if (raw != r->dst)
+				free(raw);
+			return;
 		}
-	} else {
-		r->data = raw;
-		blockfile_check(r, raw, (size_t)st.st_size);
+		r->read = (uint64_t)st.st_size;
+		blockfile_decode(r, raw, (size_t)st.st_size);
 	}
 	if (r->st == BLOCK_CORRUPT) {
 		char bad[PATH_MAX + 96];

@@ -56,15 +56,21 @@ struct blockfile_read {
 	uint8_t hash[HASH_LEN];
 	uint64_t size;
 	int compressed;
+	uint8_t *dst;                   /* NULL: data is malloc'd; else the bytes go
+	                                 * here (room for size of them) */
 	/* out */
-	uint8_t *data;                  /* the bytes, size of them; caller frees */
+	uint8_t *data;                  /* the bytes, size of them: dst, or the
+	                                 * caller frees them */
 	uint64_t read;                  /* bytes read from disk */
 	enum block_status st;
 	char err[ERR_MSG_MAX];
 };
 
 /* Reads r->path; a corrupt file is renamed *.corrupted (kept for
- * inspection, its name free for a repaired copy). */
+ * inspection, its name free for a repaired copy).  With r->dst an
+ * uncompressed file is read straight into it (no allocation, no copy),
+ * a compressed one decompressed into it; a file whose size cannot be
+ * r->size bytes is corrupt before a byte is read. */
 void blockfile_read(struct blockfile_read *r);
 /* Checks len bytes against r->hash and r->size (BLOCK_CORRUPT if not). */
 void blockfile_check(struct blockfile_read *r, const uint8_t *data, size_t len);

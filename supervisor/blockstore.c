@@ -435,7 +435,8 @@ bs_get_done(void *arg)
 		free(op);
 		return;
 	}
-	free(op->f.data);
+	if (op->f.data != op->f.dst)
+		free(op->f.data);
 	if (op->f.st == BLOCK_CORRUPT && op->inline_) {
 		bs->corruptions++;
 		snprintf(msg, sizeof(msg), "block %s is corrupt: its inline copy in state.db "
@@ -461,9 +462,12 @@ bs_get_done(void *arg)
 	free(op);
 }
 
-static void
-bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
-    block_get_cb cb, void *arg)
+/* The row of a block to read: NULL when cb has run already (no such
+ * block, an inline one verified here, a failure), else the op whose file
+ * the I/O pool reads (bs_get_work, then bs_get_done). */
+static struct get_op *
+bs_lookup(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report, uint8_t *dst,
+    size_t cap, block_get_cb cb, void *arg)
 {
 	struct get_op *op = calloc(1, sizeof(*op));
 	sqlite3_stmt *st;
@@ -472,7 +476,7 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 
 	if (op == NULL) {
 		cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
-		return;
+		return NULL;
 	}
 	op->bs = bs;
 	memcpy(op->f.hash, hash, HASH_LEN);
@@ -487,50 +491,136 @@ bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report,
 		free(op);
 		snprintf(e.msg, sizeof(e.msg), "block %s: no such block", hex);
 		cb(arg, NULL, 0, BLOCK_NOT_FOUND, e.msg);
-		return;
+		return NULL;
 	}
 	op->f.size = (uint64_t)sqlite3_column_int64(st, 0);
 	op->f.compressed = sqlite3_column_int(st, 1);
+	if (dst != NULL && op->f.size != cap) {
+		db_stmt_done(st);
+		snprintf(e.msg, sizeof(e.msg), "block %s: %" PRIu64 " bytes, %zu expected", hex,
+		    op->f.size, cap);
+		free(op);
+		cb(arg, NULL, 0, BLOCK_IOERR, e.msg);
+		return NULL;
+	}
+	op->f.dst = dst;
 	if (sqlite3_column_type(st, 2) == SQLITE_BLOB || op->f.size < BLOCK_INLINE_MAX) {
 		/* Inline: small enough to verify right here. */
 		const uint8_t *p = sqlite3_column_blob(st, 2);
 		size_t n = (size_t)sqlite3_column_bytes(st, 2);
 
-		op->f.data = malloc(n + 1);
+		op->f.data = dst != NULL && n <= cap ? dst : malloc(n + 1);
 		if (op->f.data != NULL && n > 0)
 			memcpy(op->f.data, p, n);
 		db_stmt_done(st);
 		if (op->f.data == NULL) {
 			free(op);
 			cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
-			return;
+			return NULL;
 		}
 		op->inline_ = 1;
 		blockfile_check(&op->f, op->f.data, n);
 		op->f.read = n;
 		bs_get_done(op);
-		return;
+		return NULL;
 	}
 	db_stmt_done(st);
 	bs_path(bs, hash, op->f.compressed, op->f.path, sizeof(op->f.path));
-	if (io_submit(bs->d->io, bs_get_work, bs_get_done, op) < 0) {
+	return op;
+}
+
+static void
+bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report, uint8_t *dst,
+    size_t cap, block_get_cb cb, void *arg)
+{
+	struct get_op *op = bs_lookup(bs, hash, report, dst, cap, cb, arg);
+
+	if (op != NULL && io_submit(bs->d->io, bs_get_work, bs_get_done, op) < 0) {
 		free(op);
 		cb(arg, NULL, 0, BLOCK_IOERR, "out of memory");
 	}
+}
+
+/* Several files read by one I/O task (one hand-off each way). */
+struct get_batch {
+	size_t n;
+	struct get_op *ops[BLOCKSTORE_BATCH_MAX];
+};
+
+static void
+bs_batch_work(void *arg)
+{
+	struct get_batch *b = arg;
+
+	for (size_t i = 0; i < b->n; i++)
+		blockfile_read(&b->ops[i]->f);
+}
+
+static void
+bs_batch_done(void *arg)
+{
+	struct get_batch *b = arg;
+
+	for (size_t i = 0; i < b->n; i++)
+		bs_get_done(b->ops[i]);
+	free(b);
 }
 
 void
 blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN], block_get_cb cb,
     void *arg)
 {
-	bs_read(bs, hash, 1, cb, arg);
+	bs_read(bs, hash, 1, NULL, 0, cb, arg);
+}
+
+void
+blockstore_get_into(struct blockstore *bs, const uint8_t hash[HASH_LEN], uint8_t *dst,
+    size_t len, block_get_cb cb, void *arg)
+{
+	bs_read(bs, hash, 1, dst, len, cb, arg);
+}
+
+void
+blockstore_get_many_into(struct blockstore *bs, size_t n, const uint8_t (*hashes)[HASH_LEN],
+    uint8_t *dst, size_t len, block_get_cb cb, void *const *args)
+{
+	struct get_batch *b = calloc(1, sizeof(*b));
+
+	for (size_t i = 0; i < n; i++) {
+		struct get_op *op;
+
+		if (b == NULL || i >= BLOCKSTORE_BATCH_MAX) {
+			cb(args[i], NULL, 0, BLOCK_IOERR, b == NULL ? "out of memory" :
+			    "too many blocks in one read");
+			continue;
+		}
+		op = bs_lookup(bs, hashes[i], 1, dst + i * len, len, cb, args[i]);
+		if (op != NULL)
+			b->ops[b->n++] = op;
+	}
+	if (b == NULL)
+		return;
+	if (b->n == 0) {
+		free(b);
+		return;
+	}
+	if (io_submit(bs->d->io, bs_batch_work, bs_batch_done, b) < 0) {
+		for (size_t i = 0; i < b->n; i++) {
+			block_get_cb c = b->ops[i]->cb;
+			void *a = b->ops[i]->arg;
+
+			free(b->ops[i]);
+			c(a, NULL, 0, BLOCK_IOERR, "out of memory");
+		}
+		free(b);
+	}
 }
 
 void
 blockstore_verify(struct blockstore *bs, const uint8_t hash[HASH_LEN], block_get_cb cb,
     void *arg)
 {
-	bs_read(bs, hash, 0, cb, arg);
+	bs_read(bs, hash, 0, NULL, 0, cb, arg);
 }
 
 /* ---- metadata -------------------------------------------------------- */

@@ -76,8 +76,13 @@ io_thread(void *arg)
 		pthread_mutex_unlock(&io->lock);
 		t->work(t->arg);
 		pthread_mutex_lock(&io->lock);
+		/* The loop takes the whole list when woken, so only the first
+		 * completion since it last did needs to wake it: one eventfd
+		 * write and one wake-up per batch, not per task (a sector's
+		 * 64 piece reads were 64 of each). */
+		if (io->finished.head == NULL)
+			(void)!write(io->efd, &one, sizeof(one));
 		io_queue_push(&io->finished, t);
-		(void)!write(io->efd, &one, sizeof(one));
 	}
 	pthread_mutex_unlock(&io->lock);
 	return NULL;

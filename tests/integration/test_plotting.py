@@ -987,5 +987,54 @@ def test_missing_piece_waits_visibly(tmp):
     assert verify_all(f, secs) == 1
 
 
+def test_damaged_piece_waits_visibly(tmp):
+    """Pieces are read straight into the sector's batch buffer: a piece file
+    with a flipped byte, or cut short, is caught there as corrupt (moved to
+    .corrupted, listed, queued for resync), the sector waits saying so, and
+    once the pieces are put back it is plotted and equals its encoding."""
+    hist = History(tmp, 16, seed="plot-damaged-piece")
+    f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
+    hist.ingest_to(f, 1)
+    segs = f.ctl_json("history", "segments")
+    saved = {}
+    for n, victim in enumerate(segs[0]["pieces"]):
+        vh = victim if isinstance(victim, str) else victim["hash"]
+        if vh in saved:
+            continue
+        path = os.path.join(f.state_dir, "blocks", vh[:2], vh[2:4], vh)
+        saved[vh] = data = read(path)
+        with open(path, "r+b") as fh:
+            if n % 2:
+                fh.truncate(len(data) - 1)
+            else:
+                fh.seek(len(data) // 2)
+                fh.write(bytes([data[len(data) // 2] ^ 1]))
+    d = os.path.join(tmp, "farm")
+    add_farm(f, d, 1)
+
+    def waiting():
+        fl = plot_status(f)["farms"][0]["in_flight"]
+        return fl[0] if fl and fl[0]["phase"] == "waiting" else None
+    j = wait_for(waiting, 10, what="the sector waiting for its damaged piece")
+    # A piece drawn twice is "missing" to the second read: the first moved
+    # its file away.
+    assert any(vh in j["error"] for vh in saved), j
+    assert "is corrupt" in j["error"] or "is missing" in j["error"], j
+    assert by_index(sectors(f))[0]["state"] == "plotting"
+    moved = [vh for vh in saved
+             if os.path.exists(os.path.join(f.state_dir, "blocks", vh[:2], vh[2:4],
+                                            vh + ".corrupted"))]
+    assert moved, "no damaged piece was moved to .corrupted"
+    errs = f.ctl_json("block", "list-errors")
+    assert any(e["hash"] in saved for e in errs), errs
+    src = os.path.join(tmp, "piece")
+    for data in saved.values():
+        with open(src, "wb") as fh:
+            fh.write(data)
+        f.ctl("block", "put", src)
+    secs = wait_plot_idle(f, 30)
+    assert verify_all(f, secs) == 1
+
+
 if __name__ == "__main__":
     run_tests(globals())
