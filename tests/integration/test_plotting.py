@@ -947,34 +947,41 @@ def test_write_failure_is_visible_and_retried(tmp):
     assert "Input/output error" in f.log()
 
 
-def test_missing_piece_waits_visibly(tmp):
-    """A piece missing from the block store: the sector waits (the error is
-    in plot --json), resync has the block, and a re-put of the piece lets the
-    sector finish."""
-    hist = History(tmp, 16, seed="plot-missing-piece")
+def damage_pieces(tmp, seed, damage):
+    """A farmd (1 encode worker, 1 sector at a time) with one segment of
+    history, every piece file of which damage(n, path, data) harms; then a
+    farm of one sector, which must wait.  Returns (farmd, {hash: bytes}).
+    Every piece: which pieces a sector draws depends on the farm's key
+    (DESIGN §6), and 64 draws from 16 pieces miss any one of them 1.6% of
+    the time."""
+    hist = History(tmp, 16, seed=seed)
     f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
     hist.ingest_to(f, 1)
-    # Every piece of the history goes: which pieces a sector draws depends
-    # on the farm's key (DESIGN §6), and 64 draws from 16 pieces miss any
-    # one given piece 1.6% of the time.
-    segs = f.ctl_json("history", "segments")
     saved = {}
-    for victim in segs[0]["pieces"]:
+    for n, victim in enumerate(f.ctl_json("history", "segments")[0]["pieces"]):
         vh = victim if isinstance(victim, str) else victim["hash"]
         if vh in saved:
             continue
-        path = os.path.join(f.state_dir, "blocks", vh[:2], vh[2:4], vh)
+        path = piece_path(f, vh)
         saved[vh] = read(path)
-        os.unlink(path)
-    d = os.path.join(tmp, "farm")
-    add_farm(f, d, 1)
+        damage(n, path, saved[vh])
+    add_farm(f, os.path.join(tmp, "farm"), 1)
+    return f, saved
 
+
+def piece_path(f, h, suffix=""):
+    return os.path.join(f.state_dir, "blocks", h[:2], h[2:4], h + suffix)
+
+
+def waits_then_heals(tmp, f, saved):
+    """The sector waits naming a damaged piece, the block store lists it;
+    with the pieces put back the sector is plotted and equals its encoding.
+    Returns the error the sector waited with."""
     def waiting():
         fl = plot_status(f)["farms"][0]["in_flight"]
         return fl[0] if fl and fl[0]["phase"] == "waiting" else None
     j = wait_for(waiting, 10, what="the sector waiting for its piece")
-    named = [vh for vh in saved if vh in j["error"]]
-    assert named or "piece" in j["error"], j
+    assert any(vh in j["error"] for vh in saved), j
     assert by_index(sectors(f))[0]["state"] == "plotting"
     errs = f.ctl_json("block", "list-errors")
     assert any(e["hash"] in saved for e in errs), errs
@@ -985,6 +992,15 @@ def test_missing_piece_waits_visibly(tmp):
         f.ctl("block", "put", src)
     secs = wait_plot_idle(f, 30)
     assert verify_all(f, secs) == 1
+    return j["error"]
+
+
+def test_missing_piece_waits_visibly(tmp):
+    """A piece missing from the block store: the sector waits (the error is
+    in plot --json), resync has the block, and a re-put of the piece lets the
+    sector finish."""
+    f, saved = damage_pieces(tmp, "plot-missing-piece", lambda n, path, data: os.unlink(path))
+    assert "is missing" in waits_then_heals(tmp, f, saved)
 
 
 def test_damaged_piece_waits_visibly(tmp):
@@ -992,48 +1008,20 @@ def test_damaged_piece_waits_visibly(tmp):
     with a flipped byte, or cut short, is caught there as corrupt (moved to
     .corrupted, listed, queued for resync), the sector waits saying so, and
     once the pieces are put back it is plotted and equals its encoding."""
-    hist = History(tmp, 16, seed="plot-damaged-piece")
-    f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
-    hist.ingest_to(f, 1)
-    segs = f.ctl_json("history", "segments")
-    saved = {}
-    for n, victim in enumerate(segs[0]["pieces"]):
-        vh = victim if isinstance(victim, str) else victim["hash"]
-        if vh in saved:
-            continue
-        path = os.path.join(f.state_dir, "blocks", vh[:2], vh[2:4], vh)
-        saved[vh] = data = read(path)
+    def damage(n, path, data):
         with open(path, "r+b") as fh:
             if n % 2:
                 fh.truncate(len(data) - 1)
             else:
                 fh.seek(len(data) // 2)
                 fh.write(bytes([data[len(data) // 2] ^ 1]))
-    d = os.path.join(tmp, "farm")
-    add_farm(f, d, 1)
-
-    def waiting():
-        fl = plot_status(f)["farms"][0]["in_flight"]
-        return fl[0] if fl and fl[0]["phase"] == "waiting" else None
-    j = wait_for(waiting, 10, what="the sector waiting for its damaged piece")
+    f, saved = damage_pieces(tmp, "plot-damaged-piece", damage)
+    error = waits_then_heals(tmp, f, saved)
     # A piece drawn twice is "missing" to the second read: the first moved
     # its file away.
-    assert any(vh in j["error"] for vh in saved), j
-    assert "is corrupt" in j["error"] or "is missing" in j["error"], j
-    assert by_index(sectors(f))[0]["state"] == "plotting"
-    moved = [vh for vh in saved
-             if os.path.exists(os.path.join(f.state_dir, "blocks", vh[:2], vh[2:4],
-                                            vh + ".corrupted"))]
-    assert moved, "no damaged piece was moved to .corrupted"
-    errs = f.ctl_json("block", "list-errors")
-    assert any(e["hash"] in saved for e in errs), errs
-    src = os.path.join(tmp, "piece")
-    for data in saved.values():
-        with open(src, "wb") as fh:
-            fh.write(data)
-        f.ctl("block", "put", src)
-    secs = wait_plot_idle(f, 30)
-    assert verify_all(f, secs) == 1
+    assert "is corrupt" in error or "is missing" in error, error
+    assert any(os.path.exists(piece_path(f, vh, ".corrupted")) for vh in saved), \
+        "no damaged piece was moved to .corrupted"
 
 
 if __name__ == "__main__":
