@@ -22,6 +22,7 @@ with label the ASCII bytes of the label token; the label "zero" means n
 zero bytes instead.
 """
 
+import array
 import hashlib
 import hmac
 import os
@@ -102,11 +103,69 @@ def chacha20_block(key, counter, nonce):
 
 
 def chacha20_keystream(key, nonce, counter, n):
+    """n bytes of keystream: the blocks from counter on, computed together
+    by _chacha20_lanes (a 64 KiB piece in milliseconds, not the 140 ms the
+    block function takes one block at a time); self_test_chacha20 checks
+    it against chacha20_block."""
+    nblocks = (n + 63) // 64
     out = bytearray()
-    while len(out) < n:
-        out += chacha20_block(key, counter, nonce)
-        counter += 1
+    for first in range(0, nblocks, _LANES):
+        out += _chacha20_lanes(key, nonce, counter + first, min(_LANES, nblocks - first))
     return bytes(out[:n])
+
+
+# The block function on many blocks at once: word i of block k is bits
+# [64k, 64k + 32) of one big integer x[i]; the 32 bits above each word
+# take the carries of + and the spill of <<, which the mask clears, so
+# every lane computes exactly the 32-bit block function of its counter.
+_LANES = 1024
+
+
+def _chacha20_lanes(key, nonce, counter, lanes):
+    assert len(key) == 32 and len(nonce) == 12
+    assert counter + lanes <= 1 << 32, "the 32-bit block counter would wrap"
+    ones = sum(1 << (64 * k) for k in range(lanes))
+    mask = ones * 0xFFFFFFFF
+
+    def spread(w):
+        return ones * w
+
+    words = [0x61707865, 0x3320646E, 0x79622D32, 0x6B206574] + \
+        list(struct.unpack("<8I", key)) + [0] + list(struct.unpack("<3I", nonce))
+    state = [spread(w) for w in words]
+    state[12] = sum((counter + k) << (64 * k) for k in range(lanes))
+    x = state[:]
+
+    def qr(a, b, c, d):
+        xa = (x[a] + x[b]) & mask
+        xd = x[d] ^ xa
+        xd = ((xd << 16) | (xd >> 16)) & mask
+        xc = (x[c] + xd) & mask
+        xb = x[b] ^ xc
+        xb = ((xb << 12) | (xb >> 20)) & mask
+        xa = (xa + xb) & mask
+        xd ^= xa
+        xd = ((xd << 8) | (xd >> 24)) & mask
+        xc = (xc + xd) & mask
+        xb ^= xc
+        x[a], x[b], x[c], x[d] = xa, ((xb << 7) | (xb >> 25)) & mask, xc, xd
+
+    for _ in range(10):
+        qr(0, 4, 8, 12)
+        qr(1, 5, 9, 13)
+        qr(2, 6, 10, 14)
+        qr(3, 7, 11, 15)
+        qr(0, 5, 10, 15)
+        qr(1, 6, 11, 12)
+        qr(2, 7, 8, 13)
+        qr(3, 4, 9, 14)
+    out = array.array("I", bytes(64 * lanes))
+    for i in range(16):
+        lane_words = array.array("Q", ((x[i] + state[i]) & mask).to_bytes(8 * lanes, "little"))
+        out[i::16] = array.array("I", lane_words)
+    if sys.byteorder != "little":
+        out.byteswap()
+    return out.tobytes()
 
 
 def xor(a, b):
@@ -145,6 +204,14 @@ def self_test_chacha20():
         "76b8e0ada0f13d90405d6ae55386bd28bdd219b8a08ded1aa836efcc8b770dc7"
         "da41597c5157488d7724e03fb8d84a376a43b8f41518a11cc387b669b2ee6586"), \
         "RFC 8439 A.1 #1 failed"
+    # The lanes against the block function, across a lane boundary and
+    # for a counter near the top of its range.
+    key = bytes(range(1, 33))
+    nonce = bytes.fromhex("0102030405060708090a0b0c")
+    for counter, n in ((0, 64 * (_LANES + 3) + 5), (0xFFFFFFF0, 64 * 16)):
+        want = b"".join(chacha20_block(key, counter + k, nonce) for k in range((n + 63) // 64))
+        assert chacha20_keystream(key, nonce, counter, n) == want[:n], \
+            "ChaCha20 lanes differ from the block function"
 
 
 def cross_check_openssl():
