@@ -1,4 +1,5 @@
 #include "hash.h"
+#include "hash_fast64.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -78,27 +79,100 @@ rotl64(uint64_t x, int r)
 	return x << r | x >> (64 - r);
 }
 
+/*
+ * hash_fast64: 8 lanes of 64-bit words; a stripe is one word per lane (64
+ * bytes), a block 16 stripes.  Each word w of lane l in stripe s adds
+ *     w + lo32(w ^ k) * hi32(w ^ k),   k = fast64_key[l] ^ s * FAST64_K
+ * to its lane's accumulator (no chain of multiplies: the lanes and the
+ * words of a lane are independent, so it vectorises); after each block
+ * every accumulator is scrambled (xorshift, multiply by a 32-bit prime),
+ * which makes a block's place matter as the per-stripe keys make a
+ * stripe's place within its block matter.  The tail is zero-padded to a
+ * stripe; the length goes into the fold.  hash_avx512.c computes the
+ * same blocks 8 lanes per instruction; unit_wbuf checks both agree.
+ */
+const uint64_t fast64_key[FAST64_LANES] = {
+	0x243f6a8885a308d3ULL, 0x13198a2e03707344ULL, 0xa4093822299f31d0ULL,
+	0x082efa98ec4e6c89ULL, 0x452821e638d01377ULL, 0xbe5466cf34e90c6cULL,
+	0xc0ac29b7c97c50ddULL, 0x3f84d5b5b5470917ULL,
+};
+
+static inline void
+fast64_stripe(uint64_t acc[FAST64_LANES], const uint8_t *p, unsigned s)
+{
+	for (int l = 0; l < FAST64_LANES; l++) {
+		uint64_t w, k;
+
+		memcpy(&w, p + 8 * l, 8);
+		k = w ^ fast64_key[l] ^ (uint64_t)s * FAST64_K;
+		acc[l] += w + (k & 0xffffffffu) * (k >> 32);
+	}
+}
+
+static inline void
+fast64_scramble(uint64_t acc[FAST64_LANES])
+{
+	for (int l = 0; l < FAST64_LANES; l++) {
+		uint64_t a = acc[l];
+
+		a ^= a >> 47;
+		acc[l] = (a ^ fast64_key[l]) * FAST64_PRIME32;
+	}
+}
+
+void
+hash_fast64_blocks_portable(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t nblocks)
+{
+	for (size_t b = 0; b < nblocks; b++) {
+		for (unsigned s = 0; s < FAST64_BLOCK_STRIPES; s++)
+			fast64_stripe(acc, p + (b * FAST64_BLOCK_STRIPES + s) * FAST64_STRIPE, s);
+		fast64_scramble(acc);
+	}
+}
+
+uint64_t
+hash_fast64_with(const uint8_t *p, size_t n, int simd)
+{
+	const size_t block = FAST64_BLOCK_STRIPES * FAST64_STRIPE;
+	uint64_t acc[FAST64_LANES], r = (uint64_t)n * FAST64_K;
+	size_t done = n / block * block;
+	unsigned s = 0;
+
+	for (int l = 0; l < FAST64_LANES; l++)
+		acc[l] = fast64_key[l];
+	if (simd)
+		hash_fast64_blocks_avx512(acc, p, n / block);
+	else
+		hash_fast64_blocks_portable(acc, p, n / block);
+	for (; done + FAST64_STRIPE <= n; done += FAST64_STRIPE)
+		fast64_stripe(acc, p + done, s++);
+	if (done < n) {
+		uint8_t last[FAST64_STRIPE] = { 0 };
+
+		memcpy(last, p + done, n - done);
+		fast64_stripe(acc, last, s);
+	}
+	for (int l = 0; l < FAST64_LANES; l++) {
+		uint64_t a = acc[l];
+
+		a ^= a >> 33;
+		r = rotl64(r ^ a * 0xff51afd7ed558ccdULL, 27) * 0x9e3779b97f4a7c15ULL;
+	}
+	r ^= r >> 33;
+	r *= 0xc4ceb9fe1a85ec53ULL;
+	return r ^ r >> 29;
+}
+
 uint64_t
 hash_fast64(const uint8_t *p, size_t n)
 {
-	/* Four independent multiply-xor lanes over 64-bit words (the
-	 * multiplications overlap), folded; then the tail bytes. */
-	uint64_t h[4] = { 0x243f6a8885a308d3ULL, 0x13198a2e03707344ULL,
-		0xa4093822299f31d0ULL, 0x082efa98ec4e6c89ULL };
-	const uint64_t k = 0x9e3779b97f4a7c15ULL;
-	uint64_t r;
-	size_t i = 0;
+	static int simd = -1;
+	int v = __atomic_load_n(&simd, __ATOMIC_RELAXED);
 
-	for (; i + 32 <= n; i += 32)
-		for (int l = 0; l < 4; l++) {
-			uint64_t w;
-
-			memcpy(&w, p + i + 8 * l, 8);
-			h[l] = (h[l] ^ w) * k;
-			h[l] ^= h[l] >> 29;
-		}
-	r = h[0] ^ rotl64(h[1], 17) ^ rotl64(h[2], 31) ^ rotl64(h[3], 47) ^ (uint64_t)n;
-	for (; i < n; i++)
-		r = (r ^ p[i]) * k;
-	return r ^ r >> 32;
+	/* Racing first calls store the same answer. */
+	if (v < 0) {
+		v = __builtin_cpu_supports("avx512f");
+		__atomic_store_n(&simd, v, __ATOMIC_RELAXED);
+	}
+	return hash_fast64_with(p, n, v);
 }

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "hash_fast64.h"
 #include "wbuf.h"
 
 #define SIZE (1u << 20)
@@ -218,8 +220,9 @@ START_TEST(test_checksum)
 {
 	uint8_t a[4096], c[4096];
 
+	/* No period: no two stripes or blocks alike. */
 	for (size_t i = 0; i < sizeof(a); i++)
-		a[i] = (uint8_t)(i * 7 + 3);
+		a[i] = (uint8_t)((i * 7 + 3) ^ (i >> 8));
 	memcpy(c, a, sizeof(a));
 	ck_assert_uint_eq(hash_fast64(a, sizeof(a)), hash_fast64(c, sizeof(c)));
 	/* Every single-bit change, in a word and in the tail, and a swap of
@@ -236,6 +239,45 @@ START_TEST(test_checksum)
 	memcpy(c + 8, a, 8);
 	ck_assert_uint_ne(hash_fast64(a, sizeof(a)), hash_fast64(c, sizeof(c)));
 	ck_assert_uint_ne(hash_fast64(a, 100), hash_fast64(a, 101));
+	/* Two stripes of a block swapped, and two blocks swapped. */
+	memcpy(c, a, sizeof(a));
+	memcpy(c, a + 64, 64);
+	memcpy(c + 64, a, 64);
+	ck_assert_uint_ne(hash_fast64(a, sizeof(a)), hash_fast64(c, sizeof(c)));
+	memcpy(c, a, sizeof(a));
+	memcpy(c, a + 1024, 1024);
+	memcpy(c + 1024, a, 1024);
+	ck_assert_uint_ne(hash_fast64(a, sizeof(a)), hash_fast64(c, sizeof(c)));
+}
+END_TEST
+
+/* The AVX-512 blocks give what the portable ones give, at every length
+ * class (empty, tail only, stripes only, blocks and a tail, megabytes)
+ * and alignment. */
+START_TEST(test_checksum_kernels_agree)
+{
+	static const size_t lens[] = { 0, 1, 7, 8, 63, 64, 65, 1000, 1023, 1024, 1025,
+		2048, 16383, 65536 + 13, 1 << 20, (3 << 20) - 1 };
+	size_t max = 3 << 20;
+	uint8_t *buf = malloc(max + 8);
+	uint64_t x = 0x0123456789abcdefULL;
+
+	ck_assert_ptr_nonnull(buf);
+	for (size_t i = 0; i < max + 8; i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		buf[i] = (uint8_t)x;
+	}
+	if (!__builtin_cpu_supports("avx512f"))
+		fprintf(stderr, "test_checksum_kernels_agree: no AVX-512F here, portable only\n");
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++)
+		for (size_t off = 0; off < 8; off++) {
+			uint64_t want = hash_fast64_with(buf + off, lens[k], 0);
+
+			ck_assert_uint_eq(hash_fast64(buf + off, lens[k]), want);
+			if (__builtin_cpu_supports("avx512f"))
+				ck_assert_uint_eq(hash_fast64_with(buf + off, lens[k], 1), want);
+		}
+	free(buf);
 }
 END_TEST
 
@@ -296,6 +338,7 @@ main(void)
 	tcase_add_test(tc, test_scribble_while_answering_is_caught);
 	tcase_add_test(tc, test_job_frame);
 	tcase_add_test(tc, test_checksum);
+	tcase_add_test(tc, test_checksum_kernels_agree);
 	suite_add_tcase(s, tc);
 	sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
