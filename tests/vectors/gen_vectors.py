@@ -72,6 +72,11 @@ def _rotl(v, c):
     return ((v << c) & 0xFFFFFFFF) | (v >> (32 - c))
 
 
+# One double round: four column rounds, then four diagonal ones.
+_DOUBLE_ROUND = ((0, 4, 8, 12), (1, 5, 9, 13), (2, 6, 10, 14), (3, 7, 11, 15),
+                 (0, 5, 10, 15), (1, 6, 11, 12), (2, 7, 8, 13), (3, 4, 9, 14))
+
+
 def chacha20_block(key, counter, nonce):
     assert len(key) == 32 and len(nonce) == 12
     const = (0x61707865, 0x3320646E, 0x79622D32, 0x6B206574)
@@ -90,14 +95,8 @@ def chacha20_block(key, counter, nonce):
         x[b] = _rotl(x[b] ^ x[c], 7)
 
     for _ in range(10):
-        qr(0, 4, 8, 12)
-        qr(1, 5, 9, 13)
-        qr(2, 6, 10, 14)
-        qr(3, 7, 11, 15)
-        qr(0, 5, 10, 15)
-        qr(1, 6, 11, 12)
-        qr(2, 7, 8, 13)
-        qr(3, 4, 9, 14)
+        for q in _DOUBLE_ROUND:
+            qr(*q)
     return struct.pack("<16I", *[(x[i] + state[i]) & 0xFFFFFFFF
                                  for i in range(16)])
 
@@ -151,14 +150,8 @@ def _chacha20_lanes(key, nonce, counter, lanes):
         x[a], x[b], x[c], x[d] = xa, ((xb << 7) | (xb >> 25)) & mask, xc, xd
 
     for _ in range(10):
-        qr(0, 4, 8, 12)
-        qr(1, 5, 9, 13)
-        qr(2, 6, 10, 14)
-        qr(3, 7, 11, 15)
-        qr(0, 5, 10, 15)
-        qr(1, 6, 11, 12)
-        qr(2, 7, 8, 13)
-        qr(3, 4, 9, 14)
+        for q in _DOUBLE_ROUND:
+            qr(*q)
     out = array.array("I", bytes(64 * lanes))
     for i in range(16):
         lane_words = array.array("Q", ((x[i] + state[i]) & mask).to_bytes(8 * lanes, "little"))
