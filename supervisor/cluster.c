@@ -298,6 +298,27 @@ closed(struct cluster *c)
 	evtimer_add(c->redial, &tv);
 }
 
+/* The whole queue, taken from cnats' threads. */
+static struct cluster_qitem *
+q_take(struct cluster *c)
+{
+	struct cluster_qitem *it;
+
+	pthread_mutex_lock(&c->q_mu);
+	it = c->q_head;
+	c->q_head = c->q_tail = NULL;
+	pthread_mutex_unlock(&c->q_mu);
+	return it;
+}
+
+static void
+q_item_free(struct cluster_qitem *it)
+{
+	if (it->msg != NULL)
+		natsMsg_Destroy(it->msg);
+	free(it);
+}
+
 static void
 q_drain_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -308,16 +329,10 @@ q_drain_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (read(fd, &v, sizeof(v)) < 0)
 		(void)0;        /* EAGAIN: another pass took it */
-	pthread_mutex_lock(&c->q_mu);
-	it = c->q_head;
-	c->q_head = c->q_tail = NULL;
-	pthread_mutex_unlock(&c->q_mu);
-	for (; it != NULL; it = next) {
+	for (it = q_take(c); it != NULL; it = next) {
 		next = it->next;
 		if (it->nc != c->nc) {  /* from a connection already replaced */
-			if (it->msg != NULL)
-				natsMsg_Destroy(it->msg);
-			free(it);
+			q_item_free(it);
 			continue;
 		}
 		switch (it->kind) {
@@ -880,6 +895,16 @@ cluster_quiesce(struct cluster *c)
 	return c->defers == NULL;
 }
 
+/* Everything on the queue from cnats' threads, messages destroyed. */
+static void
+q_free(struct cluster *c)
+{
+	for (struct cluster_qitem *it = q_take(c), *next; it != NULL; it = next) {
+		next = it->next;
+		q_item_free(it);
+	}
+}
+
 void
 cluster_free(struct cluster *c)
 {
@@ -896,6 +921,11 @@ cluster_free(struct cluster *c)
 		natsConnection_Destroy(c->nc);
 	}
 	natsOptions_Destroy(c->opts);
+	/* Queued messages before the library closes: cnats hands a delivered
+	 * message back to its collector thread, whose lock nats_CloseAndWait
+	 * destroys (a message still queued at shutdown crashed farmd in
+	 * natsMutex_Lock(NULL), seen once in scripts/demo-cluster). */
+	q_free(c);
 	if (c->state != CLUSTER_DISABLED)
 		nats_CloseAndWait(2000);
 	while (c->defers != NULL) {
@@ -909,12 +939,6 @@ cluster_free(struct cluster *c)
 		event_free(c->q_ev);
 	if (c->redial != NULL)
 		event_free(c->redial);
-	for (struct cluster_qitem *it = c->q_head, *next; it != NULL; it = next) {
-		next = it->next;
-		if (it->msg != NULL)
-			natsMsg_Destroy(it->msg);
-		free(it);
-	}
 	if (c->q_fd >= 0)
 		close(c->q_fd);
 	pthread_mutex_destroy(&c->q_mu);

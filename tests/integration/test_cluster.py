@@ -572,5 +572,23 @@ def test_garbage_on_subjects(tmp):
     assert a.stop() == 0 and b.stop() == 0
 
 
+def test_shutdown_with_messages_queued(tmp):
+    """SIGTERM while a flood of messages is still on its way from cnats'
+    threads to the loop: farmd exits 0.  What is still queued is destroyed
+    before the NATS library closes; a message destroyed after it crashed
+    farmd in cnats' natsMutex_Lock(NULL) (seen once in demo-cluster)."""
+    srv = nats_server(tmp)
+    raw = RawNats(srv.port)
+    junk = bytes(range(256)) * 16
+    for r in range(4):
+        b = node(tmp, srv, f"node{r}")
+        wait_for(lambda: cluster(b)["state"] == "connected", 20, what=f"node{r} connected")
+        for _ in range(4000):
+            raw.pub("farmd.v1.node.announce", junk)
+        raw.flush()
+        rc = b.stop()
+        assert rc == 0, f"node{r} exited with {rc} at SIGTERM under a flood: {b.log()[-2000:]}"
+
+
 if __name__ == "__main__":
     run_tests(globals())
