@@ -311,10 +311,11 @@ q_take(struct cluster *c)
 	return it;
 }
 
+/* lib: the NATS library is still open (nats_CloseAndWait not called). */
 static void
-q_item_free(struct cluster_qitem *it)
+q_item_free(struct cluster_qitem *it, bool lib)
 {
-	if (it->msg != NULL)
+	if (it->msg != NULL && lib)
 		natsMsg_Destroy(it->msg);
 	free(it);
 }
@@ -332,7 +333,7 @@ q_drain_cb(evutil_socket_t fd, short what, void *arg)
 	for (it = q_take(c); it != NULL; it = next) {
 		next = it->next;
 		if (it->nc != c->nc) {  /* from a connection already replaced */
-			q_item_free(it);
+			q_item_free(it, true);
 			continue;
 		}
 		switch (it->kind) {
@@ -895,13 +896,18 @@ cluster_quiesce(struct cluster *c)
 	return c->defers == NULL;
 }
 
-/* Everything on the queue from cnats' threads, messages destroyed. */
+/* Everything on the queue from cnats' threads.  Its messages must be
+ * destroyed while the library is open (lib): cnats hands a delivered
+ * message back to its collector thread, whose lock nats_CloseAndWait
+ * destroys.  After that only events are queued (the closed and
+ * disconnected callbacks run after the connection is closed; a closed
+ * connection delivers no messages). */
 static void
-q_free(struct cluster *c)
+q_free(struct cluster *c, bool lib)
 {
 	for (struct cluster_qitem *it = q_take(c), *next; it != NULL; it = next) {
 		next = it->next;
-		q_item_free(it);
+		q_item_free(it, lib);
 	}
 }
 
@@ -921,13 +927,13 @@ cluster_free(struct cluster *c)
 		natsConnection_Destroy(c->nc);
 	}
 	natsOptions_Destroy(c->opts);
-	/* Queued messages before the library closes: cnats hands a delivered
-	 * message back to its collector thread, whose lock nats_CloseAndWait
-	 * destroys (a message still queued at shutdown crashed farmd in
-	 * natsMutex_Lock(NULL), seen once in scripts/demo-cluster). */
-	q_free(c);
+	/* Queued messages before the library closes (q_free; one destroyed
+	 * after it crashed farmd in natsMutex_Lock(NULL), seen in
+	 * scripts/demo-cluster), the events cnats queues while closing after. */
+	q_free(c, true);
 	if (c->state != CLUSTER_DISABLED)
 		nats_CloseAndWait(2000);
+	q_free(c, false);
 	while (c->defers != NULL) {
 		struct cdefer *df = c->defers;
 
