@@ -530,10 +530,10 @@ bs_lookup(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report, uint8
 }
 
 static void
-bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report, uint8_t *dst,
-    size_t cap, block_get_cb cb, void *arg)
+bs_read(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report, block_get_cb cb,
+    void *arg)
 {
-	struct get_op *op = bs_lookup(bs, hash, report, dst, cap, cb, arg);
+	struct get_op *op = bs_lookup(bs, hash, report, NULL, 0, cb, arg);
 
 	if (op != NULL && io_submit(bs->d->io, bs_get_work, bs_get_done, op) < 0) {
 		free(op);
@@ -570,14 +570,7 @@ void
 blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN], block_get_cb cb,
     void *arg)
 {
-	bs_read(bs, hash, 1, NULL, 0, cb, arg);
-}
-
-void
-blockstore_get_into(struct blockstore *bs, const uint8_t hash[HASH_LEN], uint8_t *dst,
-    size_t len, block_get_cb cb, void *arg)
-{
-	bs_read(bs, hash, 1, dst, len, cb, arg);
+	bs_read(bs, hash, 1, cb, arg);
 }
 
 void
@@ -620,7 +613,7 @@ void
 blockstore_verify(struct blockstore *bs, const uint8_t hash[HASH_LEN], block_get_cb cb,
     void *arg)
 {
-	bs_read(bs, hash, 0, NULL, 0, cb, arg);
+	bs_read(bs, hash, 0, cb, arg);
 }
 
 /* ---- metadata -------------------------------------------------------- */

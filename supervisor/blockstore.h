@@ -68,17 +68,13 @@ int blockstore_incref(struct blockstore *bs, const uint8_t hash[HASH_LEN], struc
 void blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN],
     block_get_cb cb, void *arg);
 
-/* blockstore_get() into the caller's dst, which must stay alive until cb
- * runs: for a block of exactly len bytes (any other size fails, nothing
- * written), read there without a copy; cb's data is then dst (not to be
- * freed), and dst holds garbage when the read failed. */
-void blockstore_get_into(struct blockstore *bs, const uint8_t hash[HASH_LEN],
-    uint8_t *dst, size_t len, block_get_cb cb, void *arg);
-
-/* blockstore_get_into() of n blocks (at most BLOCKSTORE_BATCH_MAX) of len
- * bytes each, block i into dst + i × len, their files read by one task
- * of the I/O pool (a sector's pieces: one hand-off per group, not per
- * piece); cb runs once for each, with args[i]. */
+/* blockstore_get() of n blocks (at most BLOCKSTORE_BATCH_MAX) of len bytes
+ * each, block i read into dst + i × len, which must stay alive until its
+ * cb runs: no allocation and no copy (a block of any other size fails,
+ * nothing written).  Their files are read by one task of the I/O pool (a
+ * sector's pieces: one hand-off per group, not per piece).  cb runs once
+ * for each, with args[i]; its data is then dst + i × len (not to be
+ * freed), which holds garbage when that read failed. */
 #define BLOCKSTORE_BATCH_MAX 16
 void blockstore_get_many_into(struct blockstore *bs, size_t n,
     const uint8_t (*hashes)[HASH_LEN], uint8_t *dst, size_t len, block_get_cb cb,

@@ -347,7 +347,7 @@ sjob_piece_cb(void *arg, uint8_t *data, size_t len, enum block_status st, const 
 	struct sjob_piece *t = arg;
 	struct sjob *j = t->j;
 
-	/* Read into the batch buffer itself (blockstore_get_into). */
+	/* Read into the batch buffer itself (blockstore_get_many_into). */
 	(void)st;
 	(void)data;
 	(void)len;
