@@ -601,15 +601,14 @@ static int
 sjob_pwrite(int fd, const uint8_t *b, size_t len, off_t off)
 {
 	int fl = fcntl(fd, F_GETFL);
+	int direct = fl >= 0 && (fl & O_DIRECT);
 
-	if (fl >= 0 && (fl & O_DIRECT) &&
-	    (((uintptr_t)b | (uint64_t)off | len) & (SJOB_DIO_ALIGN - 1)) != 0)
-		fcntl(fd, F_SETFL, fl & ~O_DIRECT);
+	if (direct && (((uintptr_t)b | (uint64_t)off | len) & (SJOB_DIO_ALIGN - 1)) != 0 &&
+	    fcntl(fd, F_SETFL, fl & ~O_DIRECT) == 0)
+		direct = 0;
 	if (fdio_pwrite_all(fd, b, len, off) == 0)
 		return 0;
-	if (errno != EINVAL || fl < 0 || !(fl & O_DIRECT))
-		return -1;
-	if (fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
+	if (!direct || errno != EINVAL || fcntl(fd, F_SETFL, fl & ~O_DIRECT) < 0)
 		return -1;
 	return fdio_pwrite_all(fd, b, len, off);
 }
