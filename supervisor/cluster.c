@@ -340,7 +340,6 @@ q_drain_cb(evutil_socket_t fd, short what, void *arg)
 		case QI_MSG:
 			if (c->state != CLUSTER_CLOSED)
 				dispatch_msg(c, it->sid, it->msg);
-			natsMsg_Destroy(it->msg);
 			break;
 		case QI_CONNECTED:
 			set_state(c, CLUSTER_CONNECTED);
@@ -361,7 +360,7 @@ q_drain_cb(evutil_socket_t fd, short what, void *arg)
 			closed(c);
 			break;
 		}
-		free(it);
+		q_item_free(it, true);
 	}
 }
 
