@@ -179,8 +179,9 @@ def pids_named(name):
 class Farmd:
     """One farmd under test, with its own state dir and config."""
 
-    def __init__(self, tmp, config=None, name="farmd"):
+    def __init__(self, tmp, config=None, name="farmd", env=None):
         self.tmp = tmp
+        self.env = dict(env or {})          # added to farmd's environment
         self.state_dir = os.path.join(tmp, "state")
         self.socket = os.path.join(self.state_dir, "farmd.sock")
         self.log_path = os.path.join(tmp, name + ".log")
@@ -201,6 +202,7 @@ class Farmd:
             args += ["--config", self.config_path]
         self.logf = open(self.log_path, "ab")
         env = dict(os.environ)
+        env.update(self.env)
         if FARMD_ASAN_OPTIONS is not None:
             env["ASAN_OPTIONS"] = FARMD_ASAN_OPTIONS
         self.proc = subprocess.Popen(args, stdout=self.logf, stderr=subprocess.STDOUT,
@@ -421,9 +423,10 @@ def run_tests(module_globals):
 _live = []
 
 
-def farmd(tmp, config=None, start=True, name="farmd", **kw):
-    """A Farmd that run_tests() cleans up whatever the test does."""
-    f = Farmd(tmp, config=config, name=name)
+def farmd(tmp, config=None, start=True, name="farmd", env=None, **kw):
+    """A Farmd that run_tests() cleans up whatever the test does (env: added
+    to its environment at every start)."""
+    f = Farmd(tmp, config=config, name=name, env=env)
     _live.append(f)
     if start:
         f.start(**kw)
