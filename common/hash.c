@@ -1,5 +1,5 @@
 #include "hash.h"
-#include "hash_fast64.h"
+#include "hash_int.h"
 
 #include <stdarg.h>
 #include <stdlib.h>
@@ -163,16 +163,77 @@ hash_fast64_with(const uint8_t *p, size_t n, int simd)
 	return r ^ r >> 29;
 }
 
-uint64_t
-hash_fast64(const uint8_t *p, size_t n)
+int
+hash_simd(void)
 {
 	static int simd = -1;
 	int v = __atomic_load_n(&simd, __ATOMIC_RELAXED);
 
 	/* Racing first calls store the same answer. */
 	if (v < 0) {
-		v = __builtin_cpu_supports("avx512f");
+		v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
 		__atomic_store_n(&simd, v, __ATOMIC_RELAXED);
 	}
-	return hash_fast64_with(p, n, v);
+	return v;
+}
+
+uint64_t
+hash_fast64(const uint8_t *p, size_t n)
+{
+	return hash_fast64_with(p, n, hash_simd());
+}
+
+/*
+ * Equal lengths make every lane's padding the same shape: the whole
+ * blocks straight from the messages, then one or two padded blocks built
+ * here per message (0x80, zeros, the bit length).  A group of fewer than
+ * 16 fills its idle lanes with its first message and ignores their sums;
+ * below SHA256_MIN_LANES messages OpenSSL's one-at-a-time rate (SHA
+ * extensions) is the better one.
+ */
+#define SHA256_MIN_LANES 4
+
+void
+hash_sha256_many_with(const uint8_t *const *p, size_t n, size_t len,
+    uint8_t (*out)[HASH_LEN], int simd)
+{
+	size_t whole = len / 64, rem = len % 64, tail = rem < 56 ? 1 : 2;
+
+	for (size_t g = 0; g < n; g += SHA256_LANES) {
+		static const uint32_t h0[8] = { 0x6a09e667, 0xbb67ae85, 0x3c6ef372,
+			0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19 };
+		size_t m = n - g < SHA256_LANES ? n - g : SHA256_LANES;
+		uint32_t st[8][SHA256_LANES];
+		uint8_t pad[SHA256_LANES][128];
+		const uint8_t *lp[SHA256_LANES];
+
+		if (!simd || m < SHA256_MIN_LANES) {
+			for (size_t i = 0; i < m; i++)
+				hash_sha256(p[g + i], len, out[g + i]);
+			continue;
+		}
+		for (int k = 0; k < 8; k++)
+			for (int l = 0; l < SHA256_LANES; l++)
+				st[k][l] = h0[k];
+		for (size_t l = 0; l < SHA256_LANES; l++)
+			lp[l] = p[g + (l < m ? l : 0)];
+		hash_sha256_blocks_avx512(st, lp, whole);
+		for (size_t l = 0; l < SHA256_LANES; l++) {
+			memset(pad[l], 0, sizeof(pad[l]));
+			memcpy(pad[l], lp[l] + whole * 64, rem);
+			pad[l][rem] = 0x80;
+			be64_put(pad[l] + tail * 64 - 8, (uint64_t)len * 8);
+			lp[l] = pad[l];
+		}
+		hash_sha256_blocks_avx512(st, lp, tail);
+		for (size_t l = 0; l < m; l++)
+			for (int k = 0; k < 8; k++)
+				be32_put(out[g + l] + 4 * k, st[k][l]);
+	}
+}
+
+void
+hash_sha256_many(const uint8_t *const *p, size_t n, size_t len, uint8_t (*out)[HASH_LEN])
+{
+	hash_sha256_many_with(p, n, len, out, hash_simd());
 }

@@ -1,9 +1,10 @@
 /*
- * hash_fast64.h: the parts of hash_fast64 (hash.c) that its AVX-512
- * blocks (hash_avx512.c) share, and the entry points unit_wbuf compares.
+ * hash_int.h: what hash.c shares with its AVX-512 blocks (hash_avx512.c),
+ * and the entry points the unit tests compare (the portable and AVX-512
+ * forms of hash_fast64, hash_sha256_many against OpenSSL).
  */
-#ifndef FARMD_HASH_FAST64_H
-#define FARMD_HASH_FAST64_H
+#ifndef FARMD_HASH_INT_H
+#define FARMD_HASH_INT_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -26,5 +27,18 @@ void hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p,
 
 /* hash_fast64 with the AVX-512 blocks (simd) or the portable ones. */
 uint64_t hash_fast64_with(const uint8_t *p, size_t n, int simd);
+
+/* SHA-256 of 16 messages at once, one per 32-bit lane of a 512-bit
+ * vector: state[k][l] is word k of lane l's state, and nblocks 64-byte
+ * blocks are taken from each p[l].  Only where hash_simd() is true. */
+#define SHA256_LANES 16
+void hash_sha256_blocks_avx512(uint32_t state[8][SHA256_LANES],
+    const uint8_t *const p[SHA256_LANES], size_t nblocks);
+
+/* hash_sha256_many with the lanes (simd) or with OpenSSL one at a time. */
+void hash_sha256_many_with(const uint8_t *const *p, size_t n, size_t len,
+    uint8_t (*out)[32], int simd);
+/* Whether this CPU runs the AVX-512 blocks (F and BW). */
+int hash_simd(void);
 
 #endif

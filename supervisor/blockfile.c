@@ -274,7 +274,8 @@ blockfile_check(struct blockfile_read *r, const uint8_t *data, size_t len)
 }
 
 /* The bytes of a file read into raw (r->dst itself when the file is
- * stored as is), decompressed if need be, into r->data and checked. */
+ * stored as is), decompressed if need be, into r->data, r->have of them
+ * (checked later: blockfile_read_many). */
 static void
 blockfile_decode(struct blockfile_read *r, uint8_t *raw, size_t len)
 {
@@ -282,7 +283,7 @@ blockfile_decode(struct blockfile_read *r, uint8_t *raw, size_t len)
 
 	if (!r->compressed) {
 		r->data = raw;
-		blockfile_check(r, raw, len);
+		r->have = len;
 		return;
 	}
 	/* Decompress into exactly the recorded size: a frame claiming more
@@ -300,12 +301,14 @@ blockfile_decode(struct blockfile_read *r, uint8_t *raw, size_t len)
 		r->st = BLOCK_CORRUPT;
 		snprintf(r->err, sizeof(r->err), "zstd: %s", ZSTD_getErrorName(n));
 	} else {
-		blockfile_check(r, r->data, n);
+		r->have = n;
 	}
 }
 
-void
-blockfile_read(struct blockfile_read *r)
+/* Reads and decodes r->path into r->data; BLOCK_OK here means only that
+ * there are r->have bytes to check. */
+static void
+blockfile_load(struct blockfile_read *r)
 {
 	uint8_t *raw = NULL;
 	struct stat st;
@@ -330,41 +333,93 @@ blockfile_read(struct blockfile_read *r)
 		snprintf(r->err, sizeof(r->err), "the file holds %lld bytes, the block is %" PRIu64,
 		    (long long)st.st_size, r->size);
 		close(fd);
-	} else {
-		if (r->dst != NULL && !r->compressed)
-			raw = r->dst;
-		else if ((raw = malloc((size_t)st.st_size + 1)) == NULL) {
-			r->st = BLOCK_IOERR;
-			snprintf(r->err, sizeof(r->err), "%s: out of memory for %lld bytes",
-			    r->path, (long long)st.st_size);
-			close(fd);
-			return;
-		}
-		got = fdio_pread_all(fd, raw, (size_t)st.st_size, 0);
-		close(fd);
-		if (got != (ssize_t)st.st_size) {
-			r->st = BLOCK_IOERR;
-			snprintf(r->err, sizeof(r->err), "%s: read: %s", r->path,
-			    got >= 0 ? "unexpected end of file" : strerror(errno));
-			if (raw != r->dst)
-				free(raw);
-			return;
-		}
-		r->read = (uint64_t)st.st_size;
-		blockfile_decode(r, raw, (size_t)st.st_size);
+		return;
 	}
-	if (r->st == BLOCK_CORRUPT) {
-		char bad[PATH_MAX + 96];
+	if (r->dst != NULL && !r->compressed)
+		raw = r->dst;
+	else if ((raw = malloc((size_t)st.st_size + 1)) == NULL) {
+		r->st = BLOCK_IOERR;
+		snprintf(r->err, sizeof(r->err), "%s: out of memory for %lld bytes",
+		    r->path, (long long)st.st_size);
+		close(fd);
+		return;
+	}
+	got = fdio_pread_all(fd, raw, (size_t)st.st_size, 0);
+	close(fd);
+	if (got != (ssize_t)st.st_size) {
+		r->st = BLOCK_IOERR;
+		snprintf(r->err, sizeof(r->err), "%s: read: %s", r->path,
+		    got >= 0 ? "unexpected end of file" : strerror(errno));
+		if (raw != r->dst)
+			free(raw);
+		return;
+	}
+	r->read = (uint64_t)st.st_size;
+	blockfile_decode(r, raw, (size_t)st.st_size);
+}
 
+/* Every loaded block of r[0 .. n) checked against its name, those of one
+ * size together (hash_sha256_many: a part's pieces are one size). */
+static void
+blockfile_check_many(struct blockfile_read *const *r, size_t n)
+{
+	int todo[BLOCKFILE_MANY_MAX];
+
+	for (size_t i = 0; i < n; i++) {
+		todo[i] = r[i]->st == BLOCK_OK;
+		if (todo[i] && r[i]->have != r[i]->size) {
+			r[i]->st = BLOCK_CORRUPT;
+			snprintf(r[i]->err, sizeof(r[i]->err), "it holds %zu bytes, the block is %"
+			    PRIu64, r[i]->have, r[i]->size);
+			todo[i] = 0;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		const uint8_t *p[BLOCKFILE_MANY_MAX];
+		uint8_t h[BLOCKFILE_MANY_MAX][HASH_LEN];
+		size_t idx[BLOCKFILE_MANY_MAX], m = 0;
+
+		if (!todo[i])
+			continue;
+		for (size_t k = i; k < n; k++)
+			if (todo[k] && r[k]->size == r[i]->size) {
+				todo[k] = 0;
+				idx[m] = k;
+				p[m++] = r[k]->data;
+			}
+		hash_sha256_many(p, m, r[i]->size, h);
+		for (size_t k = 0; k < m; k++)
+			if (memcmp(h[k], r[idx[k]]->hash, HASH_LEN) != 0) {
+				r[idx[k]]->st = BLOCK_CORRUPT;
+				snprintf(r[idx[k]]->err, sizeof(r[idx[k]]->err),
+				    "its bytes do not hash to its name");
+			}
+	}
+}
+
+void
+blockfile_read_many(struct blockfile_read *const *r, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		blockfile_load(r[i]);
+	blockfile_check_many(r, n);
+	for (size_t i = 0; i < n; i++) {
+		char bad[PATH_MAX + 96], dir[PATH_MAX + 80];
+
+		if (r[i]->st != BLOCK_CORRUPT)
+			continue;
 		/* Out of the way, kept for inspection; the name is free for a
 		 * repaired copy. */
-		snprintf(bad, sizeof(bad), "%s.corrupted", r->path);
-		if (rename(r->path, bad) == 0) {
-			char dir[PATH_MAX + 80];
-
-			blockfile_dirname(r->path, dir, sizeof(dir));
+		snprintf(bad, sizeof(bad), "%s.corrupted", r[i]->path);
+		if (rename(r[i]->path, bad) == 0) {
+			blockfile_dirname(r[i]->path, dir, sizeof(dir));
 			fdio_fsync_dir(dir);
 		}
 	}
 }
 
+void
+blockfile_read(struct blockfile_read *r)
+{
+	blockfile_read_many(&r, 1);
+}

@@ -551,9 +551,11 @@ static void
 bs_batch_work(void *arg)
 {
 	struct get_batch *b = arg;
+	struct blockfile_read *f[BLOCKSTORE_BATCH_MAX];
 
 	for (size_t i = 0; i < b->n; i++)
-		blockfile_read(&b->ops[i]->f);
+		f[i] = &b->ops[i]->f;
+	blockfile_read_many(f, b->n);
 }
 
 static void

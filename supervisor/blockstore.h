@@ -72,10 +72,11 @@ void blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN],
  * each, block i read into dst + i × len, which must stay alive until its
  * cb runs: no allocation and no copy (a block of any other size fails,
  * nothing written).  Their files are read by one task of the I/O pool (a
- * sector's pieces: one hand-off per group, not per piece).  cb runs once
+ * sector's pieces: one hand-off per group, not per piece) and verified
+ * together (blockfile_read_many).  cb runs once
  * for each, with args[i]; its data is then dst + i × len (not to be
  * freed), which holds garbage when that read failed. */
-#define BLOCKSTORE_BATCH_MAX 16
+#define BLOCKSTORE_BATCH_MAX BLOCKFILE_MANY_MAX
 void blockstore_get_many_into(struct blockstore *bs, size_t n,
     const uint8_t (*hashes)[HASH_LEN], uint8_t *dst, size_t len, block_get_cb cb,
     void *const *args);

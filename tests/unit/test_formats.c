@@ -21,11 +21,13 @@
 #include <unistd.h>
 
 #include <check.h>
+#include <openssl/sha.h>
 
 #include "encode_v1.h"
 #include "err.h"
 #include "expiry_v1.h"
 #include "hash.h"
+#include "hash_int.h"
 #include "merkle.h"
 
 #if defined(__x86_64__) || defined(__aarch64__)
@@ -799,6 +801,66 @@ START_TEST(test_no_open_after_ctx_new)
 END_TEST
 #endif
 
+/* hash_sha256_many (16 messages per vector where the CPU has AVX-512,
+ * OpenSSL one at a time otherwise) against OpenSSL's SHA256, for every
+ * padding shape (a tail of 0 .. 63 bytes: one padded block or two), whole
+ * pieces, every group size from 1 to 2 groups and a remainder, messages
+ * at odd addresses, and a change in one message changing only its sum. */
+START_TEST(test_sha256_lanes_agree)
+{
+	static const size_t lens[] = { 0, 1, 36, 55, 56, 63, 64, 65, 119, 120, 127, 128,
+		1000, 4096, 65536, 65536 + 13 };
+	enum { MAXN = 2 * SHA256_LANES + 3, MAXLEN = 65536 + 13 };
+	uint8_t *buf = malloc((size_t)MAXN * (MAXLEN + 1));
+	const uint8_t *p[MAXN];
+	uint8_t (*got)[HASH_LEN] = malloc(MAXN * HASH_LEN), want[HASH_LEN];
+	uint64_t x = 0x9e3779b97f4a7c15ULL;
+	int simd = hash_simd();
+
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_ptr_nonnull(got);
+	for (size_t i = 0; i < (size_t)MAXN * (MAXLEN + 1); i++) {
+		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+		buf[i] = (uint8_t)x;
+	}
+	if (!simd)
+		fprintf(stderr, "test_sha256_lanes_agree: no AVX-512F/BW here, OpenSSL only\n");
+	for (size_t k = 0; k < sizeof(lens) / sizeof(lens[0]); k++) {
+		size_t len = lens[k];
+
+		/* Message i at an odd offset i within its slot. */
+		for (size_t i = 0; i < MAXN; i++)
+			p[i] = buf + i * (MAXLEN + 1) + (i & 1);
+		for (size_t n = 1; n <= MAXN; n += (len > 4096 ? 7 : 1))
+			for (int v = 0; v <= simd; v++) {
+				memset(got, 0, MAXN * HASH_LEN);
+				hash_sha256_many_with(p, n, len, got, v);
+				for (size_t i = 0; i < n; i++) {
+					SHA256(p[i], len, want);
+					ck_assert_msg(memcmp(got[i], want, HASH_LEN) == 0,
+					    "len %zu, %zu messages, message %zu, simd %d", len, n, i, v);
+				}
+			}
+	}
+	/* One bit of message 5 changes its sum and no other. */
+	for (size_t i = 0; i < SHA256_LANES; i++)
+		p[i] = buf + i * (MAXLEN + 1);
+	{
+		uint8_t (*before)[HASH_LEN] = malloc(SHA256_LANES * HASH_LEN);
+
+		ck_assert_ptr_nonnull(before);
+		hash_sha256_many(p, SHA256_LANES, 4096, before);
+		buf[5 * (MAXLEN + 1) + 4000] ^= 0x10;
+		hash_sha256_many(p, SHA256_LANES, 4096, got);
+		for (size_t i = 0; i < SHA256_LANES; i++)
+			ck_assert_int_eq(memcmp(got[i], before[i], HASH_LEN) != 0, i == 5);
+		free(before);
+	}
+	free(got);
+	free(buf);
+}
+END_TEST
+
 static Suite *
 formats_suite(void)
 {
@@ -828,6 +890,7 @@ formats_suite(void)
 	tcase_add_test(prop, test_merkle_not_power_of_two);
 	tcase_add_test(prop, test_merkle_shape);
 	tcase_add_test(prop, test_expiry_edges);
+	tcase_add_test(prop, test_sha256_lanes_agree);
 #ifdef HAVE_SECCOMP_TEST
 	tcase_add_test(prop, test_no_open_after_ctx_new);
 #endif

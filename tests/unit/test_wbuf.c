@@ -13,7 +13,7 @@
 #include <unistd.h>
 
 #include "frame.h"
-#include "hash_fast64.h"
+#include "hash_int.h"
 #include "wbuf.h"
 
 #define SIZE (1u << 20)
