@@ -146,6 +146,11 @@ static const char *const db_stmt_sql[DB_NSTMT] = {
 	[DB_SECTOR_QUEUE_FIRST] = "SELECT idx FROM sectors WHERE farm = ? AND state = ? "
 	    "ORDER BY expires_at, idx LIMIT ?",
 	[DB_SEGMENT_PIECE] = "SELECT hash, root FROM segment_pieces WHERE segment = ? AND k = ?",
+	[DB_SECTOR_GET] = "SELECT state, history_size, checksum, expires_at FROM sectors "
+	    "WHERE farm = ? AND idx = ?",
+	[DB_SECTOR_MOVE] = "UPDATE sectors SET state = ?, history_size = ?, checksum = ?, "
+	    "expires_at = ?, plotted_at_ms = CASE ? WHEN 0 THEN plotted_at_ms ELSE ? END, "
+	    "updated_ms = ? WHERE farm = ? AND idx = ?",
 };
 
 static int

@@ -53,6 +53,8 @@ enum db_stmt_id {
 	DB_RESYNC_QUEUE_MOVE,           /* move an item not moved meanwhile */
 	DB_SECTOR_QUEUE_FIRST,          /* the plotting queue (sector.c) */
 	DB_SEGMENT_PIECE,               /* a piece's hash and root (sector.c, per piece plotted) */
+	DB_SECTOR_GET,                  /* a sector's row (sector.c) */
+	DB_SECTOR_MOVE,                 /* a sector's state change (sector.c, twice per plot) */
 	DB_NSTMT
 };
 

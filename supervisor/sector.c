@@ -71,16 +71,12 @@ int
 sector_get(struct plot *p, struct farm *f, uint32_t idx, struct sector_row *r,
     struct err *e)
 {
-	sqlite3_stmt *st = db_prepare(p->d->db, "SELECT state, history_size, checksum, "
-	    "expires_at FROM sectors WHERE farm = ? AND idx = ?", e);
-	int rc;
+	sqlite3_stmt *st = db_stmt(p->d->db, DB_SECTOR_GET);
 
-	if (st == NULL)
-		return -1;
 	sqlite3_bind_int64(st, 1, f->id);
 	sqlite3_bind_int64(st, 2, idx);
-	if ((rc = sqlite3_step(st)) != SQLITE_ROW) {
-		sqlite3_finalize(st);
+	if (sqlite3_step(st) != SQLITE_ROW) {
+		db_stmt_done(st);
 		return err_set(e, "farm %" PRIu32 " has no sector %" PRIu32, f->id, idx);
 	}
 	r->state = sector_state_parse((const char *)sqlite3_column_text(st, 0));
@@ -90,7 +86,7 @@ sector_get(struct plot *p, struct farm *f, uint32_t idx, struct sector_row *r,
 		memcpy(r->checksum, sqlite3_column_blob(st, 2), HASH_LEN);
 	r->expires_at = sqlite3_column_type(st, 3) == SQLITE_NULL ? -1 :
 	    sqlite3_column_int64(st, 3);
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	return r->state < 0 ? err_set(e, "sector %" PRIu32 "/%" PRIu32 ": bad state", f->id,
 	    idx) : 0;
 }
@@ -107,11 +103,7 @@ sector_move(struct plot *p, struct farm *f, uint32_t idx, int to, uint64_t histo
 
 	if (sector_get(p, f, idx, &old, e) < 0)
 		return -1;
-	st = db_prepare(p->d->db, "UPDATE sectors SET state = ?, history_size = ?, "
-	    "checksum = ?, expires_at = ?, plotted_at_ms = CASE ? WHEN 0 THEN plotted_at_ms "
-	    "ELSE ? END, updated_ms = ? WHERE farm = ? AND idx = ?", e);
-	if (st == NULL)
-		return -1;
+	st = db_stmt(p->d->db, DB_SECTOR_MOVE);
 	sqlite3_bind_text(st, 1, sector_names[to], -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 2, (int64_t)history_size);
 	if (checksum != NULL)
@@ -127,7 +119,7 @@ sector_move(struct plot *p, struct farm *f, uint32_t idx, int to, uint64_t histo
 	sqlite3_bind_int64(st, 8, f->id);
 	sqlite3_bind_int64(st, 9, idx);
 	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
+	db_stmt_done(st);
 	if (rc != SQLITE_DONE)
 		return err_set(e, "sector %" PRIu32 "/%" PRIu32 ": %s", f->id, idx,
 		    sqlite3_errmsg(db_handle(p->d->db)));
