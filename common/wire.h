@@ -32,7 +32,7 @@ enum wire_fault {
 	WIRE_FAULT_SLOW,      /* sleep WIRE_FAULT_SLOW_MS, then run the job as usual */
 	WIRE_FAULT_BADOFFSET, /* answer a buffer job with a range outside the buffer */
 	WIRE_FAULT_SCRIBBLE,  /* answer, then write garbage over the answer in the
-	                       * buffer for WIRE_FAULT_SLOW_MS or until the next frame */
+	                       * buffer for WIRE_FAULT_SLOW_MS */
 	WIRE_FAULT_COUNT
 };
 

@@ -2,8 +2,9 @@
  * pool.c: worker processes and the jobs they run.
  *
  * Invariants:
- * - a job is in exactly one place: its kind's queue, a worker (w->job),
- *   or waiting on its retry timer; its callback runs once, then it is freed;
+ * - a job is in exactly one place: its kind's queue, a worker (w->job,
+ *   or w->next: sent ahead, below), or waiting on its retry timer; its
+ *   callback runs once, then it is freed;
  * - a worker is freed only when reaped (waitpid), so a pid we signal is
  *   always our own child, never a recycled one;
  * - a failed attempt is settled in one place, pool_job_attempt_failed(),
@@ -12,7 +13,15 @@
  * - an encode worker has its shared buffer (wbuf.h) from its spawn to its
  *   reaping; a buffer job's input is copied into it at dispatch and its
  *   answer out of it (once, checked) before the callback, so the caller's
- *   buffer holds the input until an attempt succeeds.
+ *   buffer holds the input until an attempt succeeds;
+ * - a busy encode worker may hold one more buffer job, sent ahead (its
+ *   input in the next slot of the buffer, its frame behind the running
+ *   job's), so that it starts that job the moment it has answered,
+ *   without waiting for our answer to its answer: plotting keeps the
+ *   worker busy instead of idle for a round trip per job.  The job sent
+ *   ahead is not running: its deadline starts when it does, and when the
+ *   worker dies first it goes back to the head of the queue, the attempt
+ *   not counted.
  */
 #include "pool.h"
 
@@ -158,6 +167,21 @@ pool_job_attempt_failed(struct pool_job *job, const char *reason)
 		job->retry_ev = evtimer_new(p->d->base, pool_job_retry_cb, job);
 	tv = clock_tv(job->opts.retry_delay_ms);
 	evtimer_add(job->retry_ev, &tv);
+}
+
+/* A job sent ahead to a worker that ended before starting it. */
+static void
+pool_job_unsend(struct pool_job *job)
+{
+	job->worker = NULL;
+	job->attempts--;
+	if (job->cancelled) {
+		pool_job_free(job);
+	} else if (job->pk->pool->stopping) {
+		pool_job_finish(job, NULL, "farmd is shutting down");
+	} else {
+		TAILQ_INSERT_HEAD(&job->pk->queue, job, entry);
+	}
 }
 
 static struct pool_job *
@@ -450,8 +474,9 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 		    (unsigned long long)res->id, (unsigned long long)job->id);
 	/* The job frame is lent to the peer until written: an answer before
 	 * all of it left is a lie, and freeing the job now would send freed
-	 * memory. */
-	if (peer_queued(w->peer) != 0)
+	 * memory.  What may still wait is the frame of the job sent ahead,
+	 * which went out after it. */
+	if (peer_queued(w->peer) > (w->next != NULL ? w->next->len : 0))
 		return err_set(e, "answered job %llu before reading all of it",
 		    (unsigned long long)job->id);
 	if (job->lent && res->error[0] == '\0') {
@@ -466,7 +491,16 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 	}
 	evtimer_del(w->deadline);
 	w->job = NULL;
-	fsm_enter(&w->fsm, w, W_IDLE);
+	if (w->next != NULL) {
+		/* The job sent ahead runs now: its deadline from here. */
+		struct timeval tv = clock_tv(w->next->opts.timeout_ms);
+
+		w->job = w->next;
+		w->next = NULL;
+		evtimer_add(w->deadline, &tv);
+	} else {
+		fsm_enter(&w->fsm, w, W_IDLE);
+	}
 	w->pk->jobs_done++;
 	pool_job_finish(job, res, res->error[0] ? res->error : NULL);
 	pool_dispatch(w->pk);
@@ -561,7 +595,8 @@ worker_free(struct worker *w)
 	if (w->deadline != NULL)
 		event_free(w->deadline);
 	wbuf_free(&w->wb);
-	free(w->out);
+	free(w->out[0]);
+	free(w->out[1]);
 	free(w);
 }
 
@@ -869,6 +904,8 @@ pool_reap(struct pool *p)
 			    w->reason[0] ? "; killed for: " : "", w->reason);
 		}
 		TAILQ_REMOVE(&pk->workers, w, entry);
+		if (w->next != NULL)
+			pool_job_unsend(w->next);
 		if (w->job != NULL)
 			pool_job_attempt_failed(w->job, w->reason[0] ? w->reason : how);
 		worker_free(w);
@@ -882,60 +919,88 @@ pool_reap(struct pool *p)
 
 /* ---- dispatch ------------------------------------------------------ */
 
+/* Sends job to w: to run (w idle) or, ahead, to run after w's job. */
 static void
-pool_dispatch(struct pool_kind *pk)
+pool_send(struct worker *w, struct pool_job *job, int ahead)
 {
-	struct pool *p = pk->pool;
-	struct worker *w;
+	struct pool_kind *pk = w->pk;
+	struct timeval tv;
 
-	if (p->stopping)
-		return;
-	TAILQ_FOREACH(w, &pk->workers, entry) {
-		struct pool_job *job;
-		struct timeval tv;
-
-		if (!worker_is(w, W_IDLE))
-			continue;
-		if ((job = TAILQ_FIRST(&pk->queue)) == NULL)
-			return;
-		TAILQ_REMOVE(&pk->queue, job, entry);
-		job->attempts++;
-		job->worker = w;
+	TAILQ_REMOVE(&pk->queue, job, entry);
+	job->attempts++;
+	job->worker = w;
+	if (job->opts.timeout_ms == 0)
+		job->opts.timeout_ms = pk->pool->d->cfg.workers.job_timeout_ms;
+	if (ahead) {
+		w->next = job;
+	} else {
 		w->job = job;
 		fsm_enter(&w->fsm, w, W_BUSY);
 		w->reason[0] = '\0';
-		if (job->opts.timeout_ms == 0)
-			job->opts.timeout_ms = p->d->cfg.workers.job_timeout_ms;
+	}
 #ifdef FAULT_INJECTION
-		if (pk->fault != WIRE_FAULT_NONE) {
-			Farmd__WorkerMsg m = FARMD__WORKER_MSG__INIT;
-			Farmd__FaultArm fa = FARMD__FAULT_ARM__INIT;
+	if (pk->fault != WIRE_FAULT_NONE) {
+		Farmd__WorkerMsg m = FARMD__WORKER_MSG__INIT;
+		Farmd__FaultArm fa = FARMD__FAULT_ARM__INIT;
 
-			fa.fault = pk->fault;
-			m.m_case = FARMD__WORKER_MSG__M_FAULT;
-			m.fault = &fa;
-			log_warn("fault injection: arming '%s' in %s worker %d",
-			    wire_fault_name(pk->fault), wire_kind_name(pk->kind), (int)w->pid);
-			pk->fault = WIRE_FAULT_NONE;
-			peer_send(w->peer, &m.base);
-		}
+		fa.fault = pk->fault;
+		m.m_case = FARMD__WORKER_MSG__M_FAULT;
+		m.fault = &fa;
+		log_warn("fault injection: arming '%s' in %s worker %d",
+		    wire_fault_name(pk->fault), wire_kind_name(pk->kind), (int)w->pid);
+		pk->fault = WIRE_FAULT_NONE;
+		peer_send(w->peer, &m.base);
+	}
 #endif
-		if (job->lent) {
-			/* The frame is lent to the peer until answered, and a
-			 * worker has one job at a time: w->out is free again. */
-			size_t len;
-
-			wbuf_put(&w->wb, &job->lend);
-			if (wbuf_job_frame(&job->lend, job->id, &w->out, &w->out_cap, &len) < 0) {
-				worker_end(w, "out of memory packing a job");
-				continue;
-			}
-			peer_send_borrowed(w->peer, w->out, len);
-		} else {
-			peer_send_borrowed(w->peer, job->frame, job->len);
+	if (job->lent) {
+		/* The frame is lent to the peer until answered; a worker holds
+		 * at most two jobs, so the other one's out[] is free. */
+		job->out = ahead ? !w->job->out : 0;
+		wbuf_put(&w->wb, &job->lend);
+		if (wbuf_job_frame(&job->lend, job->id, &w->out[job->out], &w->out_cap[job->out],
+		    &job->len) < 0) {
+			worker_end(w, "out of memory packing a job");
+			return;
 		}
+		peer_send_borrowed(w->peer, w->out[job->out], job->len);
+	} else {
+		peer_send_borrowed(w->peer, job->frame, job->len);
+	}
+	if (!ahead) {
 		tv = clock_tv(job->opts.timeout_ms);
 		evtimer_add(w->deadline, &tv);
+	}
+}
+
+/* Whether job may be sent ahead to w: both take a slot of its buffer. */
+static int
+pool_may_send_ahead(const struct worker *w, const struct pool_job *job)
+{
+	return worker_is(w, W_BUSY) && w->next == NULL && w->job->lent && job->lent &&
+	    wbuf_fits_slot(&w->wb, w->job->lend.len) && wbuf_fits_slot(&w->wb, job->lend.len);
+}
+
+static void
+pool_dispatch(struct pool_kind *pk)
+{
+	struct worker *w;
+	struct pool_job *job;
+
+	if (pk->pool->stopping)
+		return;
+	/* Idle workers first, then one job ahead to each busy one, in queue
+	 * order: the head of the queue never waits behind a later job. */
+	TAILQ_FOREACH(w, &pk->workers, entry) {
+		if ((job = TAILQ_FIRST(&pk->queue)) == NULL)
+			return;
+		if (worker_is(w, W_IDLE))
+			pool_send(w, job, 0);
+	}
+	TAILQ_FOREACH(w, &pk->workers, entry) {
+		if ((job = TAILQ_FIRST(&pk->queue)) == NULL)
+			return;
+		if (pool_may_send_ahead(w, job))
+			pool_send(w, job, 1);
 	}
 }
 

@@ -29,16 +29,17 @@ struct worker {
 	pid_t pid;
 	struct fsm fsm;                 /* enum worker_state */
 	struct peer *peer;
-	struct pool_job *job;
-	struct event *deadline;
+	struct pool_job *job;           /* the job it runs */
+	struct pool_job *next;          /* a buffer job sent ahead, or NULL */
+	struct event *deadline;         /* job's */
 	int log_fd;                     /* read end of its stderr pipe */
 	struct event *log_ev;
 	char reason[200];               /* why we ended it, if we did */
 	int layers[WIRE_SANDBOX_LAYERS]; /* -1 unknown, 0/1 from hello */
 	char kernel[16];                /* encode: scrypt kernel from hello */
 	struct wbuf wb;                 /* encode: the shared buffer */
-	uint8_t *out;                   /* a buffer job's frame, reused */
-	size_t out_cap;
+	uint8_t *out[2];                /* buffer jobs' frames (job's, next's), reused */
+	size_t out_cap[2];
 };
 
 struct pool_job {
@@ -50,6 +51,7 @@ struct pool_job {
 	size_t len;
 	int lent;                       /* a buffer job: lend says what */
 	struct wbuf_job lend;
+	int out;                        /* lent: which of its worker's out[] holds its frame */
 	struct pool_job_opts opts;
 	int attempts;
 	int cancelled;

@@ -46,6 +46,7 @@ wbuf_create(struct wbuf *b, size_t size, int *fd, struct err *e)
 		return -1;
 	}
 	b->size = size;
+	b->slot = size / WBUF_SLOTS / 4096 * 4096;
 	*fd = mfd;
 	return 0;
 }
@@ -59,13 +60,19 @@ wbuf_free(struct wbuf *b)
 	b->size = 0;
 }
 
+int
+wbuf_fits_slot(const struct wbuf *b, size_t len)
+{
+	return len <= b->slot;
+}
+
 void
 wbuf_put(struct wbuf *b, struct wbuf_job *j)
 {
-	/* Halves by turns when the job fits in one (wbuf.h: a worker still
-	 * writing over its last answer then misses the next input). */
-	if (j->len <= b->size / 2)
-		j->off = (b->placed++ & 1) ? b->size / 2 : 0;
+	/* Slots by turns (wbuf.h: a worker still writing over its last
+	 * answer then misses the two inputs it may hold). */
+	if (wbuf_fits_slot(b, j->len))
+		j->off = (b->placed++ % WBUF_SLOTS) * b->slot;
 	else
 		j->off = 0;
 	memcpy(b->map + j->off, j->buf, j->len);

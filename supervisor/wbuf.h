@@ -26,9 +26,10 @@
  *    start, since the copy overwrote the input).  The checksum is not
  *    cryptographic: a worker that forges one is a worker that lies about
  *    its answer, which no check here can see (below);
- *  - consecutive jobs of one worker alternate between the two halves of
- *    its buffer when a job fits in one, so a worker still writing over
- *    its last answer does not touch the next job's input.
+ *  - jobs that fit in a third of the buffer take its three slots in
+ *    turn: a worker has at most two jobs (the one it runs and one sent
+ *    ahead, pool.c), so a worker still writing over its last answer does
+ *    not touch the input of either.
  * A worker that answers with wrong bytes and never touches them again is
  * as undetectable here as it was when pieces travelled in frames; the
  * sector checksum then still describes exactly the bytes on disk.
@@ -46,10 +47,13 @@
 #include "hash.h"
 #include "worker.pb-c.h"
 
+#define WBUF_SLOTS 3
+
 struct wbuf {
 	uint8_t *map;                   /* NULL: none */
 	size_t size;
-	uint64_t placed;                /* jobs placed: the half the next one takes */
+	size_t slot;                    /* bytes per slot: a third, whole pages */
+	uint64_t placed;                /* jobs placed in slots: the next one's */
 };
 
 /* What a buffer job is: an encode job over n pieces of piece_len bytes,
@@ -73,8 +77,11 @@ struct wbuf_job {
 int wbuf_create(struct wbuf *b, size_t size, int *fd, struct err *e);
 void wbuf_free(struct wbuf *b);
 
-/* Places job j in b (sets j->off) and copies its input there. */
+/* Places job j in b (sets j->off) and copies its input there: in the
+ * next slot when it fits in one, else at 0 (then it must run alone). */
 void wbuf_put(struct wbuf *b, struct wbuf_job *j);
+/* Whether a job of len bytes takes a slot (and may run beside another). */
+int wbuf_fits_slot(const struct wbuf *b, size_t len);
 /* Packs the job frame for j with job id into *out (kept, grown as
  * needed).  Returns -1 when out of memory. */
 int wbuf_job_frame(const struct wbuf_job *j, uint64_t id, uint8_t **out, size_t *cap,

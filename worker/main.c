@@ -156,8 +156,10 @@ worker_badoffset(struct worker *w, Farmd__JobResult *res)
 }
 
 /* scribble: after the answer is sent, garbage over the answer's bytes in
- * the buffer, pass after pass (a new value each), until the next frame
- * is there to read or WIRE_FAULT_SLOW_MS have passed. */
+ * the buffer, pass after pass (a new value each), for WIRE_FAULT_SLOW_MS.
+ * Not until the next frame: the supervisor may have sent the next job
+ * ahead (pool.c), so a frame waiting says nothing about whether it has
+ * taken its copy of this answer yet. */
 static void
 worker_scribble(struct worker *w, Farmd__JobResult *res)
 {
@@ -173,20 +175,9 @@ worker_scribble(struct worker *w, Farmd__JobResult *res)
 	 * supervisor is reading the answer now. */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;; passes++) {
-		struct msghdr mh = { 0 };
-		struct iovec iov;
-		char c;
-
 		for (uint64_t i = 0; i < *len; i += 4096)
 			memset(w->buf + *off + i, v, *len - i < 4096 ? *len - i : 4096);
 		v += 0x22;
-		iov.iov_base = &c;
-		iov.iov_len = 1;
-		mh.msg_iov = &iov;
-		mh.msg_iovlen = 1;
-		if (recvmsg(WIRE_WORKER_FD, &mh, MSG_PEEK | MSG_DONTWAIT) != -1 ||
-		    (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
-			break;
 		clock_gettime(CLOCK_MONOTONIC, &t);
 		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >=
 		    WIRE_FAULT_SLOW_MS)

@@ -56,28 +56,37 @@ job(struct wbuf_job *j, uint8_t *buf, size_t len, int echo)
 	j->count = 1;
 }
 
-START_TEST(test_put_alternates_halves)
+START_TEST(test_put_takes_slots_by_turns)
 {
 	struct wbuf b;
 	struct wbuf_job j;
 	struct err e;
 	uint8_t *in = malloc(SIZE);
+	size_t slot = SIZE / 3 / 4096 * 4096;
 	int fd;
 
 	ck_assert_int_eq(wbuf_create(&b, SIZE, &fd, &e), 0);
 	close(fd);
 	memset(in, 0x42, SIZE);
 	job(&j, in, 4096, 0);
+	ck_assert(wbuf_fits_slot(&b, 4096));
 	wbuf_put(&b, &j);
 	ck_assert_uint_eq(j.off, 0);
 	ck_assert_int_eq(b.map[0], 0x42);
 	wbuf_put(&b, &j);
-	ck_assert_uint_eq(j.off, SIZE / 2);
-	ck_assert_int_eq(b.map[SIZE / 2 + 4095], 0x42);
+	ck_assert_uint_eq(j.off, slot);
+	ck_assert_int_eq(b.map[slot + 4095], 0x42);
+	wbuf_put(&b, &j);
+	ck_assert_uint_eq(j.off, 2 * slot);
 	wbuf_put(&b, &j);
 	ck_assert_uint_eq(j.off, 0);
-	/* More than half: always from 0. */
-	job(&j, in, SIZE / 2 + 1, 0);
+	/* A whole slot still fits; one byte more runs alone, from 0. */
+	job(&j, in, slot, 0);
+	ck_assert(wbuf_fits_slot(&b, slot));
+	wbuf_put(&b, &j);
+	ck_assert_uint_eq(j.off, slot);
+	job(&j, in, slot + 1, 0);
+	ck_assert(!wbuf_fits_slot(&b, slot + 1));
 	wbuf_put(&b, &j);
 	ck_assert_uint_eq(j.off, 0);
 	wbuf_put(&b, &j);
@@ -333,7 +342,7 @@ main(void)
 
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_sealed_and_mapped);
-	tcase_add_test(tc, test_put_alternates_halves);
+	tcase_add_test(tc, test_put_takes_slots_by_turns);
 	tcase_add_test(tc, test_answer_checked_before_read);
 	tcase_add_test(tc, test_scribble_while_answering_is_caught);
 	tcase_add_test(tc, test_job_frame);
