@@ -17,11 +17,12 @@
  * units full instead (about 3.8x OpenSSL's rate on a Zen 5 core:
  * scripts/bench kernel, sha256_lanes_vs_openssl).  A block is loaded as
  * 16 rows (one per message) and transposed so that vector i holds word i
- * of every message.
+ * of every message (transpose_avx512.h).
  */
 #include <immintrin.h>
 
 #include "hash_int.h"
+#include "transpose_avx512.h"
 
 __attribute__((target("avx512f"))) void
 hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t nblocks)
@@ -66,44 +67,6 @@ static const uint32_t sha256_k[64] = {
 #define XOR3(a, b, c) _mm512_ternarylogic_epi32((a), (b), (c), 0x96)
 #define ROR(x, n) _mm512_ror_epi32((x), (n))
 
-/* Rows r[l] (message l's 16 words) into columns w[i] (word i of every
- * message): 32-bit and 64-bit interleaves transpose each 4x4 square of
- * words within a 128-bit quarter, then two rounds of quarter shuffles
- * transpose the 4x4 squares themselves. */
-static inline TARGET void
-sha256_transpose(__m512i w[16], const __m512i r[16])
-{
-	__m512i t[16], u[16];
-
-	/* Unrolled whole, so that every array here lives in registers. */
-	_Pragma("GCC unroll 16")
-	for (int i = 0; i < 16; i += 2) {
-		t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
-		t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
-	}
-	/* u[4q + m]: in quarter k, word 4k + m of messages 4q .. 4q + 3. */
-	_Pragma("GCC unroll 16")
-	for (int q = 0; q < 16; q += 4) {
-		u[q] = _mm512_unpacklo_epi64(t[q], t[q + 2]);
-		u[q + 1] = _mm512_unpackhi_epi64(t[q], t[q + 2]);
-		u[q + 2] = _mm512_unpacklo_epi64(t[q + 1], t[q + 3]);
-		u[q + 3] = _mm512_unpackhi_epi64(t[q + 1], t[q + 3]);
-	}
-	/* w[4k + m]: quarter q is quarter k of u[4q + m]. */
-	_Pragma("GCC unroll 16")
-	for (int m = 0; m < 4; m++) {
-		__m512i v0 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0x44);
-		__m512i v1 = _mm512_shuffle_i32x4(u[m], u[4 + m], 0xee);
-		__m512i v2 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0x44);
-		__m512i v3 = _mm512_shuffle_i32x4(u[8 + m], u[12 + m], 0xee);
-
-		w[m] = _mm512_shuffle_i32x4(v0, v2, 0x88);
-		w[4 + m] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
-		w[8 + m] = _mm512_shuffle_i32x4(v1, v3, 0x88);
-		w[12 + m] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
-	}
-}
-
 TARGET void
 hash_sha256_blocks_avx512(uint32_t state[8][SHA256_LANES],
     const uint8_t *const p[SHA256_LANES], size_t nblocks)
@@ -116,14 +79,16 @@ hash_sha256_blocks_avx512(uint32_t state[8][SHA256_LANES],
 	for (int k = 0; k < 8; k++)
 		s[k] = _mm512_loadu_si512(state[k]);
 	for (size_t b = 0; b < nblocks; b++) {
-		__m512i r[16], w[16];
+		__m512i w[16];
 		__m512i a = s[0], bb = s[1], c = s[2], d = s[3];
 		__m512i e = s[4], f = s[5], g = s[6], h = s[7];
 
+		/* Row l is message l's block; transposed, w[i] is word i of
+		 * every message. */
 		_Pragma("GCC unroll 16")
 		for (int l = 0; l < 16; l++)
-			r[l] = _mm512_shuffle_epi8(_mm512_loadu_si512(p[l] + 64 * b), bswap);
-		sha256_transpose(w, r);
+			w[l] = _mm512_shuffle_epi8(_mm512_loadu_si512(p[l] + 64 * b), bswap);
+		transpose16(w);
 		_Pragma("GCC unroll 64")
 		for (int i = 0; i < 64; i++) {
 			__m512i wi, s0, s1, t1;

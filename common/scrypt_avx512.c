@@ -28,6 +28,8 @@
 
 #include <immintrin.h>
 
+#include "transpose_avx512.h"
+
 #define TARGET __attribute__((target("avx512f,avx512bw,avx512vl")))
 #define LANES 16
 
@@ -38,37 +40,6 @@ typedef __m512i vec;
 #define ROL(v, c) _mm512_rol_epi32(v, c)
 #define INTEGERIFY(j, v, mask) _mm512_store_si512((void *)(j), \
 	_mm512_and_si512((v), _mm512_set1_epi32((int)(mask))))
-
-/* In-place transpose of a 16x16 matrix of 32-bit words, m[i] = row i. */
-TARGET static inline void
-transpose16(vec *m)
-{
-	vec t[16], u[16];
-
-	for (int i = 0; i < 16; i += 2) {
-		t[i] = _mm512_unpacklo_epi32(m[i], m[i + 1]);
-		t[i + 1] = _mm512_unpackhi_epi32(m[i], m[i + 1]);
-	}
-	/* u[4g+k], 128-bit lane q: column 4q+k of rows 4g..4g+3. */
-	for (int g = 0; g < 16; g += 4) {
-		u[g] = _mm512_unpacklo_epi64(t[g], t[g + 2]);
-		u[g + 1] = _mm512_unpackhi_epi64(t[g], t[g + 2]);
-		u[g + 2] = _mm512_unpacklo_epi64(t[g + 1], t[g + 3]);
-		u[g + 3] = _mm512_unpackhi_epi64(t[g + 1], t[g + 3]);
-	}
-	/* A 4x4 transpose of 128-bit blocks for each k. */
-	for (int k = 0; k < 4; k++) {
-		vec s0 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0x44);
-		vec s1 = _mm512_shuffle_i32x4(u[k], u[4 + k], 0xee);
-		vec s2 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0x44);
-		vec s3 = _mm512_shuffle_i32x4(u[8 + k], u[12 + k], 0xee);
-
-		m[k] = _mm512_shuffle_i32x4(s0, s2, 0x88);
-		m[4 + k] = _mm512_shuffle_i32x4(s0, s2, 0xdd);
-		m[8 + k] = _mm512_shuffle_i32x4(s1, s3, 0x88);
-		m[12 + k] = _mm512_shuffle_i32x4(s1, s3, 0xdd);
-	}
-}
 
 /* m = the chunk at row[l] + off of every lane, interleaved. */
 TARGET static inline void

@@ -452,7 +452,10 @@ def test_gc_after_rm(tmp):
     s = os.urandom(100)
     hs = put(f, tmp, s, name="s")
     assert f.ctl_json("block", "rm", hs)["refcount"] == 0
-    time.sleep(3 * delay)
+    # The GC queue runs in due order and hs was queued last: once hs is
+    # collected, the items of hb and hc have been looked at too.
+    wait_for(lambda: stat(f, hs) is None, 5 + 3 * delay, interval=0.05,
+             what="unreferenced inline block collected")
     for h, data in ((hb, b), (hc, c)):
         assert os.path.exists(block_path(f, h)), f"block {h} collected while referenced"
         st = stat(f, h)
