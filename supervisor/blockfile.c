@@ -261,18 +261,6 @@ blockfile_place(struct blockfile_write *w, const char *final, const char *root)
 
 /* ---- read ---------------------------------------------------------- */
 
-void
-blockfile_check(struct blockfile_read *r, const uint8_t *data, size_t len)
-{
-	uint8_t h[HASH_LEN];
-
-	hash_sha256(data, len, h);
-	if (len != r->size || memcmp(h, r->hash, HASH_LEN) != 0) {
-		r->st = BLOCK_CORRUPT;
-		snprintf(r->err, sizeof(r->err), "its bytes do not hash to its name");
-	}
-}
-
 /* The bytes of a file read into raw (r->dst itself when the file is
  * stored as is), decompressed if need be, into r->data, r->have of them
  * (checked later: blockfile_read_many). */
@@ -358,9 +346,7 @@ blockfile_load(struct blockfile_read *r)
 	blockfile_decode(r, raw, (size_t)st.st_size);
 }
 
-/* Every loaded block of r[0 .. n) checked against its name, those of one
- * size together (hash_sha256_many: a part's pieces are one size). */
-static void
+void
 blockfile_check_many(struct blockfile_read *const *r, size_t n)
 {
 	int todo[BLOCKFILE_MANY_MAX];

@@ -78,8 +78,10 @@ void blockfile_read(struct blockfile_read *r);
  * hash_sha256_many). */
 #define BLOCKFILE_MANY_MAX 16
 void blockfile_read_many(struct blockfile_read *const *r, size_t n);
-/* Checks len bytes against r->hash and r->size (BLOCK_CORRUPT if not). */
-void blockfile_check(struct blockfile_read *r, const uint8_t *data, size_t len);
+/* Checks the r[i]->have bytes at r[i]->data of every r[i] still BLOCK_OK
+ * against its hash and size (BLOCK_CORRUPT if not), those of one size
+ * together (hash_sha256_many: a part's pieces are one size). */
+void blockfile_check_many(struct blockfile_read *const *r, size_t n);
 
 /* The directory part of path. */
 void blockfile_dirname(const char *path, char *out, size_t len);

@@ -508,6 +508,7 @@ bs_lookup(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report, uint8
 		/* Inline: small enough to verify right here. */
 		const uint8_t *p = sqlite3_column_blob(st, 2);
 		size_t n = (size_t)sqlite3_column_bytes(st, 2);
+		struct blockfile_read *fp = &op->f;
 
 		op->f.data = dst != NULL && n <= cap ? dst : malloc(n + 1);
 		if (op->f.data != NULL && n > 0)
@@ -519,7 +520,8 @@ bs_lookup(struct blockstore *bs, const uint8_t hash[HASH_LEN], int report, uint8
 			return NULL;
 		}
 		op->inline_ = 1;
-		blockfile_check(&op->f, op->f.data, n);
+		op->f.have = n;
+		blockfile_check_many(&fp, 1);
 		op->f.read = n;
 		bs_get_done(op);
 		return NULL;
