@@ -173,6 +173,9 @@ pool_job_attempt_failed(struct pool_job *job, const char *reason)
 static void
 pool_job_unsend(struct pool_job *job)
 {
+	log_info("%s job %llu was sent ahead to worker %d, which ended before starting it; "
+	    "queued again", wire_kind_name(job->pk->kind), (unsigned long long)job->id,
+	    (int)job->worker->pid);
 	job->worker = NULL;
 	job->attempts--;
 	if (job->cancelled) {

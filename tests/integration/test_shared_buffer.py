@@ -44,9 +44,12 @@ def check_sectors(hist, farm, d, secs, n):
 def test_bad_offset_worker_replaced(tmp):
     """An encode worker answers with bytes outside its buffer: a protocol
     error (logged, counted), the worker is killed and replaced, the job is
-    retried and every sector equals the independent encoding."""
+    retried and every sector equals the independent encoding.  The job
+    farmd had sent ahead to that worker goes back to the queue (the
+    portable kernel: its first job takes long enough that the second part
+    of the sector is read and sent ahead before the bad answer)."""
     hist = History(tmp, 16, seed="shm-badoffset")
-    f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
+    f = farmd(tmp, config=cfg(encode=1, max_sectors=1), env={"FARMD_KERNEL": "portable"})
     hist.ingest_to(f, 1)
     before = encode_pids(f)
     perr0 = metric(f, "farmd_protocol_errors_worker_total")
@@ -62,6 +65,8 @@ def test_bad_offset_worker_replaced(tmp):
                      r"\[\d+, \+\d+\) outside its \d+-byte buffer; killing it", log), log[-3000:]
     assert metric(f, "farmd_protocol_errors_worker_total") == perr0 + 1
     assert metric(f, 'farmd_jobs_retried_total{kind="encode"}') >= 1
+    assert re.search(r"encode job \d+ was sent ahead to worker \d+, which ended before "
+                     r"starting it; queued again", log), log[-3000:]
     after = wait_for(lambda: (lambda p: p if len(p) == 1 and p != before else None)(
         encode_pids(f)), 10, what="the encode worker replaced")
     assert after != before, (before, after)
