@@ -15,9 +15,8 @@ void hash_sha256(const void *data, size_t len, uint8_t out[HASH_LEN]);
 
 /* out[i] = SHA-256 of the len bytes at p[i], for n messages of one
  * length: 16 at a time in the lanes of one vector where the CPU has
- * AVX-512 (hash_avx512.c), which is several times OpenSSL's rate for the
- * same work; a block store batch (a part's pieces) and a sector's piece
- * indexes are such work. */
+ * AVX-512 (hash_avx512.c), about twice OpenSSL's rate for the same work
+ * (a block store batch: a part's pieces). */
 void hash_sha256_many(const uint8_t *const *p, size_t n, size_t len,
     uint8_t (*out)[HASH_LEN]);
 

@@ -14,8 +14,8 @@
  * messages, so one instruction does it for 16.  OpenSSL hashes one
  * message at a time with the SHA extensions, whose rounds form one chain
  * of dependent instructions; 16 independent messages keep the vector
- * units full instead (about 3.8x OpenSSL's rate on a Zen 5 core:
- * scripts/bench kernel, sha256_lanes_vs_openssl).  A block is loaded as
+ * units full instead (2.0-2.3x OpenSSL's rate for 16 pieces of 64 KiB
+ * on a Zen 5 core: scripts/bench kernel, sha256_lanes_vs_openssl).  A block is loaded as
  * 16 rows (one per message) and transposed so that vector i holds word i
  * of every message (transpose_avx512.h).
  */

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hash.h"
+
 #define FAST64_LANES 8
 #define FAST64_STRIPE 64                /* bytes: one word per lane */
 #define FAST64_BLOCK_STRIPES 16
@@ -21,7 +23,7 @@ extern const uint64_t fast64_key[FAST64_LANES];
  * give the same acc for the same bytes. */
 void hash_fast64_blocks_portable(uint64_t acc[FAST64_LANES], const uint8_t *p,
     size_t nblocks);
-/* Only where __builtin_cpu_supports("avx512f"). */
+/* Only where hash_simd() is true. */
 void hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p,
     size_t nblocks);
 
@@ -37,7 +39,7 @@ void hash_sha256_blocks_avx512(uint32_t state[8][SHA256_LANES],
 
 /* hash_sha256_many with the lanes (simd) or with OpenSSL one at a time. */
 void hash_sha256_many_with(const uint8_t *const *p, size_t n, size_t len,
-    uint8_t (*out)[32], int simd);
+    uint8_t (*out)[HASH_LEN], int simd);
 /* Whether this CPU runs the AVX-512 blocks (F and BW). */
 int hash_simd(void);
 

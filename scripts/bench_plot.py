@@ -28,8 +28,9 @@ encode` (with the FARMD_KERNEL that farmd gets, so the same kernel as its
 workers) before every round, the limit being the best of those
 measurements.  On a shared machine a single measurement of the kernel can
 land in someone else's burst and make the plotting ratio look better than
-it is (one run read a portable ratio of 1.29); the best of seven is close
-to the kernel's rate on a quiet core, which is the limit the issue means.
+it is (one run read a portable ratio of 1.29); the best of the run's
+eleven is close to the kernel's rate on a quiet core, which is the limit
+the issue means.
 Each measurement lasts KERNEL_SECONDS, about as long as a plotting round,
 so that the two bests are taken over windows of one length: on a host
 whose speed moves from second to second (one run here: 453, 584 and 495
@@ -41,8 +42,10 @@ the kernel at 411-416 pieces/s in two measurements, 532-546 in the other
 five; the plotting rounds between them moved the same way), so each round
 is also given a paired ratio: its rate against the kernel measured just
 before and just after it, the higher of the two.  Both ratios are
-printed beside the limit; the paired one compares the round with the
-kernel on the same host in the same state.
+printed beside the limit.  The paired one compares the round with the
+kernel in the same state only when that state outlasts the round: one
+run read a paired ratio of 1.05, its two measurements in a slow stretch
+and the round not, so the best of the run is the stricter figure.
 """
 import json
 import os
@@ -261,7 +264,6 @@ def plot(build, workers, measure_status, tmp, sock, proc):
 def report(workers, k, r):
     kernel, kname = k.rate, k.name
     dt = r["dt"]
-    paired = max(r["kernel_before"], r["kernel_after"])
     pieces_s = SECTORS * PIECES / dt
     limit = LIMIT_RATIO.get(workers, LIMIT_RATIO_MANY)
     reported = ",".join(sorted(r["kernels"])) or "unknown"
@@ -275,8 +277,9 @@ def report(workers, k, r):
              limit, "" if workers == 1 else ", 2 workers on 2 cores", mismatch))
     print("  paired: %d × %.0f pieces/s, the kernel just before (%.0f) or after (%.0f) this round, "
           "whichever is higher → ratio %.2f (issue 12 limit >= %.2f); the best paired ratio of "
-          "the %d rounds: %.2f" % (workers, paired, r["kernel_before"], r["kernel_after"],
-                                  pieces_s / (workers * paired), limit, ROUNDS, r["best_paired"]))
+          "the %d rounds: %.2f" % (workers, max(r["kernel_before"], r["kernel_after"]),
+                                  r["kernel_before"], r["kernel_after"], r["paired"], limit,
+                                  ROUNDS, r["best_paired"]))
     print("  bare kernel's rate (64 KiB demo pieces per second on one core): %s" % k.describe())
     print("  supervisor CPU: %.2f s in %.2f s = %.1f%% of one core per busy worker (%.0f%% of "
           "one core in all; issue 12 limit <= %.0f%%)"
