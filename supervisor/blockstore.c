@@ -881,8 +881,14 @@ blockstore_collect(struct blockstore *bs, const uint8_t hash[HASH_LEN], uint64_t
 	snprintf(cond, sizeof(cond), "AND refcount = 0 AND zero_since_ms <= %" PRIu64,
 	    now_ms - (now_ms > bs->d->cfg.blocks.gc_delay_ms ? bs->d->cfg.blocks.gc_delay_ms : now_ms));
 	rc = bs_delete(bs, hash, cond, cb, arg, &refs, &e);
-	if (rc <= 0)
+	if (rc <= 0) {
 		cb(arg, rc, rc < 0 ? e.msg : NULL);
+		return;
+	}
+	/* Gone on purpose, row first: its error goes with the row, before
+	 * the file's unlink (off the loop) completes, so that no answer
+	 * ever lists an error for a block stat no longer knows. */
+	resyncq_collected(bs->q, hash);
 }
 
 int

@@ -101,7 +101,8 @@ int blockstore_purge(struct blockstore *bs, const uint8_t hash[HASH_LEN],
 
 /* For resync: deletes an unreferenced block whose delay has passed; cb
  * gets 1 if it was deleted, 0 if it is referenced again, young, gone or
- * being deleted already, -1 and error on failure. */
+ * being deleted already, -1 and error on failure.  A deleted block's
+ * error entry goes with its row, before cb. */
 typedef void (*block_done_cb)(void *arg, int result, const char *error);
 void blockstore_collect(struct blockstore *bs, const uint8_t hash[HASH_LEN],
     uint64_t now_ms, block_done_cb cb, void *arg);

@@ -131,8 +131,7 @@ rs_collect_done(void *arg, int result, const char *error)
 	if (result > 0) {
 		char hex[HASH_HEX_LEN + 1];
 
-		/* Gone on purpose: nothing left to repair. */
-		resyncq_collected(it->r->q, it->hash);
+		/* Gone on purpose (its error went with its row). */
 		block_hex(it->hash, hex);
 		log_info("block %s collected (unreferenced for %llu ms)", hex,
 		    (unsigned long long)it->r->d->cfg.blocks.gc_delay_ms);
