@@ -23,6 +23,7 @@
 #include "plotter.h"
 #include "pool.h"
 #include "reply.h"
+#include "scrub.h"
 
 /* debug encode: the piece file is read on the I/O pool (a slow or remote
  * file must not hold the loop), then sent to an encode worker. */
@@ -323,6 +324,12 @@ fault_cluster(struct farmd *d, const char *fault)
 }
 
 static int
+fault_scrub(struct farmd *d, const char *fault)
+{
+	return scrub_arm_fault(d->scrub, fault);
+}
+
+static int
 fault_plotter(struct farmd *d, const char *fault)
 {
 	return plotter_arm_fault(d->plotter, fault);
@@ -338,6 +345,7 @@ static const struct {
 	{ "block", fault_block },
 	{ "cluster", fault_cluster },
 	{ "plotter", fault_plotter },
+	{ "scrub", fault_scrub },
 };
 #endif
 
@@ -361,7 +369,7 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	    fault == WIRE_FAULT_NONE) {
 		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
 		    "hang|crash|syscall|oversize|garbage|slow|badoffset|scribble; or plot write; or block "
-		    "commit|slow-delete; or cluster lie; or plotter wrong-piece");
+		    "commit|slow-delete; or cluster lie; or plotter wrong-piece; or scrub slow");
 		return;
 	}
 	if (pool_arm_fault(req->d->pool, kind, fault, &e) < 0) {

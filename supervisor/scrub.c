@@ -76,6 +76,9 @@ struct scrub {
 	uint64_t gen;                   /* bumped by start and cancel */
 	int inflight;                   /* verifies not yet answered */
 	struct event *timer;            /* SLEEP wake-up and schedule checks */
+#ifdef FAULT_INJECTION
+	unsigned slow_ms;               /* debug fault scrub slow: the least sleep */
+#endif
 };
 
 /* A verify in flight, tied to the run that asked for it. */
@@ -340,11 +343,31 @@ static int
 scrub_sleep(void *obj)
 {
 	struct scrub *s = obj;
+	uint64_t ms = (uint64_t)((double)s->took_us * s->d->cfg.blocks.scrub_tranquility /
+	    1000.0);
 
-	scrub_arm(s, (uint64_t)((double)s->took_us * s->d->cfg.blocks.scrub_tranquility /
-	    1000.0));
+#ifdef FAULT_INJECTION
+	if (ms < s->slow_ms)
+		ms = s->slow_ms;
+#endif
+	scrub_arm(s, ms);
 	return FSM_ASYNC;
 }
+
+#ifdef FAULT_INJECTION
+/* "slow": at least SCRUB_SLOW_MS between items, so a run over a small
+ * store lasts long enough on any machine for a test to interrupt it. */
+#define SCRUB_SLOW_MS 5
+
+int
+scrub_arm_fault(struct scrub *s, const char *fault)
+{
+	if (strcmp(fault, "slow") != 0)
+		return -1;
+	s->slow_ms = SCRUB_SLOW_MS;
+	return 0;
+}
+#endif
 
 /* PAUSED and ERROR: saved as paused; resume or cancel goes on. */
 static int

@@ -80,6 +80,9 @@ struct scrub_stats {
 void scrub_stats(const struct scrub *s, struct scrub_stats *out);
 json_t *scrub_json(struct scrub *s);
 
+/* debug fault scrub slow (FAULT_INJECTION builds): -1 for another fault. */
+int scrub_arm_fault(struct scrub *s, const char *fault);
+
 /* Stops scheduling; true when no item is being verified. */
 int scrub_quiesce(struct scrub *s);
 

@@ -122,7 +122,7 @@ gen_write(const char *path, const uint8_t *buf, size_t len)
 static int
 gen_options(int argc, char **argv, struct gen_opts *o)
 {
-	for (int i = 0; i < argc; i++) {
+	for (int i = 0; i < argc; i += 2) {            /* OPTION VALUE pairs */
 		const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
 
 		if (v == NULL)
@@ -161,7 +161,6 @@ gen_options(int argc, char **argv, struct gen_opts *o)
 			fprintf(stderr, "farmctl: chain generate: bad option or value '%s %s'\n", a, v);
 			return gen_usage();
 		}
-		i++;
 	}
 	if (o->blocks == 0 || o->out == NULL || o->body_size > CHAIN_MAX_BODY)
 		return gen_usage();

@@ -84,6 +84,8 @@ static const struct parse_cmd cmds[] = {
 	    "the next remote sector served has every piece wrong (idem)" },
 	{ "debug fault cluster lie", REQ, NONE,
 	    "answer peers' block requests with flipped bytes (idem)" },
+	{ "debug fault scrub slow", REQ, NONE,
+	    "the scrub sleeps at least 5 ms per item until restart (idem)" },
 };
 
 #define NCMDS (sizeof(cmds) / sizeof(cmds[0]))
