@@ -130,20 +130,14 @@ hash_fast64_blocks_portable(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t
 	}
 }
 
-uint64_t
-hash_fast64_with(const uint8_t *p, size_t n, int simd)
+/* The stripes after the whole blocks (done bytes of p are in acc), the
+ * zero-padded tail and the fold. */
+static uint64_t
+fast64_finish(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t done, size_t n)
 {
-	const size_t block = FAST64_BLOCK_STRIPES * FAST64_STRIPE;
-	uint64_t acc[FAST64_LANES], r = (uint64_t)n * FAST64_K;
-	size_t done = n / block * block;
+	uint64_t r = (uint64_t)n * FAST64_K;
 	unsigned s = 0;
 
-	for (int l = 0; l < FAST64_LANES; l++)
-		acc[l] = fast64_key[l];
-	if (simd)
-		hash_fast64_blocks_avx512(acc, p, n / block);
-	else
-		hash_fast64_blocks_portable(acc, p, n / block);
 	for (; done + FAST64_STRIPE <= n; done += FAST64_STRIPE)
 		fast64_stripe(acc, p + done, s++);
 	if (done < n) {
@@ -161,6 +155,53 @@ hash_fast64_with(const uint8_t *p, size_t n, int simd)
 	r ^= r >> 33;
 	r *= 0xc4ceb9fe1a85ec53ULL;
 	return r ^ r >> 29;
+}
+
+uint64_t
+hash_fast64_with(const uint8_t *p, size_t n, int simd)
+{
+	const size_t block = FAST64_BLOCK_STRIPES * FAST64_STRIPE;
+	uint64_t acc[FAST64_LANES];
+
+	memcpy(acc, fast64_key, sizeof(acc));
+	if (simd)
+		hash_fast64_blocks_avx512(acc, p, n / block);
+	else
+		hash_fast64_blocks_portable(acc, p, n / block);
+	return fast64_finish(acc, p, n / block * block, n);
+}
+
+/* The portable copy goes a chunk at a time, so that the bytes it hashes
+ * back from dst are still in L1. */
+#define FAST64_COPY_CHUNK (16u << 10)
+
+uint64_t
+hash_fast64_copy_with(uint8_t *restrict dst, const uint8_t *restrict src, size_t n, int simd)
+{
+	const size_t block = FAST64_BLOCK_STRIPES * FAST64_STRIPE;
+	size_t whole = n / block * block;
+	uint64_t acc[FAST64_LANES];
+
+	memcpy(acc, fast64_key, sizeof(acc));
+	if (simd) {
+		hash_fast64_copy_blocks_avx512(acc, dst, src, n / block);
+	} else {
+		for (size_t o = 0; o < whole; o += FAST64_COPY_CHUNK) {
+			size_t c = whole - o < FAST64_COPY_CHUNK ? whole - o : FAST64_COPY_CHUNK;
+
+			memcpy(dst + o, src + o, c);
+			hash_fast64_blocks_portable(acc, dst + o, c / block);
+		}
+	}
+	/* The tail from the copy too: what is hashed is what dst holds. */
+	memcpy(dst + whole, src + whole, n - whole);
+	return fast64_finish(acc, dst, whole, n);
+}
+
+uint64_t
+hash_fast64_copy(uint8_t *restrict dst, const uint8_t *restrict src, size_t n)
+{
+	return hash_fast64_copy_with(dst, src, n, hash_simd());
 }
 
 int

@@ -31,6 +31,10 @@ int hex_decode(const char *in, uint8_t *out, size_t len);
  * carries it, so a change made after the answer was sent is seen
  * (wbuf.h). */
 uint64_t hash_fast64(const uint8_t *p, size_t n);
+/* Copies n bytes from src to dst and returns hash_fast64(dst, n), reading
+ * src once: the checksum is of the bytes that reached dst, whatever is
+ * written into src meanwhile (src may be a worker's shared buffer). */
+uint64_t hash_fast64_copy(uint8_t *restrict dst, const uint8_t *restrict src, size_t n);
 
 static inline void
 be32_put(uint8_t *p, uint32_t v)

@@ -24,8 +24,12 @@
 #include "hash_int.h"
 #include "transpose_avx512.h"
 
-__attribute__((target("avx512f"))) void
-hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t nblocks)
+/* The blocks of src into acc; with dst, each stripe is also stored there
+ * once loaded (the copy form: one pass over src, and what is hashed is
+ * the register that reached dst).  Inlined into both forms, so the
+ * NULL test goes away. */
+static inline __attribute__((always_inline, target("avx512f"))) void
+fast64_blocks(uint64_t acc[FAST64_LANES], uint8_t *dst, const uint8_t *src, size_t nblocks)
 {
 	__m512i a = _mm512_loadu_si512(acc), key[FAST64_BLOCK_STRIPES];
 	const __m512i base = _mm512_loadu_si512(fast64_key);
@@ -34,10 +38,14 @@ hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t n
 	for (unsigned s = 0; s < FAST64_BLOCK_STRIPES; s++)
 		key[s] = _mm512_xor_si512(base, _mm512_set1_epi64((long long)(s * FAST64_K)));
 	for (size_t b = 0; b < nblocks; b++) {
-		for (unsigned s = 0; s < FAST64_BLOCK_STRIPES; s++, p += FAST64_STRIPE) {
-			__m512i w = _mm512_loadu_si512(p);
+		for (unsigned s = 0; s < FAST64_BLOCK_STRIPES; s++, src += FAST64_STRIPE) {
+			__m512i w = _mm512_loadu_si512(src);
 			__m512i k = _mm512_xor_si512(w, key[s]);
 
+			if (dst != NULL) {
+				_mm512_storeu_si512(dst, w);
+				dst += FAST64_STRIPE;
+			}
 			a = _mm512_add_epi64(a, _mm512_add_epi64(w,
 			    _mm512_mul_epu32(k, _mm512_srli_epi64(k, 32))));
 		}
@@ -47,6 +55,19 @@ hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t n
 		    _mm512_slli_epi64(_mm512_mul_epu32(_mm512_srli_epi64(a, 32), prime), 32));
 	}
 	_mm512_storeu_si512(acc, a);
+}
+
+__attribute__((target("avx512f"))) void
+hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p, size_t nblocks)
+{
+	fast64_blocks(acc, NULL, p, nblocks);
+}
+
+__attribute__((target("avx512f"))) void
+hash_fast64_copy_blocks_avx512(uint64_t acc[FAST64_LANES], uint8_t *dst, const uint8_t *src,
+    size_t nblocks)
+{
+	fast64_blocks(acc, dst, src, nblocks);
 }
 
 static const uint32_t sha256_k[64] = {

@@ -27,8 +27,16 @@ void hash_fast64_blocks_portable(uint64_t acc[FAST64_LANES], const uint8_t *p,
 void hash_fast64_blocks_avx512(uint64_t acc[FAST64_LANES], const uint8_t *p,
     size_t nblocks);
 
-/* hash_fast64 with the AVX-512 blocks (simd) or the portable ones. */
+/* The same blocks of src, each stored to dst as it is hashed: the hash is
+ * of the values stored.  Only where hash_simd() is true. */
+void hash_fast64_copy_blocks_avx512(uint64_t acc[FAST64_LANES], uint8_t *dst,
+    const uint8_t *src, size_t nblocks);
+
+/* hash_fast64 and hash_fast64_copy with the AVX-512 blocks (simd) or the
+ * portable ones. */
 uint64_t hash_fast64_with(const uint8_t *p, size_t n, int simd);
+uint64_t hash_fast64_copy_with(uint8_t *restrict dst, const uint8_t *restrict src, size_t n,
+    int simd);
 
 /* SHA-256 of 16 messages at once, one per 32-bit lane of a 512-bit
  * vector: state[k][l] is word k of lane l's state, and nblocks 64-byte

@@ -260,18 +260,20 @@ START_TEST(test_checksum)
 }
 END_TEST
 
-/* The AVX-512 blocks give what the portable ones give, at every length
- * class (empty, tail only, stripes only, blocks and a tail, megabytes)
- * and alignment. */
+/* The AVX-512 blocks give what the portable ones give, and the copy forms
+ * what hashing the copy gives (copying every byte and no other), at every
+ * length class (empty, tail only, stripes only, blocks and a tail, past
+ * the portable copy's chunk, megabytes) and alignment. */
 START_TEST(test_checksum_kernels_agree)
 {
 	static const size_t lens[] = { 0, 1, 7, 8, 63, 64, 65, 1000, 1023, 1024, 1025,
 		2048, 16383, 65536 + 13, 1 << 20, (3 << 20) - 1 };
 	size_t max = 3 << 20;
-	uint8_t *buf = malloc(max + 8);
+	uint8_t *buf = malloc(max + 8), *dst = malloc(max + 16);
 	uint64_t x = 0x0123456789abcdefULL;
 
 	ck_assert_ptr_nonnull(buf);
+	ck_assert_ptr_nonnull(dst);
 	for (size_t i = 0; i < max + 8; i++) {
 		x ^= x << 13, x ^= x >> 7, x ^= x << 17;
 		buf[i] = (uint8_t)x;
@@ -285,7 +287,16 @@ START_TEST(test_checksum_kernels_agree)
 			ck_assert_uint_eq(hash_fast64(buf + off, lens[k]), want);
 			if (hash_simd())
 				ck_assert_uint_eq(hash_fast64_with(buf + off, lens[k], 1), want);
+			/* The copy forms: the same checksum, and the bytes. */
+			for (int simd = 0; simd <= hash_simd(); simd++) {
+				memset(dst, 0x5a, max + 8);
+				ck_assert_uint_eq(hash_fast64_copy_with(dst + 7 - off, buf + off,
+				    lens[k], simd), want);
+				ck_assert_mem_eq(dst + 7 - off, buf + off, lens[k]);
+				ck_assert_uint_eq(dst[7 - off + lens[k]], 0x5a);
+			}
 		}
+	free(dst);
 	free(buf);
 }
 END_TEST
