@@ -30,6 +30,30 @@ def proc_stat(pid):
     return int(st[10 - 3]), (int(st[14 - 3]) + int(st[15 - 3])) / CLK_TCK
 
 
+def task_cpu(pid):
+    """CPU seconds of a process's live threads, to the nanosecond (the
+    first field of /proc/PID/task/TID/schedstat: their run time), where
+    /proc/PID/stat counts whole clock ticks (10 ms: 5 % of a 0.2 s
+    figure); None once it is gone, proc_stat's figure where the kernel has
+    no schedstat.  Threads that ended are not in it: call it over spans in
+    which the process starts and ends none."""
+    try:
+        tids = os.listdir("/proc/%d/task" % pid)
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    ns = 0
+    for tid in tids:
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                ns += int(f.read().split()[0])
+        except FileNotFoundError:
+            st = proc_stat(pid)
+            return None if st is None else st[1]
+        except ProcessLookupError:
+            pass
+    return ns / 1e9
+
+
 def machine_busy():
     """CPU seconds all processes have used since boot (/proc/stat: every
     state but idle and iowait; guest time is already in user)."""
