@@ -823,6 +823,23 @@ def test_scrub_finds_corruptions(tmp):
         (st["last_done_ms"] - st["started_ms"]) / 1000 > 0, st
 
 
+def test_scrub_finds_a_longer_file(tmp):
+    # Plotting reads a block straight into its room of the recorded size
+    # and checks those bytes (blockfile.c): bytes appended to the file are
+    # never read there, so it is the scrub, reading whole files, that
+    # must find the file's length wrong.
+    f = farmd(tmp, config=cfg(scrub_tranquility="0"))
+    hashes = make_blocks(f, tmp, 20)
+    longer = hashes[7]
+    with open(block_path(f, longer), "ab") as fh:
+        fh.write(b"\0")
+    f.ctl("scrub", "start")
+    st = wait_for(lambda: scrub_finished(f), 60, interval=0.1, what="scrub finished")
+    assert st["checked"] == 20 and st["corruptions"] == 1, st
+    assert set(errors(f)) == {longer}, errors(f)
+    assert stat(f, longer)["state"] == "error"
+
+
 def test_scrub_resumes_after_kill9(tmp):
     # The slow fault makes the scrub sleep at least 5 ms per block, so
     # 1000 blocks take over 5 s on any machine, well over the 3 s this
