@@ -34,9 +34,13 @@ def task_cpu(pid):
     """CPU seconds of a process's live threads, to the nanosecond (the
     first field of /proc/PID/task/TID/schedstat: their run time), where
     /proc/PID/stat counts whole clock ticks (10 ms: 5 % of a 0.2 s
-    figure); None once it is gone, proc_stat's figure where the kernel has
-    no schedstat.  Threads that ended are not in it: call it over spans in
-    which the process starts and ends none."""
+    figure); None once it is gone.  On a kernel without schedstat it is
+    proc_stat's figure, always (never one unit at one reading and the
+    other at the next).  Threads that ended are not in it: call it over
+    spans in which the process starts and ends none."""
+    if not os.path.exists("/proc/self/schedstat"):
+        st = proc_stat(pid)
+        return None if st is None else st[1]
     try:
         tids = os.listdir("/proc/%d/task" % pid)
     except (FileNotFoundError, ProcessLookupError):
@@ -46,11 +50,8 @@ def task_cpu(pid):
         try:
             with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
                 ns += int(f.read().split()[0])
-        except FileNotFoundError:
-            st = proc_stat(pid)
-            return None if st is None else st[1]
-        except ProcessLookupError:
-            pass
+        except (FileNotFoundError, ProcessLookupError):
+            pass                        # the thread ended since the listing
     return ns / 1e9
 
 
