@@ -47,6 +47,13 @@ SLOW = (3.0 if SANITIZED else 1.0) * load_factor()
 # with the build only: stretched by load, the work a loop races against
 # would end before the loop had done what it counts on.
 PACE = 3.0 if SANITIZED else 1.0
+
+
+def slow_now():
+    """SLOW, or more when the machine is busier now than when the suite
+    was imported: for a setting a test sizes just before it needs it (a
+    back-off base, a GC delay) and for wait_for's deadlines."""
+    return max(SLOW, (3.0 if SANITIZED else 1.0) * load_factor())
 # farmd (and the workers it starts) always runs with the ASAN_OPTIONS the
 # suite was started with, leak check included.  farmctl is leak-checked in
 # the files that set CTL_LEAK_CHECK = True (foundation, operations and the
@@ -117,7 +124,7 @@ def wait_for(pred, timeout=10.0, interval=0.02, what="condition"):
     Between two polls it sleeps at least as long as the last poll took: a
     predicate that starts farmctl costs ~80 ms of CPU under ASan, and
     polling back to back would take a core from the farmd it waits for."""
-    scale = max(SLOW, (3.0 if SANITIZED else 1.0) * load_factor())
+    scale = slow_now()
     deadline = time.monotonic() + timeout * scale
     last = None
     while time.monotonic() < deadline:

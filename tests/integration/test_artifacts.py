@@ -237,14 +237,15 @@ def test_hostile_code_is_invalid(tmp):
                   .replace("job_timeout = 10s", f"job_timeout = {timeout_s}s"))
         try:
             blocks = build_chain(3, codes={1: src})
-            t0 = time.monotonic()
             ingest_blocks(f, sub, blocks)
             st = wait_rejected(f, 2, timeout=timeout_s)
-            took = time.monotonic() - t0
             reason = st["rejected"][0]["reason"]
             assert reason.startswith("validation code: ") and len(reason) > 18, (what, reason)
             assert st["archived_height"] == 1, (what, st)
-            assert took < timeout_s * SLOW, (what, took)
+            # Stopped by the sandbox's limits, not by the job deadline.
+            timeouts = [metric(f, f'farmd_worker_timeouts_total{{kind="{k}"}}')
+                        for k in ("compile", "execute")]
+            assert timeouts == [0, 0], (what, reason, timeouts)
             # The supervisor is unharmed and every pool is whole.
             wait_for(lambda: all(p["alive"] == p["size"] for p in f.status()["pools"]), 10,
                      what=f"{what}: pools whole")
@@ -257,18 +258,22 @@ def test_hostile_code_is_invalid(tmp):
 # ---- 4. compile worker killed mid-compile; one compile for many requests -----------
 
 def test_compile_worker_killed_mid_compile(tmp):
+    """SIGKILL of the compile worker holding the one compile that ten
+    prepares wait on: the compile is retried, each prepare gets the
+    artifact, and it is compiled once.  The worker hangs in the job
+    (`debug fault compile hang`) until it is killed: with `slow` (2 s) a
+    kill late on a busy machine could find the compile already done."""
     f = farmd(tmp, config=CFG)
     src = os.path.join(tmp, "v.lua")
     with open(src, "w") as fh:
         fh.write(REJECT_FF)
-    f.ctl("debug", "fault", "compile", "slow")
+    f.ctl("debug", "fault", "compile", "hang")
     procs = [subprocess.Popen([FARMCTL, "-s", f.socket, "artifact", "prepare", src],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(10)]
     busy = wait_for(lambda: [w["pid"] for w in f.status()["workers"]
                              if w["kind"] == "compile" and w["state"] == "busy"], 10,
                     what="compile worker busy")
-    time.sleep(0.2)
     os.kill(busy[0], signal.SIGKILL)
     outs = [p.communicate(timeout=30 * SLOW) for p in procs]
     assert all(p.returncode == 0 for p in procs), outs

@@ -24,7 +24,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 
 from adminwire import Client  # noqa: E402
-from harness import PACE, CRASH_ROUNDS, bulk_put, ctl_bin, block_stat as stat, FARMCTL, SANITIZED, SLOW, CtlError, farmd, metric, run_tests, wait_for, _live  # noqa: E402
+from harness import PACE, CRASH_ROUNDS, bulk_put, ctl_bin, block_stat as stat, FARMCTL, SANITIZED, SLOW, CtlError, farmd, metric, run_tests, slow_now, wait_for, _live  # noqa: E402
 
 INLINE_MAX = 3072                      # blocks below this live in state.db
 MIB = 1 << 20
@@ -346,22 +346,16 @@ def test_corrupt_inline_block_detected_and_repaired(tmp):
 # ---- 3. missing file, error table, back-off ---------------------------------
 
 def test_missing_block_backoff(tmp):
-    # The back-off base scales with the machine: three farmctl calls stand
-    # between the failed read and the first look at the error table, and on
-    # a busy machine under ASan they took longer than a 1 s base, so the
-    # first retry had already happened (errors = 2) when the test looked.
-    base = 1000 * min(10, max(1, math.ceil(SLOW)))
+    # The back-off base scales with the machine as it is when farmd starts:
+    # the error table is first looked at right after the failed read, and
+    # the first retry must not have come by then (on a busy machine under
+    # ASan three farmctl calls took longer than a 1 s base).
+    base = 1000 * min(10, max(1, math.ceil(slow_now())))
     f = farmd(tmp, config=cfg(resync_retry_base="%ds" % (base // 1000)))
     data = os.urandom(32 * 1024)
     h = put(f, tmp, data)
     other = put(f, tmp, os.urandom(32 * 1024), name="other")
     os.unlink(block_path(f, h))
-    p = f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out"))
-    assert p.returncode == 1, (p.returncode, p.stderr)
-    assert re.search(rf"block {h} is missing", p.stderr), p.stderr
-    assert metric(f, "farmd_block_missing_total") == 1
-    assert stat(f, h)["state"] == "error"
-    assert stat(f, other)["state"] == "ok"
 
     seen = []                               # entries, one per error count
 
@@ -371,7 +365,13 @@ def test_missing_block_backoff(tmp):
         assert e["errors"] <= n, f"errors jumped to {e['errors']} (waiting for {n}): {seen}"
         return e if e["errors"] == n else None
 
+    p = f.ctl_raw("block", "get", h, "-o", os.path.join(tmp, "out"))
     e1 = wait_for(lambda: entry_with(1), 2, what="errors = 1")
+    assert p.returncode == 1, (p.returncode, p.stderr)
+    assert re.search(rf"block {h} is missing", p.stderr), p.stderr
+    assert metric(f, "farmd_block_missing_total") == 1
+    assert stat(f, h)["state"] == "error"
+    assert stat(f, other)["state"] == "ok"
     assert list(errors(f)) == [h]
     assert "missing" in e1["reason"], e1
     assert e1["next_try_ms"] - e1["last_try_ms"] == base, e1
@@ -413,10 +413,11 @@ def test_missing_block_backoff(tmp):
 # ---- 4. refcounts and GC ------------------------------------------------------
 
 def test_gc_after_rm(tmp):
-    # gc_delay scales with the machine: "a put during the delay keeps the
-    # block" needs an rm and a put within one delay, and under ASan on a
-    # busy machine two farmctl calls took longer than 1 s.
-    delay = min(10, max(1, math.ceil(SLOW)))
+    # gc_delay scales with the machine as it is when farmd starts: "a put
+    # during the delay keeps the block" needs an rm and a put within one
+    # delay, and under ASan on a busy machine two farmctl calls took longer
+    # than 1 s.
+    delay = min(10, max(1, math.ceil(slow_now())))
     f = farmd(tmp, config=cfg(gc_delay="%ds" % delay))
     a = os.urandom(40 * 1024)
     ha = put(f, tmp, a)

@@ -553,10 +553,14 @@ def test_kill9_during_plotting(tmp):
     """kill -9 at random moments while sectors are plotted; at every restart
     each sector that claims content verifies, and a sector once plotted stays
     plotted with the same checksum.  When a farm is done a new one is added,
-    so that every kill lands mid-plot.  With the portable kernel: with
-    AVX-512 a 16-sector farm was plotted in about 0.3 s on a 2-core
-    machine, before most of the random waits (up to 0.6 s) ended, and one
-    run had only 7 of 20 kills land mid-plot."""
+    so that every kill lands mid-plot.  Each round arms `debug fault encode
+    slow`: the next encode job waits 2 s in its worker, so plotting is
+    still busy when the random wait (up to 0.6 s, 1.8 s sanitized) ends
+    however fast the machine, while the other worker goes on plotting and
+    writing.  (With AVX-512 a 16-sector farm was plotted in about 0.3 s on
+    a 2-core machine, before most of the random waits ended, and one run
+    had only 7 of 20 kills land mid-plot; the portable kernel spreads the
+    other worker's writes over the wait.)"""
     hist = History(tmp, 32, seed="plot-crash")
     f = farmd(tmp, config=cfg(), env={"FARMD_KERNEL": "portable"})
     hist.ingest_to(f, 2)
@@ -586,6 +590,7 @@ def test_kill9_during_plotting(tmp):
         if all(s["state"] == "plotted" for s in secs):
             farm_dirs.append(os.path.join(tmp, f"farm{len(farm_dirs)}"))
             add_farm(f, farm_dirs[-1], 16)
+        arm_fault(f, "encode", "slow")
         time.sleep(rnd.uniform(0.0, 0.6) * PACE)
         mid_plot += not plot_status(f)["idle"]
         f.kill9()
@@ -893,15 +898,21 @@ def test_plot_follow(tmp):
 
 
 def test_sigterm_mid_plot(tmp):
+    """SIGTERM while sectors are in flight: what was plotted stays, the
+    interrupted sectors are plotted after the restart.  The first encode
+    job waits 2 s in its worker (`debug fault encode slow`), so a sector is
+    still in flight when the stop comes however fast the machine (with
+    AVX-512 a 16-sector farm plots in a fraction of a second)."""
     hist = History(tmp, 32, seed="plot-term")
     f = farmd(tmp, config=cfg())
     hist.ingest_to(f, 2)
     d = os.path.join(tmp, "farm")
+    slowed = arm_fault(f, "encode", "slow")
     add_farm(f, d, 16)
 
     def mid():
         pf = plot_status(f)["farms"][0]
-        return pf if pf["in_flight"] and 0 < pf["plotted"] <= 12 else None
+        return pf if pf["in_flight"] and 0 < pf["plotted"] <= (15 if slowed else 12) else None
     pf = wait_for(mid, 30, interval=0.02, what="plotting under way")
     interrupted = {job["index"] for job in pf["in_flight"]}
     before = sectors(f)
