@@ -18,6 +18,7 @@ static const char *const fault_names[WIRE_FAULT_COUNT] = {
 	[WIRE_FAULT_SLOW] = "slow",
 	[WIRE_FAULT_BADOFFSET] = "badoffset",
 	[WIRE_FAULT_SCRIBBLE] = "scribble",
+	[WIRE_FAULT_SCRIBBLE_FREE] = "scribble-free",
 };
 
 const char *const wire_sandbox_layers[WIRE_SANDBOX_LAYERS] = {

@@ -33,6 +33,9 @@ enum wire_fault {
 	WIRE_FAULT_BADOFFSET, /* answer a buffer job with a range outside the buffer */
 	WIRE_FAULT_SCRIBBLE,  /* answer, then write garbage over the answer in the
 	                       * buffer for WIRE_FAULT_SLOW_MS */
+	WIRE_FAULT_SCRIBBLE_FREE, /* answer, then write garbage over the rest of the
+	                       * buffer (where the next jobs' pieces are being
+	                       * read) for WIRE_FAULT_SLOW_MS */
 	WIRE_FAULT_COUNT
 };
 

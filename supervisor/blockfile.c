@@ -395,6 +395,34 @@ blockfile_check_many(struct blockfile_read *const *r, size_t n)
 	}
 }
 
+/* A mismatch in a shared room may be the other process writing there
+ * while the bytes were checked (a hostile worker into its own buffer):
+ * the file is read again into private memory, and only that verdict
+ * counts.  Good bytes are then copied into the room. */
+static void
+blockfile_confirm(struct blockfile_read *r)
+{
+	struct blockfile_read priv, *pp = &priv;
+
+	memset(&priv, 0, sizeof(priv));
+	memcpy(priv.path, r->path, sizeof(priv.path));
+	memcpy(priv.hash, r->hash, HASH_LEN);
+	priv.size = r->size;
+	priv.compressed = r->compressed;
+	blockfile_load(&priv);
+	blockfile_check_many(&pp, 1);
+	r->read += priv.read;
+	r->st = priv.st;
+	memcpy(r->err, priv.err, sizeof(r->err));
+	if (priv.st == BLOCK_OK) {
+		r->confirmed = 1;
+		memcpy(r->dst, priv.data, (size_t)r->size);
+		r->data = r->dst;
+		r->have = (size_t)r->size;
+	}
+	free(priv.data);
+}
+
 void
 blockfile_read_many(struct blockfile_read *const *r, size_t n)
 {
@@ -404,6 +432,8 @@ blockfile_read_many(struct blockfile_read *const *r, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		char bad[PATH_MAX + 96], dir[PATH_MAX + 80];
 
+		if (r[i]->st == BLOCK_CORRUPT && r[i]->dst_shared && r[i]->dst != NULL)
+			blockfile_confirm(r[i]);
 		if (r[i]->st != BLOCK_CORRUPT)
 			continue;
 		/* Out of the way, kept for inspection; the name is free for a

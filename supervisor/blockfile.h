@@ -58,11 +58,16 @@ struct blockfile_read {
 	int compressed;
 	uint8_t *dst;                   /* NULL: data is malloc'd; else the bytes go
 	                                 * here (room for size of them) */
+	int dst_shared;                 /* dst is memory another process may write
+	                                 * (an encode worker's buffer): a mismatch
+	                                 * there is read again privately before the
+	                                 * file is called corrupt */
 	/* out */
 	uint8_t *data;                  /* the bytes, size of them: dst, or the
 	                                 * caller frees them */
 	uint64_t read;                  /* bytes read from disk */
 	size_t have;                    /* bytes in data (== size once checked) */
+	int confirmed;                  /* dst_shared: sound only when read again */
 	enum block_status st;
 	char err[ERR_MSG_MAX];
 };

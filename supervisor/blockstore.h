@@ -75,11 +75,14 @@ void blockstore_get(struct blockstore *bs, const uint8_t hash[HASH_LEN],
  * sector's pieces: one hand-off per group, not per piece) and verified
  * together (blockfile_read_many).  cb runs once
  * for each, with args[i]; its data is then dst + i × len (not to be
- * freed), which holds garbage when that read failed. */
+ * freed), which holds garbage when that read failed.  shared: dst is
+ * memory another process may write (an encode worker's buffer), so a
+ * block that does not verify there is read and checked again in private
+ * memory before it is called corrupt (blockfile.h). */
 #define BLOCKSTORE_BATCH_MAX BLOCKFILE_MANY_MAX
 void blockstore_get_many_into(struct blockstore *bs, size_t n,
-    const uint8_t (*hashes)[HASH_LEN], uint8_t *dst, size_t len, block_get_cb cb,
-    void *const *args);
+    const uint8_t (*hashes)[HASH_LEN], uint8_t *dst, size_t len, int shared,
+    block_get_cb cb, void *const *args);
 
 /* Reads and verifies without reporting to resync (resync's own check). */
 void blockstore_verify(struct blockstore *bs, const uint8_t hash[HASH_LEN],

@@ -368,7 +368,8 @@ cmd_debug_fault(struct control_req *req, int argc, char **argv)
 	if (wire_kind_parse(argv[0], &kind) < 0 || wire_fault_parse(argv[1], &fault) < 0 ||
 	    fault == WIRE_FAULT_NONE) {
 		control_reply_err(req, "debug fault: KIND is encode|compile|execute, FAULT is "
-		    "hang|crash|syscall|oversize|garbage|slow|badoffset|scribble; or plot write; or block "
+		    "hang|crash|syscall|oversize|garbage|slow|badoffset|scribble|scribble-free; or plot "
+		    "write; or block "
 		    "commit|slow-delete; or cluster lie; or plotter wrong-piece; or scrub slow");
 		return;
 	}

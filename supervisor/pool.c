@@ -11,9 +11,14 @@
  *   from pool_reap(): the exit status is the most precise reason, unless
  *   we killed the worker ourselves (timeout, protocol error) and said why;
  * - an encode worker has its shared buffer (wbuf.h) from its spawn to its
- *   reaping; a buffer job's input is copied into it at dispatch and its
- *   answer out of it (once, checked) before the callback, so the caller's
- *   buffer holds the input until an attempt succeeds;
+ *   reaping, or longer while a fill still writes into it (w->fills: the
+ *   reaped worker waits on pool->zombies); a buffer job's input is copied
+ *   into it at dispatch, or, for a fill job, read into it by the job's
+ *   owner (pool_filled sends the job then), and its answer is copied out
+ *   of it (once, checked) before the callback, so the caller's buffer
+ *   holds the input until an attempt succeeds;
+ * - a worker reads its frames in the order it runs the jobs: a job placed
+ *   ahead of one still filling waits for that one's frame (job->sent);
  * - a busy encode worker may hold one more buffer job, sent ahead (its
  *   input in the next slot of the buffer, its frame behind the running
  *   job's), so that it starts that job the moment it has answered,
@@ -76,6 +81,7 @@ pool_new(struct farmd *d, const struct pool_hooks *hooks, struct err *e)
 	p->hooks = *hooks;
 	p->next_id = 1;
 	TAILQ_INIT(&p->jobs);
+	TAILQ_INIT(&p->zombies);
 	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
 		struct pool_kind *pk = &p->kinds[k];
 
@@ -105,6 +111,8 @@ pool_job_free(struct pool_job *job)
 		TAILQ_REMOVE(&job->pk->pool->jobs, job, all);
 	if (job->retry_ev != NULL)
 		event_free(job->retry_ev);
+	if (job->fill_ev != NULL)
+		event_free(job->fill_ev);
 	free(job->frame);
 	free(job);
 }
@@ -169,14 +177,14 @@ pool_job_attempt_failed(struct pool_job *job, const char *reason)
 	evtimer_add(job->retry_ev, &tv);
 }
 
-/* A job sent ahead to a worker that ended before starting it. */
+/* A job placed on a worker that will not run it (it ended first, or the
+ * job's input never reached it): back to the head of the queue, the
+ * attempt not counted. */
 static void
-pool_job_unsend(struct pool_job *job)
+pool_job_requeue(struct pool_job *job)
 {
-	log_info("%s job %llu was sent ahead to worker %d, which ended before starting it; "
-	    "queued again", wire_kind_name(job->pk->kind), (unsigned long long)job->id,
-	    (int)job->worker->pid);
 	job->worker = NULL;
+	job->sent = 0;
 	job->attempts--;
 	if (job->cancelled) {
 		pool_job_free(job);
@@ -186,6 +194,18 @@ pool_job_unsend(struct pool_job *job)
 		TAILQ_INSERT_HEAD(&job->pk->queue, job, entry);
 	}
 }
+
+/* A job sent ahead to a worker that ended before starting it. */
+static void
+pool_job_unsend(struct pool_job *job)
+{
+	log_info("%s job %llu was sent ahead to worker %d, which ended before starting it; "
+	    "queued again", wire_kind_name(job->pk->kind), (unsigned long long)job->id,
+	    (int)job->worker->pid);
+	pool_job_requeue(job);
+}
+
+static void pool_fill_ev_cb(evutil_socket_t fd, short what, void *arg);
 
 static struct pool_job *
 pool_job_new(struct pool *p, enum wire_kind kind, const struct pool_job_opts *opts,
@@ -247,9 +267,10 @@ pool_submit(struct pool *p, enum wire_kind kind, Farmd__Job *job,
 	return pool_job_queue(p, j);
 }
 
-/* A buffer job: lend describes it; it fits any encode worker's buffer. */
+/* A buffer job: lend describes it; it fits any encode worker's buffer.
+ * With fill, its owner writes the input (else it is copied from lend). */
 static uint64_t
-pool_submit_lent(struct pool *p, const struct wbuf_job *lend,
+pool_submit_lent(struct pool *p, const struct wbuf_job *lend, pool_fill_cb fill,
     const struct pool_job_opts *opts, pool_done_cb cb, void *arg, struct err *e)
 {
 	struct pool_job *j;
@@ -263,7 +284,31 @@ pool_submit_lent(struct pool *p, const struct wbuf_job *lend,
 		return 0;
 	j->lent = 1;
 	j->lend = *lend;
+	if (fill != NULL) {
+		j->fill = fill;
+		if ((j->fill_ev = event_new(p->d->base, -1, 0, pool_fill_ev_cb, j)) == NULL) {
+			pool_job_free(j);
+			err_set(e, "out of memory");
+			return 0;
+		}
+	}
 	return pool_job_queue(p, j);
+}
+
+static void
+pool_encode_lend(struct wbuf_job *l, const uint8_t sector_id[HASH_LEN], uint32_t first_offset,
+    const struct encode_params *params, uint8_t *buf, uint32_t piece_len, uint32_t n,
+    int decode)
+{
+	memset(l, 0, sizeof(*l));
+	memcpy(l->sector_id, sector_id, HASH_LEN);
+	l->buf = buf;
+	l->len = (size_t)piece_len * n;
+	l->first_offset = first_offset;
+	l->params = *params;
+	l->piece_len = piece_len;
+	l->count = n;
+	l->decode = decode;
 }
 
 uint64_t
@@ -272,17 +317,22 @@ pool_submit_encode_buf(struct pool *p, const uint8_t sector_id[HASH_LEN],
     uint32_t piece_len, uint32_t n, int decode, const struct pool_job_opts *opts,
     pool_done_cb cb, void *arg, struct err *e)
 {
-	struct wbuf_job l = { 0 };
+	struct wbuf_job l;
 
-	memcpy(l.sector_id, sector_id, HASH_LEN);
-	l.buf = buf;
-	l.len = (size_t)piece_len * n;
-	l.first_offset = first_offset;
-	l.params = *params;
-	l.piece_len = piece_len;
-	l.count = n;
-	l.decode = decode;
-	return pool_submit_lent(p, &l, opts, cb, arg, e);
+	pool_encode_lend(&l, sector_id, first_offset, params, buf, piece_len, n, decode);
+	return pool_submit_lent(p, &l, NULL, opts, cb, arg, e);
+}
+
+uint64_t
+pool_submit_encode_fill(struct pool *p, const uint8_t sector_id[HASH_LEN],
+    uint32_t first_offset, const struct encode_params *params, uint8_t *out,
+    uint32_t piece_len, uint32_t n, const struct pool_job_opts *opts, pool_fill_cb fill,
+    pool_done_cb cb, void *arg, struct err *e)
+{
+	struct wbuf_job l;
+
+	pool_encode_lend(&l, sector_id, first_offset, params, out, piece_len, n, 0);
+	return pool_submit_lent(p, &l, fill, opts, cb, arg, e);
 }
 
 uint64_t
@@ -294,7 +344,7 @@ pool_submit_echo_buf(struct pool *p, uint8_t *buf, size_t len,
 	l.echo = 1;
 	l.buf = buf;
 	l.len = len;
-	return pool_submit_lent(p, &l, opts, cb, arg, e);
+	return pool_submit_lent(p, &l, NULL, opts, cb, arg, e);
 }
 
 size_t
@@ -472,22 +522,24 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 
 	if (!worker_is(w, W_BUSY) || job == NULL)
 		return err_set(e, "result for job %llu while idle", (unsigned long long)res->id);
-	if (res->id != job->id)
-		return err_set(e, "result for job %llu while running job %llu",
-		    (unsigned long long)res->id, (unsigned long long)job->id);
+	if (res->id != job->id || !job->sent)
+		return err_set(e, "result for job %llu while running job %llu%s",
+		    (unsigned long long)res->id, (unsigned long long)job->id,
+		    job->sent ? "" : " (not sent yet)");
 	/* The job frame is lent to the peer until written: an answer before
 	 * all of it left is a lie, and freeing the job now would send freed
 	 * memory.  What may still wait is the frame of the job sent ahead,
 	 * which went out after it. */
-	if (peer_queued(w->peer) > (w->next != NULL ? w->next->len : 0))
+	if (peer_queued(w->peer) > (w->next != NULL && w->next->sent ? w->next->len : 0))
 		return err_set(e, "answered job %llu before reading all of it",
 		    (unsigned long long)job->id);
 	if (job->lent && res->error[0] == '\0') {
 		int rc = wbuf_answer(&w->wb, &job->lend, res, !job->cancelled, e);
 
 		/* The copy overwrote the input: this attempt is the last, and
-		 * the caller starts over (an sjob from its pieces). */
-		if (rc == WBUF_CHANGED)
+		 * the caller starts over (an sjob from its pieces), unless the
+		 * job reads its input anew for each attempt. */
+		if (rc == WBUF_CHANGED && job->fill == NULL)
 			job->opts.max_attempts = job->attempts;
 		if (rc != WBUF_OK)
 			return err_wrap(e, "job %llu", (unsigned long long)job->id);
@@ -495,12 +547,15 @@ worker_result(struct worker *w, const Farmd__JobResult *res, struct err *e)
 	evtimer_del(w->deadline);
 	w->job = NULL;
 	if (w->next != NULL) {
-		/* The job sent ahead runs now: its deadline from here. */
-		struct timeval tv = clock_tv(w->next->opts.timeout_ms);
-
+		/* The job sent ahead runs now: its deadline from here (one
+		 * still filling is sent, and timed, by pool_filled). */
 		w->job = w->next;
 		w->next = NULL;
-		evtimer_add(w->deadline, &tv);
+		if (w->job->sent) {
+			struct timeval tv = clock_tv(w->job->opts.timeout_ms);
+
+			evtimer_add(w->deadline, &tv);
+		}
 	} else {
 		fsm_enter(&w->fsm, w, W_IDLE);
 	}
@@ -585,21 +640,34 @@ worker_log_cb(evutil_socket_t fd, short what, void *arg)
 	worker_log_drain(arg);
 }
 
+/* Frees w, or, while a fill still writes into its buffer, all of it but
+ * the buffer: it then waits on pool->zombies for the last pool_filled. */
 static void
 worker_free(struct worker *w)
 {
 	if (w->log_fd >= 0) {
 		worker_log_drain(w);
 		close(w->log_fd);
+		w->log_fd = -1;
 	}
 	if (w->log_ev != NULL)
 		event_free(w->log_ev);
+	w->log_ev = NULL;
 	peer_free(w->peer);
+	w->peer = NULL;
 	if (w->deadline != NULL)
 		event_free(w->deadline);
-	wbuf_free(&w->wb);
+	w->deadline = NULL;
 	free(w->out[0]);
 	free(w->out[1]);
+	w->out[0] = w->out[1] = NULL;
+	w->job = w->next = NULL;
+	if (w->fills > 0) {
+		w->gone = 1;
+		TAILQ_INSERT_TAIL(&w->pk->pool->zombies, w, entry);
+		return;
+	}
+	wbuf_free(&w->wb);
 	free(w);
 }
 
@@ -907,9 +975,13 @@ pool_reap(struct pool *p)
 			    w->reason[0] ? "; killed for: " : "", w->reason);
 		}
 		TAILQ_REMOVE(&pk->workers, w, entry);
-		if (w->next != NULL)
+		/* A job still filling is placed again when its fill ends
+		 * (pool_filled): until then its input goes into w's buffer. */
+		if (w->next != NULL && !w->next->filling)
 			pool_job_unsend(w->next);
-		if (w->job != NULL)
+		if (w->job != NULL && !w->job->filling && !w->job->sent)
+			pool_job_unsend(w->job);        /* promoted behind a fill, never sent */
+		else if (w->job != NULL && !w->job->filling)
 			pool_job_attempt_failed(w->job, w->reason[0] ? w->reason : how);
 		worker_free(w);
 		if (!p->stopping && pool_kind_size(&p->d->cfg, pk->kind) > 0) {
@@ -922,16 +994,46 @@ pool_reap(struct pool *p)
 
 /* ---- dispatch ------------------------------------------------------ */
 
-/* Sends job to w: to run (w idle) or, ahead, to run after w's job. */
+/* Puts job's frame on w's socket, and times it when it is the job w
+ * runs.  A job w runs after another is sent only once that one is. */
+static void
+pool_send_frame(struct worker *w, struct pool_job *job)
+{
+	struct pool_job *other = job == w->job ? w->next : w->job;
+
+	if (job->lent) {
+		/* The frame is lent to the peer until answered; a worker holds
+		 * at most two jobs, so the other one's out[] is free. */
+		job->out = other != NULL && other->sent ? !other->out : 0;
+		if (wbuf_job_frame(&job->lend, job->id, &w->out[job->out], &w->out_cap[job->out],
+		    &job->len) < 0) {
+			worker_end(w, "out of memory packing a job");
+			return;
+		}
+		peer_send_borrowed(w->peer, w->out[job->out], job->len);
+	} else {
+		peer_send_borrowed(w->peer, job->frame, job->len);
+	}
+	job->sent = 1;
+	if (job == w->job) {
+		struct timeval tv = clock_tv(job->opts.timeout_ms);
+
+		evtimer_add(w->deadline, &tv);
+	}
+}
+
+/* Places job on w: to run (w idle) or, ahead, to run after w's job.  Its
+ * input goes into w's buffer now (copied, or read by its owner: then it
+ * is sent by pool_filled). */
 static void
 pool_send(struct worker *w, struct pool_job *job, int ahead)
 {
 	struct pool_kind *pk = w->pk;
-	struct timeval tv;
 
 	TAILQ_REMOVE(&pk->queue, job, entry);
 	job->attempts++;
 	job->worker = w;
+	job->sent = 0;
 	if (job->opts.timeout_ms == 0)
 		job->opts.timeout_ms = pk->pool->d->cfg.workers.job_timeout_ms;
 	if (ahead) {
@@ -955,24 +1057,102 @@ pool_send(struct worker *w, struct pool_job *job, int ahead)
 		peer_send(w->peer, &m.base);
 	}
 #endif
-	if (job->lent) {
-		/* The frame is lent to the peer until answered; a worker holds
-		 * at most two jobs, so the other one's out[] is free. */
-		job->out = ahead ? !w->job->out : 0;
+	if (job->fill != NULL) {
+		wbuf_place(&w->wb, &job->lend);
+		job->filling = 1;
+		w->fills++;
+		event_active(job->fill_ev, EV_TIMEOUT, 0);      /* from the loop */
+		return;
+	}
+	if (job->lent)
 		wbuf_put(&w->wb, &job->lend);
-		if (wbuf_job_frame(&job->lend, job->id, &w->out[job->out], &w->out_cap[job->out],
-		    &job->len) < 0) {
-			worker_end(w, "out of memory packing a job");
-			return;
+	if (!ahead || w->job->sent)
+		pool_send_frame(w, job);
+}
+
+/* A job placed on w leaves it unsent: w goes on with what else it holds. */
+static void
+worker_drop(struct worker *w, struct pool_job *job)
+{
+	if (w->next == job) {
+		w->next = NULL;
+		return;
+	}
+	w->job = w->next;
+	w->next = NULL;
+	if (w->job == NULL) {
+		if (worker_is(w, W_BUSY))
+			fsm_enter(&w->fsm, w, W_IDLE);
+	} else if (!w->job->filling && !worker_is(w, W_EXITING) && !w->pk->pool->stopping) {
+		pool_send_frame(w, w->job);
+	}
+}
+
+static void
+pool_fill_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct pool_job *job = arg;
+	struct worker *w = job->worker;
+
+	(void)fd;
+	(void)what;
+	if (job->cancelled || w->gone || worker_is(w, W_EXITING) || job->pk->pool->stopping) {
+		pool_filled(job->pk->pool, job->id, NULL);      /* not sent (below) */
+		return;
+	}
+	job->fill(job->id, w->wb.map + job->lend.off, job->lend.len, job->arg);
+}
+
+void
+pool_filled(struct pool *p, uint64_t id, const char *error)
+{
+	struct pool_job *job;
+	struct pool_kind *pk;
+	struct worker *w;
+
+	TAILQ_FOREACH(job, &p->jobs, all)
+		if (job->id == id)
+			break;
+	if (job == NULL || !job->filling)
+		return;
+	pk = job->pk;
+	w = job->worker;
+	job->filling = 0;
+	w->fills--;
+	if (w->gone) {
+		/* Reaped while the input was read: placed again, unless the
+		 * input could not be had. */
+		if (w->fills == 0) {
+			TAILQ_REMOVE(&p->zombies, w, entry);
+			wbuf_free(&w->wb);
+			free(w);
 		}
-		peer_send_borrowed(w->peer, w->out[job->out], job->len);
+		if (error != NULL) {
+			job->worker = NULL;
+			job->attempts--;
+			pool_job_finish(job, NULL, error);
+		} else {
+			pool_job_requeue(job);
+		}
+		pool_dispatch(pk);
+		return;
+	}
+	if (error == NULL && !job->cancelled && !p->stopping && !worker_is(w, W_EXITING)) {
+		if (job == w->job || w->job->sent)
+			pool_send_frame(w, job);
+		if (job == w->job && w->next != NULL && !w->next->filling && !w->next->sent)
+			pool_send_frame(w, w->next);
+		return;
+	}
+	worker_drop(w, job);
+	if (error == NULL && !job->cancelled && !p->stopping) {
+		pool_job_requeue(job);          /* its worker is ending */
 	} else {
-		peer_send_borrowed(w->peer, job->frame, job->len);
+		job->worker = NULL;
+		job->attempts--;
+		pool_job_finish(job, NULL, error != NULL ? error : "farmd is shutting down");
 	}
-	if (!ahead) {
-		tv = clock_tv(job->opts.timeout_ms);
-		evtimer_add(w->deadline, &tv);
-	}
+	pool_dispatch(pk);
 }
 
 /* Whether job may be sent ahead to w: both take a slot of its buffer. */
@@ -1106,11 +1286,11 @@ void
 pool_free(struct pool *p)
 {
 	struct pool_job *job;
+	struct worker *w;
 
 	if (p == NULL)
 		return;
 	for (int k = 0; k < WIRE_KIND_COUNT; k++) {
-		struct worker *w;
 		struct respawn *r;
 
 		while ((w = TAILQ_FIRST(&p->kinds[k].workers)) != NULL) {
@@ -1126,6 +1306,11 @@ pool_free(struct pool *p)
 		}
 		if (p->kinds[k].recover_ev != NULL)
 			event_free(p->kinds[k].recover_ev);
+	}
+	while ((w = TAILQ_FIRST(&p->zombies)) != NULL) {
+		TAILQ_REMOVE(&p->zombies, w, entry);
+		wbuf_free(&w->wb);
+		free(w);
 	}
 	while ((job = TAILQ_FIRST(&p->jobs)) != NULL)
 		pool_job_free(job);

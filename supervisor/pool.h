@@ -109,6 +109,25 @@ uint64_t pool_submit_encode_buf(struct pool *p, const uint8_t sector_id[HASH_LEN
     uint32_t first_offset, const struct encode_params *params, uint8_t *buf,
     uint32_t piece_len, uint32_t n, int decode, const struct pool_job_opts *opts,
     pool_done_cb cb, void *arg, struct err *e);
+/* A fill job's input, written by its owner straight into the worker's
+ * shared buffer once the job has a worker: dst (len bytes) is lent until
+ * pool_filled().  Called from the loop, never from inside a pool call,
+ * once per attempt: a worker that died before the input was in place
+ * costs no attempt, and the job is placed (and filled) again. */
+typedef void (*pool_fill_cb)(uint64_t job_id, uint8_t *dst, size_t len, void *arg);
+/* pool_submit_encode_buf without the copy in: fill puts the n pieces in
+ * place (plotting reads them from the block store there), the encoded
+ * pieces are copied out into out (n × piece_len bytes, lent as above).
+ * A retry fills again, so every attempt has its input. */
+uint64_t pool_submit_encode_fill(struct pool *p, const uint8_t sector_id[HASH_LEN],
+    uint32_t first_offset, const struct encode_params *params, uint8_t *out,
+    uint32_t piece_len, uint32_t n, const struct pool_job_opts *opts, pool_fill_cb fill,
+    pool_done_cb cb, void *arg, struct err *e);
+/* The input of fill job job_id is in place (error NULL: the job goes to
+ * its worker), or could not be had (the job ends with error, no attempt
+ * made).  Owed for every fill begun, also after pool_cancel (until then
+ * the worker's buffer is kept for it); it may run the job's callback. */
+void pool_filled(struct pool *p, uint64_t job_id, const char *error);
 /* An echo through an encode worker's shared buffer: buf (len bytes, lent
  * as above) comes back with every byte inverted. */
 uint64_t pool_submit_echo_buf(struct pool *p, uint8_t *buf, size_t len,

@@ -38,6 +38,9 @@ struct worker {
 	int layers[WIRE_SANDBOX_LAYERS]; /* -1 unknown, 0/1 from hello */
 	char kernel[16];                /* encode: scrypt kernel from hello */
 	struct wbuf wb;                 /* encode: the shared buffer */
+	int fills;                      /* fill jobs whose input is being read into wb:
+	                                 * wb outlives the worker until they end */
+	int gone;                       /* reaped, kept for those fills (pool->zombies) */
 	uint8_t *out[2];                /* buffer jobs' frames (job's, next's), reused */
 	size_t out_cap[2];
 };
@@ -52,6 +55,10 @@ struct pool_job {
 	int lent;                       /* a buffer job: lend says what */
 	struct wbuf_job lend;
 	int out;                        /* lent: which of its worker's out[] holds its frame */
+	pool_fill_cb fill;              /* a fill job: its owner writes the input */
+	struct event *fill_ev;          /* runs fill, from the loop, once placed */
+	int filling;                    /* placed on a worker, input not in yet */
+	int sent;                       /* its frame is on its worker's socket */
 	struct pool_job_opts opts;
 	int attempts;
 	int cancelled;
@@ -93,6 +100,7 @@ struct pool {
 	struct pool_kind kinds[WIRE_KIND_COUNT];
 	uint64_t protocol_errors;
 	struct job_list jobs;
+	struct worker_list zombies;     /* reaped workers whose buffer a fill holds */
 	uint64_t next_id;
 	int stopping;
 	struct event *kill_ev;

@@ -18,17 +18,21 @@
  * stays bounded for large sectors (a production sector is 1000 MiB);
  * a demo sector (4 MiB) is one batch.  Each batch is split into encode
  * jobs of a few pieces (at most [workers] encode_buffer bytes each) so W
- * workers keep W cores busy.  A part's pieces are read by one I/O task
- * straight into their slots of the batch buffer (verified there: no
- * allocation, no copy); the pool copies a job's pieces into the worker's
- * shared buffer when it starts and the encoded pieces back into the batch
- * buffer, once, when it is answered (wbuf.h), and the batch is hashed and
- * written from there, with O_DIRECT: from the batch buffer to the disk,
- * not through fresh page-cache pages (sjob_mark says why).
+ * workers keep W cores busy.  A part is a fill job (pool.h): once the pool
+ * has placed it in a worker's shared buffer, its pieces are read by one
+ * I/O task straight into that place and verified there (sjob_part_fill:
+ * no allocation, no copy in; a mismatch there is confirmed by a private
+ * read before a block is called corrupt, since the worker can write into
+ * its buffer at any time), the worker encodes them in place, and the pool
+ * copies the encoded pieces into the batch buffer, once, when it is
+ * answered (wbuf.h).  The batch is hashed and written from there, with
+ * O_DIRECT: from the batch buffer to the disk, not through fresh
+ * page-cache pages (sjob_mark says why).  A retried part reads its pieces
+ * again: the block store, not a buffer, is where its input lives.
  *
- * A local batch streams, without a barrier between its steps: the
- * encode job of a part is submitted as soon as that part's pieces are
- * read, and encoded parts are written to plot.bin and hashed in piece
+ * A local batch streams, without a barrier between its steps: every
+ * part's job is submitted at once and read when it gets a worker (so at
+ * most two parts per worker are read ahead of their encoding), and encoded parts are written to plot.bin and hashed in piece
  * order (one write at a time: the checksum is one SHA-256 stream) while
  * later parts still encode.  What is left after the last part is
  * encoded is its own write, the fdatasync and the commit.  A remote
@@ -95,8 +99,11 @@ struct sjob_part {
 	uint32_t first;                 /* piece offset within the batch */
 	uint32_t n;
 	uint64_t job_id;                /* 0 once answered */
-	uint32_t unread;                /* its pieces not read yet */
-	int submitted, encoded;
+	uint64_t fill_id;               /* the job its pieces are being read for */
+	uint32_t unread;                /* pieces of this read not returned yet */
+	int fill_failed;                /* a piece of this read failed */
+	int filled;                     /* its read is over (or moot): counted once */
+	int encoded;
 };
 
 struct sjob *
@@ -341,22 +348,43 @@ struct sjob_piece {
 
 static void sjob_settle(struct sjob *j);
 
+/* A part's read is over, however it went: READ ends when every part's is. */
+static void
+sjob_part_read_over(struct sjob_part *part)
+{
+	if (!part->filled) {
+		part->filled = 1;
+		part->j->parts_filled++;
+	}
+}
+
 static void
 sjob_piece_cb(void *arg, uint8_t *data, size_t len, enum block_status st, const char *error)
 {
 	struct sjob_piece *t = arg;
 	struct sjob *j = t->j;
+	struct sjob_part *part = &j->parts[t->slot / j->per];
 
-	/* Read into the batch buffer itself (blockstore_get_many_into). */
+	/* Read into the worker's buffer itself (sjob_part_fill). */
 	(void)st;
 	(void)data;
 	(void)len;
-	if (error != NULL)
+	if (error != NULL) {
 		sjob_fail(j, "piece %" PRIu64 ": %s; the sector waits for resync", t->piece_index,
 		    error);
-	j->parts[t->slot / j->per].unread--;
-	j->reads_out--;
+		part->fill_failed = 1;
+	}
 	free(t);
+	if (--part->unread == 0) {
+		/* The part's input is in place, or its job ends here.  This
+		 * read's hold on j->pending lasts across the hand-off, whose
+		 * callbacks may settle j. */
+		sjob_part_read_over(part);
+		if (!j->failed && j->parts_filled == 1)
+			sjob_event(j, "encoding", 0);
+		pool_filled(j->p->d->pool, part->fill_id, part->fill_failed || j->failed ?
+		    "not encoded: the sector failed" : NULL);
+	}
 	j->pending--;
 	sjob_settle(j);
 }
@@ -406,19 +434,25 @@ sjob_parts(struct sjob *j)
 		part->j = j;
 		part->first = first;
 		part->n = j->batch_n - first < per ? j->batch_n - first : per;
-		part->job_id = 0;
-		part->unread = part->n;
-		part->submitted = part->encoded = 0;
+		part->job_id = part->fill_id = 0;
+		part->unread = 0;
+		part->fill_failed = part->filled = part->encoded = 0;
 	}
 	j->parts_encoded = 0;
+	j->parts_filled = 0;
 	j->write_next = 0;
 	j->writing = 0;
 }
 
-/* READ: the pieces of the next batch, each verified by the block store
- * (a missing or corrupt one is reported to resync there), each part
- * going on to its encode job as soon as it is complete (sjob_pump); or,
- * for a remote attempt, the batch encoded by the plotter (then on to
+static void sjob_part_fill(uint64_t job_id, uint8_t *dst, size_t len, void *arg);
+static void sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error,
+    void *arg);
+
+/* READ: the pieces of the next batch, each part's read into its worker's
+ * buffer when the pool places its job there (sjob_part_fill), each piece
+ * verified by the block store (a missing or corrupt one is reported to
+ * resync there); READ ends when every part's read is over; or, for a
+ * remote attempt, the batch encoded by the plotter (then on to
  * WRITE). */
 static int
 sjob_read(void *arg)
@@ -426,8 +460,8 @@ sjob_read(void *arg)
 	struct sjob *j = arg;
 	struct plot *p = j->p;
 	struct farm *f = j->f;
+	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, p->d->cfg.plotting.retry_delay_ms, 0 };
 	struct err e;
-	int tx;
 
 	if (j->batch_n > 0)
 		sjob_phase_end(j, PH_WRITE);
@@ -437,58 +471,100 @@ sjob_read(void *arg)
 		j->batch_n = j->batch_max;
 	sjob_event(j, "reading", 0);
 	j->nparts = 0;
-	j->pending = 1;                 /* held until every get is issued */
+	j->pending = 1;                 /* held until every part is submitted */
 	if (j->rp != NULL) {
 		rplot_fill(j->rp, j->buf, j->batch_first, j->batch_n, sjob_remote_cb, j);
 		return FSM_ASYNC;
 	}
 	sjob_parts(j);
-	j->reads_issued = 0;
-	j->reads_out = 0;
-	/* The batch's lookups (two statements per piece) in one read
-	 * transaction: on its own, each statement takes and drops SQLite's
-	 * WAL read lock, fcntl calls on state.db-shm (strace: 279 fcntl per
-	 * sector plotted, at about a microsecond each on these machines). */
-	tx = db_begin(p->d->db, &e) == 0;
-	/* A part's pieces are one read of the block store (one I/O task),
-	 * straight into their slots of the batch buffer. */
+	/* Each part waits for a worker; its pieces are read then, into the
+	 * place the pool gave it (sjob_part_fill). */
 	for (uint32_t k = 0; k < j->nparts && !j->failed; k++) {
-		const struct sjob_part *part = &j->parts[k];
-		uint8_t hashes[BLOCKSTORE_BATCH_MAX][HASH_LEN], root[HASH_LEN];
-		void *args[BLOCKSTORE_BATCH_MAX];
-		uint32_t n = 0;
+		struct sjob_part *part = &j->parts[k];
 
-		for (; n < part->n; n++) {
-			struct sjob_piece *t;
-			uint64_t pi;
+		part->job_id = pool_submit_encode_fill(p->d->pool, j->sector_id,
+		    j->batch_first + part->first, &f->g.scrypt,
+		    j->buf + (uint64_t)part->first * f->g.piece_size, (uint32_t)f->g.piece_size,
+		    part->n, &opts, sjob_part_fill, sjob_encode_cb, part, &e);
+		if (part->job_id == 0)
+			sjob_fail(j, "encode: %s", e.msg);
+		else
+			j->pending++;
+	}
+	for (uint32_t k = 0; k < j->nparts; k++)
+		if (j->parts[k].job_id == 0)
+			sjob_part_read_over(&j->parts[k]);      /* never submitted */
+	j->pending--;
+	if (j->pending == 0)
+		return SJOB_ERROR;
+	return FSM_ASYNC;
+}
 
-			if (sector_piece(p, f, j->sector_id, j->history_size,
-			    j->batch_first + part->first + n, &pi, hashes[n], root, &e) < 0) {
-				sjob_fail(j, "%s", e.msg);
-				break;
-			}
-			if ((t = malloc(sizeof(*t))) == NULL) {
-				sjob_fail(j, "out of memory");
-				break;
-			}
-			t->j = j;
-			t->slot = part->first + n;
-			t->piece_index = pi;
-			args[n] = t;
+/* The pool placed a part's job in a worker's buffer at dst: its pieces,
+ * looked up in one read transaction (on its own each statement takes and
+ * drops SQLite's WAL read lock: fcntl calls on state.db-shm), are read
+ * there by one I/O task, verified where they land (shared: a mismatch is
+ * confirmed privately, blockstore.h). */
+static void
+sjob_part_fill(uint64_t job_id, uint8_t *dst, size_t len, void *arg)
+{
+	struct sjob_part *part = arg;
+	struct sjob *j = part->j;
+	struct plot *p = j->p;
+	struct farm *f = j->f;
+	uint8_t hashes[BLOCKSTORE_BATCH_MAX][HASH_LEN], root[HASH_LEN];
+	void *args[BLOCKSTORE_BATCH_MAX];
+	uint32_t n = 0;
+	struct err e;
+	int tx;
+
+	(void)len;
+	/* After a failure the pieces are still read, not encoded: every bad
+	 * piece of the batch is reported to resync by one attempt. */
+	if (p->stopping) {
+		pool_filled(p->d->pool, job_id, "not encoded: farmd is stopping");
+		return;
+	}
+	/* Held while the transaction is open: what the reads call back at
+	 * once (an inline block, one not found) cannot move j on. */
+	j->pending++;
+	tx = db_begin(p->d->db, &e) == 0;
+	for (; n < part->n; n++) {
+		struct sjob_piece *t;
+		uint64_t pi;
+
+		if (sector_piece(p, f, j->sector_id, j->history_size,
+		    j->batch_first + part->first + n, &pi, hashes[n], root, &e) < 0) {
+			sjob_fail(j, "%s", e.msg);
+			break;
 		}
+		if ((t = malloc(sizeof(*t))) == NULL) {
+			sjob_fail(j, "out of memory");
+			break;
+		}
+		t->j = j;
+		t->slot = part->first + n;
+		t->piece_index = pi;
+		args[n] = t;
+	}
+	if (n == part->n) {
+		part->fill_id = job_id;
+		part->fill_failed = 0;
+		part->unread = n;
 		j->pending += n;
-		j->reads_out += n;
 		blockstore_get_many_into(p->d->blocks, n, (const uint8_t (*)[HASH_LEN])hashes,
-		    j->buf + (uint64_t)part->first * f->g.piece_size, (size_t)f->g.piece_size,
-		    sjob_piece_cb, args);
+		    dst, (size_t)f->g.piece_size, 1, sjob_piece_cb, args);
 	}
 	if (tx && db_commit(p->d->db, &e) < 0)
 		db_rollback(p->d->db);
-	j->reads_issued = 1;
+	if (n < part->n) {
+		while (n > 0)
+			free(args[--n]);
+		sjob_part_read_over(part);
+		pool_filled(p->d->pool, job_id, "not encoded: the sector failed");
+	}
 	j->pending--;
-	if (j->reads_out == 0)
-		return j->failed && j->pending == 0 ? SJOB_ERROR : SJOB_ENCODE;
-	return FSM_ASYNC;
+	sjob_settle(j);
 }
 
 static void
@@ -500,6 +576,7 @@ sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, 
 	(void)job_id;
 	(void)res;
 	part->job_id = 0;
+	sjob_part_read_over(part);      /* an attempt that ended unread */
 	/* The pool took the answer out of the worker's buffer into ours,
 	 * checked (wbuf.h): what is hashed and written is j->buf. */
 	if (error != NULL) {
@@ -516,38 +593,15 @@ sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const char *error, 
 static void sjob_part_write_work(void *arg);
 static void sjob_part_write_done(void *arg);
 
-/* Starts what the batch's progress allows: the encode job of every part
- * whose pieces are all read, and the write of the next encoded part in
- * order (one at a time).  Each adds to j->pending. */
+/* Starts what the batch's progress allows: the write of the next encoded
+ * part in order (one at a time), which adds to j->pending. */
 static void
 sjob_pump(struct sjob *j)
 {
 	struct plot *p = j->p;
-	struct farm *f = j->f;
-	struct pool_job_opts opts = { PLOT_JOB_ATTEMPTS, p->d->cfg.plotting.retry_delay_ms, 0 };
 
 	if (j->failed || p->stopping)
 		return;
-	for (uint32_t i = 0; i < j->nparts && !j->failed; i++) {
-		struct sjob_part *part = &j->parts[i];
-		struct err e;
-
-		if (part->submitted || part->unread > 0)
-			continue;
-		if (j->parts_encoded == 0 && i == 0)
-			sjob_event(j, "encoding", 0);
-		part->submitted = 1;
-		/* Lent: encoded in place, in the worker's buffer and then
-		 * in ours. */
-		part->job_id = pool_submit_encode_buf(p->d->pool, j->sector_id,
-		    j->batch_first + part->first, &f->g.scrypt,
-		    j->buf + (uint64_t)part->first * f->g.piece_size, (uint32_t)f->g.piece_size,
-		    part->n, 0, &opts, sjob_encode_cb, part, &e);
-		if (part->job_id == 0)
-			sjob_fail(j, "encode: %s", e.msg);
-		else
-			j->pending++;
-	}
 	if (!j->failed && !j->writing && j->write_next < j->nparts &&
 	    j->parts[j->write_next].encoded) {
 		if (j->write_next == 0)
@@ -578,7 +632,9 @@ sjob_settle(struct sjob *j)
 	}
 	sjob_pump(j);
 	if (j->m.state == SJOB_READ) {
-		if (j->reads_issued && j->reads_out == 0)
+		/* Encoding from the first part read: the rest are read as
+		 * workers take them. */
+		if (j->parts_filled > 0)
 			fsm_enter(&j->m, j, SJOB_ENCODE);
 		return;
 	}

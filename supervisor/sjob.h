@@ -53,8 +53,7 @@ struct sjob {
 	uint32_t parts_encoded;
 	uint32_t write_next;            /* the next part to write (in order) */
 	int writing;                    /* a part write is on the I/O pool */
-	uint32_t reads_out;             /* piece reads not returned yet */
-	int reads_issued;               /* every read of the batch is issued */
+	uint32_t parts_filled;          /* parts whose read is over (READ ends at nparts) */
 	uint32_t pending;               /* completions the current step awaits */
 	uint32_t pieces_done;
 	int failed;

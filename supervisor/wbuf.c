@@ -67,7 +67,7 @@ wbuf_fits_slot(const struct wbuf *b, size_t len)
 }
 
 void
-wbuf_put(struct wbuf *b, struct wbuf_job *j)
+wbuf_place(struct wbuf *b, struct wbuf_job *j)
 {
 	/* Slots by turns (wbuf.h: a worker still writing over its last
 	 * answer then misses the two inputs it may hold). */
@@ -75,6 +75,12 @@ wbuf_put(struct wbuf *b, struct wbuf_job *j)
 		j->off = (b->placed++ % WBUF_SLOTS) * b->slot;
 	else
 		j->off = 0;
+}
+
+void
+wbuf_put(struct wbuf *b, struct wbuf_job *j)
+{
+	wbuf_place(b, j);
 	memcpy(b->map + j->off, j->buf, j->len);
 }
 

@@ -5,8 +5,9 @@
  * encode_buffer bytes, sealed against growing and shrinking (and against
  * new seals), that farmd and the worker both map once, MAP_SHARED, for the
  * worker's life.  A job's pieces are copied into it when the job is
- * dispatched, the worker encodes them in place, and the job and result
- * frames carry only offsets and lengths.
+ * dispatched (or, for plotting, read from the block store straight into
+ * it: pool.h's fill jobs), the worker encodes them in place, and the job
+ * and result frames carry only offsets and lengths.
  *
  * The worker is untrusted and can write into its mapping at any time,
  * also after it answered.  What makes that harmless (the choice issue 12
@@ -22,10 +23,15 @@
  *    worker computed before sending it; the copy must match it, so any
  *    write into the answer after that point and before the copy ended is
  *    seen, whatever the timing: a protocol error (the worker is killed
- *    and replaced, the job fails and its sector is retried from the
- *    start, since the copy overwrote the input).  The checksum is not
- *    cryptographic: a worker that forges one is a worker that lies about
- *    its answer, which no check here can see (below);
+ *    and replaced; a fill job runs again on another worker, its pieces
+ *    read again; a job whose input was copied in fails, since the copy
+ *    overwrote that input, and its caller starts over).  The checksum is
+ *    not cryptographic: a worker that forges one is a worker that lies
+ *    about its answer, which no check here can see (below);
+ *  - pieces read into the buffer (fill jobs) are checked there, where the
+ *    worker can write too: a piece that fails that check is read again
+ *    into private memory and only that verdict counts (blockfile.h), so a
+ *    worker cannot get a sound block called corrupt;
  *  - jobs that fit in a third of the buffer take its three slots in
  *    turn: a worker has at most two jobs (the one it runs and one sent
  *    ahead, pool.c), so a worker still writing over its last answer does
@@ -77,8 +83,10 @@ struct wbuf_job {
 int wbuf_create(struct wbuf *b, size_t size, int *fd, struct err *e);
 void wbuf_free(struct wbuf *b);
 
-/* Places job j in b (sets j->off) and copies its input there: in the
- * next slot when it fits in one, else at 0 (then it must run alone). */
+/* Places job j in b (sets j->off): in the next slot when it fits in
+ * one, else at 0 (then it must run alone). */
+void wbuf_place(struct wbuf *b, struct wbuf_job *j);
+/* wbuf_place, and copies j's input there. */
 void wbuf_put(struct wbuf *b, struct wbuf_job *j);
 /* Whether a job of len bytes takes a slot (and may run beside another). */
 int wbuf_fits_slot(const struct wbuf *b, size_t len);

@@ -155,18 +155,43 @@ worker_badoffset(struct worker *w, Farmd__JobResult *res)
 	*len = 8192;
 }
 
+static void
+worker_scribble_range(uint8_t *b, uint64_t len, uint8_t v)
+{
+	for (uint64_t i = 0; i < len; i += 4096)
+		memset(b + i, v, len - i < 4096 ? len - i : 4096);
+}
+
+/* Bytes waiting on the socket (up to 4 KiB), without taking them. */
+static size_t
+worker_queued(void)
+{
+	char b[4096];
+	struct iovec iov = { b, sizeof(b) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n = recvmsg(WIRE_WORKER_FD, &mh, MSG_PEEK | MSG_DONTWAIT);
+
+	return n > 0 ? (size_t)n : 0;
+}
+
 /* scribble: after the answer is sent, garbage over the answer's bytes in
  * the buffer, pass after pass (a new value each), for WIRE_FAULT_SLOW_MS.
  * Not until the next frame: the supervisor may have sent the next job
  * ahead (pool.c), so a frame waiting says nothing about whether it has
- * taken its copy of this answer yet. */
+ * taken its copy of this answer yet.
+ * scribble-free (rest): over every byte but the answer's, where farmd
+ * reads the pieces of the jobs to come, until a frame more than those
+ * already waiting arrives (at most 5 × WIRE_FAULT_SLOW_MS): farmd sends a
+ * job whose pieces it reads into the buffer only once they are in and
+ * checked, so the scribbling spans that whole read whatever the timing. */
 static void
-worker_scribble(struct worker *w, Farmd__JobResult *res)
+worker_scribble(struct worker *w, Farmd__JobResult *res, int rest)
 {
 	uint64_t *off, *len;
 	struct timespec t0, t;
 	uint8_t v = 0x11;
 	unsigned passes = 1;
+	size_t queued = rest ? worker_queued() : 0;
 
 	if ((off = worker_answer_range(res, &len)) == NULL || w->buf == NULL ||
 	    *off > w->buf_size || *len > w->buf_size - *off)
@@ -175,16 +200,26 @@ worker_scribble(struct worker *w, Farmd__JobResult *res)
 	 * supervisor is reading the answer now. */
 	clock_gettime(CLOCK_MONOTONIC, &t0);
 	for (;; passes++) {
-		for (uint64_t i = 0; i < *len; i += 4096)
-			memset(w->buf + *off + i, v, *len - i < 4096 ? *len - i : 4096);
+		long ms;
+
+		if (!rest) {
+			worker_scribble_range(w->buf + *off, *len, v);
+		} else {
+			/* A byte a page, so that every piece there changes
+			 * many times while one is read and checked. */
+			for (uint64_t i = passes % 4096; i < w->buf_size; i += 4096)
+				if (i < *off || i >= *off + *len)
+					w->buf[i] = v;
+		}
 		v += 0x22;
 		clock_gettime(CLOCK_MONOTONIC, &t);
-		if ((t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000 >=
-		    WIRE_FAULT_SLOW_MS)
+		ms = (t.tv_sec - t0.tv_sec) * 1000 + (t.tv_nsec - t0.tv_nsec) / 1000000;
+		if (!rest ? ms >= WIRE_FAULT_SLOW_MS :
+		    ms >= 5 * WIRE_FAULT_SLOW_MS || worker_queued() > queued)
 			break;
 	}
-	log_warn("fault injection: scribbled over the answer in the shared buffer "
-	    "(%u passes)", passes);
+	log_warn("fault injection: scribbled over %s in the shared buffer (%u passes)",
+	    rest ? "all but the answer" : "the answer", passes);
 }
 #endif
 
@@ -206,7 +241,8 @@ worker_job(struct worker *w, const Farmd__Job *job, struct err *e)
 #ifdef FAULT_INJECTION
 	enum wire_fault after = WIRE_FAULT_NONE;
 
-	if (w->fault == WIRE_FAULT_BADOFFSET || w->fault == WIRE_FAULT_SCRIBBLE) {
+	if (w->fault == WIRE_FAULT_BADOFFSET || w->fault == WIRE_FAULT_SCRIBBLE ||
+	    w->fault == WIRE_FAULT_SCRIBBLE_FREE) {
 		after = w->fault;
 		w->fault = WIRE_FAULT_NONE;
 	} else if (w->fault != WIRE_FAULT_NONE) {
@@ -225,8 +261,8 @@ worker_job(struct worker *w, const Farmd__Job *job, struct err *e)
 		worker_badoffset(w, &res);
 	if (worker_send(w, &out.base, e) < 0)
 		return -1;
-	if (after == WIRE_FAULT_SCRIBBLE)
-		worker_scribble(w, &res);
+	if (after == WIRE_FAULT_SCRIBBLE || after == WIRE_FAULT_SCRIBBLE_FREE)
+		worker_scribble(w, &res, after == WIRE_FAULT_SCRIBBLE_FREE);
 	return 0;
 #else
 	return worker_send(w, &out.base, e);

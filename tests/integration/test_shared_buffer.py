@@ -22,7 +22,7 @@ sys.path.insert(0, HERE)
 
 from harness import metric, run_tests, wait_for  # noqa: E402
 from test_plotting import (History, add_farm, arm_fault, assert_sector_is, cfg,  # noqa: E402
-                           expected_sector, farmd, plot_status, wait_plot_idle)
+                           expected_sector, farmd, plot_status, verify_sector, wait_plot_idle)
 
 MIB = 1 << 20
 
@@ -75,8 +75,9 @@ def test_bad_offset_worker_replaced(tmp):
 def test_scribbling_worker_cannot_change_sectors(tmp):
     """An encode worker keeps writing garbage over its answer in the shared
     buffer after answering: farmd took its copy once (and, if it caught the
-    worker at it, killed it and plotted the sector again), so every sector
-    on disk equals the independent encoding and its checksum."""
+    worker at it, killed it and ran the job again on a fresh worker, its
+    pieces read from the block store again), so every sector on disk
+    equals the independent encoding and its checksum."""
     hist = History(tmp, 16, seed="shm-scribble")
     f = farmd(tmp, config=cfg(encode=1, max_sectors=1))
     hist.ingest_to(f, 1)
@@ -93,14 +94,63 @@ def test_scribbling_worker_cannot_change_sectors(tmp):
     caught = "wrote into its buffer while answering" in log
     assert caught or "fault injection: scribbled over the answer" in log, log[-3000:]
     if caught:
-        assert re.search(r"sector 0/\d+: encode: encode job \d+ failed after 1 attempt: protocol "
-                         r"error: job \d+: wrote into its buffer while answering", log), log[-3000:]
+        assert re.search(r"encode job \d+ attempt 1 failed \(protocol error: job \d+: wrote "
+                         r"into its buffer while answering\); retrying", log), log[-3000:]
     print(f"     scribbler {'caught and replaced' if caught else 'wrote after farmd took its copy'}")
     if caught:
         assert metric(f, "farmd_protocol_errors_worker_total") >= 1
     # A second farm with a fresh scribble: still every byte right.
     assert arm_fault(f, "encode", "scribble")
     d2 = os.path.join(tmp, "farm2")
+    farm2 = add_farm(f, d2, 1)
+    secs2 = [s for s in wait_plot_idle(f, 60) if s["farm"] == farm2["id"]]
+    check_sectors(hist, farm2, d2, secs2, 1)
+    assert f.proc.poll() is None
+
+
+def test_scribbling_into_free_slots_quarantines_nothing(tmp):
+    """Pieces are read from the block store straight into the worker's
+    buffer, where the worker can write at any time.  A worker that keeps
+    writing over the rest of its buffer after answering (`debug fault
+    encode scribble-free`, until farmd sends the next job, which it does
+    only once that job's pieces are in and checked) can make pieces read
+    there fail their check: each is then read again privately, found
+    sound, and nothing is called corrupt (no error entry, no .corrupted
+    file, nothing queued for resync).  Whether the worker's writes land
+    between a read and its check depends on how the two processes are
+    scheduled, so farms are added, one sector each, until one round has
+    seen it (each round checks that nothing was called corrupt).  What
+    such a worker encodes is its lie: each sector's checksum still
+    describes the bytes on disk, and a sector plotted without the fault
+    equals its encoding."""
+    hist = History(tmp, 16, seed="shm-scribble-free")
+    f = farmd(tmp, config=cfg(encode=1, max_sectors=1), env={"FARMD_KERNEL": "portable"})
+    hist.ingest_to(f, 1)
+    seen = re.compile(r"block [0-9a-f]{64} did not verify in an encode worker's buffer .* and "
+                      r"is sound read again privately")
+    rounds = 0
+    while not seen.search(f.log()):
+        assert rounds < 16, "16 sectors plotted beside a scribbling worker, no piece read " \
+            "there failed its check"
+        if not arm_fault(f, "encode", "scribble-free"):
+            return
+        d = os.path.join(tmp, f"farm{rounds}")
+        farm = add_farm(f, d, 1)
+        rounds += 1
+        secs = [s for s in wait_plot_idle(f, 60) if s["farm"] == farm["id"]]
+        assert [s["state"] for s in secs] == ["plotted"], secs
+        verify_sector(d, secs[0])
+        log = f.log()
+        assert log.count("fault injection: scribbled over all but the answer") == rounds, \
+            log[-3000:]
+        assert "is corrupt" not in log, log[-3000:]
+        assert f.ctl_json("block", "list-errors") == []
+        moved = [n for _, _, names in os.walk(os.path.join(f.state_dir, "blocks"))
+                 for n in names if n.endswith(".corrupted")]
+        assert moved == [], moved
+    print(f"     a piece failed its check in the worker's buffer in round {rounds}; "
+          "read again privately, sound", flush=True)
+    d2 = os.path.join(tmp, "clean")
     farm2 = add_farm(f, d2, 1)
     secs2 = [s for s in wait_plot_idle(f, 60) if s["farm"] == farm2["id"]]
     check_sectors(hist, farm2, d2, secs2, 1)
