@@ -32,8 +32,8 @@
  *
  * A local batch streams, without a barrier between its steps: every
  * part's job is submitted at once and read when it gets a worker (so at
- * most two parts per worker are read ahead of their encoding), and encoded parts are written to plot.bin and hashed in piece
- * order (one write at a time: the checksum is one SHA-256 stream) while
+ * most two parts per worker are read ahead of their encoding), and
+ * encoded parts are written to plot.bin and hashed in piece order (one write at a time: the checksum is one SHA-256 stream) while
  * later parts still encode.  What is left after the last part is
  * encoded is its own write, the fdatasync and the commit.  A remote
  * attempt's batch (rplot.h) goes READ → WRITE whole, as before.
@@ -348,7 +348,8 @@ struct sjob_piece {
 
 static void sjob_settle(struct sjob *j);
 
-/* A part's read is over, however it went: READ ends when every part's is. */
+/* A part's read is over, however it went (counted once: READ ends at the
+ * first, and a retried part is read again without counting). */
 static void
 sjob_part_read_over(struct sjob_part *part)
 {
@@ -451,8 +452,8 @@ static void sjob_encode_cb(uint64_t job_id, const Farmd__JobResult *res, const c
 /* READ: the pieces of the next batch, each part's read into its worker's
  * buffer when the pool places its job there (sjob_part_fill), each piece
  * verified by the block store (a missing or corrupt one is reported to
- * resync there); READ ends when every part's read is over; or, for a
- * remote attempt, the batch encoded by the plotter (then on to
+ * resync there); ENCODE begins once the first part is read (the rest are
+ * read as workers take them); or, for a remote attempt, the batch encoded by the plotter (then on to
  * WRITE). */
 static int
 sjob_read(void *arg)
